@@ -1,0 +1,288 @@
+// Command elector joins a leader election on a Kubernetes lock object and
+// reports its state over HTTP. It is a drop-in replacement for upstream
+// k8s-elector: the same flags and the same GET / document.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// serviceAccountNamespace is where a pod finds its own namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// Exit codes: 2 for a command line that cannot work, 1 for a failure later.
+const (
+	exitUsage = 2
+	exitError = 1
+)
+
+// usageError is bad input: it is printed as one line and exits 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	opts, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "elector: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			return exitUsage
+		}
+		return exitError
+	}
+	if opts.version {
+		fmt.Fprintln(stderr, "elector", version)
+		return 0
+	}
+	if err := opts.run(stderr); err != nil {
+		fmt.Fprintf(stderr, "elector: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			return exitUsage
+		}
+		return exitError
+	}
+	return 0
+}
+
+type options struct {
+	cfg        election.Config
+	httpAddr   string
+	kubeconfig string
+	logFormat  string
+	verbosity  int
+	version    bool
+}
+
+// parse reads the command line, then ELECTOR_* variables for the flags the
+// command line left unset, then fills the pod-aware defaults.
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	var lockType string
+	fs := flag.NewFlagSet("elector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.cfg.Election, election.FlagElection, "", "The name of the election. This is required.")
+	fs.StringVar(&o.httpAddr, election.FlagHTTP, "", "The HTTP address (host:port) which leader state will be reported on.")
+	fs.StringVar(&o.cfg.ID, election.FlagID, "", "The ID of the election participant. If not set, $"+election.EnvPodName+" is used, then the hostname, as reported by the kernel.")
+	fs.StringVar(&o.kubeconfig, election.FlagKubeconfig, "", "The kubeconfig file to use. If not set, in-cluster config will be used.")
+	fs.StringVar(&lockType, election.FlagLockType, string(election.LockLeases), "The type of Kubernetes object to use for the lock (leases, endpoints, configmaps)")
+	fs.StringVar(&o.cfg.Namespace, election.FlagNamespace, "default", "The Kubernetes namespace to run the election in. If not set, $"+election.EnvPodNamespace+" is used, then the pod's own namespace when in a cluster, then the default namespace.")
+	fs.DurationVar(&o.cfg.TTL, election.FlagTTL, election.DefaultTTL, "The TTL for the election.")
+	fs.DurationVar(&o.cfg.RenewDeadline, election.FlagRenewDeadline, 0, "How long a leader keeps leading without a successful renewal. If not set, ttl/3.")
+	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
+	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
+	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used.")
+	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
+	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
+	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of elector:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set with an environment variable %s<FLAG>, for example %sELECTION or %sLOCK_TYPE; a flag on the command line wins.\n", election.EnvPrefix, election.EnvPrefix, election.EnvPrefix)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q: flags are given as -name=value", fs.Arg(0))
+	}
+
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := election.EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = usagef("%s: %q: %v", env, v, err)
+			}
+			set[f.Name] = true
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if o.version {
+		return o, nil
+	}
+
+	o.cfg.LockType = election.LockType(lockType)
+	if o.cfg.ID == "" {
+		o.cfg.ID = os.Getenv(election.EnvPodName)
+	}
+	if o.cfg.ID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, usagef("-%s: not set, and the hostname cannot be read: %v", election.FlagID, err)
+		}
+		o.cfg.ID = host
+	}
+	if !set[election.FlagNamespace] {
+		o.cfg.Namespace = defaultNamespace()
+	}
+	if o.cfg.PodName == "" {
+		o.cfg.PodName = os.Getenv(election.EnvPodName)
+	}
+	renew, retry := election.DefaultTimings(o.cfg.TTL)
+	if o.cfg.RenewDeadline == 0 {
+		o.cfg.RenewDeadline = renew
+	}
+	if o.cfg.RetryPeriod == 0 {
+		o.cfg.RetryPeriod = retry
+	}
+	return o, o.validate()
+}
+
+// validate checks the options, naming the flag in every error.
+func (o *options) validate() error {
+	if err := election.ValidateName(o.cfg.Election); err != nil {
+		return usagef("-%s: %v", election.FlagElection, err)
+	}
+	if _, err := election.ParseLockType(string(o.cfg.LockType)); err != nil {
+		return usagef("-%s: %v", election.FlagLockType, err)
+	}
+	if err := election.ValidateTimings(o.cfg.TTL, o.cfg.RenewDeadline, o.cfg.RetryPeriod); err != nil {
+		return usagef("-%s, -%s, -%s: %v", election.FlagTTL, election.FlagRenewDeadline, election.FlagRetryPeriod, err)
+	}
+	if o.cfg.PodLabel != "" && o.cfg.PodName == "" {
+		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodLabel, election.FlagPodName, election.EnvPodName)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// defaultNamespace is $POD_NAMESPACE, then the pod's own namespace, then
+// "default".
+func defaultNamespace() string {
+	if ns := os.Getenv(election.EnvPodNamespace); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		if ns := strings.TrimSpace(string(b)); ns != "" {
+			return ns
+		}
+	}
+	return "default"
+}
+
+// restConfig loads -kubeconfig, or the in-cluster configuration without it.
+func (o *options) restConfig() (*rest.Config, error) {
+	if o.kubeconfig != "" {
+		if _, err := os.Stat(o.kubeconfig); err != nil {
+			return nil, usagef("-%s: %v", election.FlagKubeconfig, err)
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+		if err != nil {
+			return nil, usagef("-%s: %q is not a usable kubeconfig: %v", election.FlagKubeconfig, o.kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if errors.Is(err, rest.ErrNotInCluster) {
+		return nil, usagef("-%s: not set, and not running in a cluster: give a kubeconfig (example: -%s=$HOME/.kube/config)", election.FlagKubeconfig, election.FlagKubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+func (o *options) logger(stderr io.Writer) logr.Logger {
+	handlerOpts := &slog.HandlerOptions{Level: slog.Level(-o.verbosity)}
+	var h slog.Handler = slog.NewTextHandler(stderr, handlerOpts)
+	if o.logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, handlerOpts)
+	}
+	return logr.FromSlogHandler(h)
+}
+
+func (o *options) run(stderr io.Writer) error {
+	log := o.logger(stderr)
+	klog.SetLogger(log.WithName("client-go"))
+
+	restCfg, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	var server *election.Server
+	reg := prometheus.NewRegistry()
+	metrics := election.NewMetrics(reg)
+	clients, err := election.NewClients(restCfg, o.cfg.RenewDeadline)
+	if err != nil {
+		return err
+	}
+	elector, err := election.New(o.cfg, clients, log, metrics)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if o.httpAddr != "" {
+		l, err := election.Listen(o.httpAddr)
+		if err != nil {
+			return usagef("-%s: %v", election.FlagHTTP, err)
+		}
+		server = election.NewServer(elector, reg)
+		go func() {
+			if err := server.Serve(l); err != nil {
+				log.Error(err, "HTTP server stopped")
+			}
+		}()
+		log.Info("serving leader state", "address", l.Addr().String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-signals
+		log.Info("shutting down; a second signal exits at once", "signal", sig.String())
+		cancel()
+		<-signals
+		os.Exit(exitError)
+	}()
+
+	err = elector.Run(ctx)
+	if server != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_ = server.Shutdown(sctx)
+		scancel()
+	}
+	return err
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBadInput checks that every command line that cannot work exits 2
+// with one line naming the flag and the fix, and no stack trace.
+func TestBadInput(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    cluster: c\ncurrent-context: c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	busy := listenBusy(t)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"missing election", []string{"-kubeconfig=" + kubeconfig}, nil, "-election: is required"},
+		{"bad election name", []string{"-election=My_App", "-kubeconfig=" + kubeconfig}, nil, `-election: "My_App" is not a valid Kubernetes object name`},
+		{"unknown lock type", []string{"-election=a", "-lock-type=etcd", "-kubeconfig=" + kubeconfig}, nil, `-lock-type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`},
+		{"ttl under 1s", []string{"-election=a", "-ttl=500ms", "-kubeconfig=" + kubeconfig}, nil, "ttl 500ms is under the minimum 1s"},
+		{"renew deadline not under ttl", []string{"-election=a", "-ttl=10s", "-renew-deadline=10s", "-kubeconfig=" + kubeconfig}, nil, "renew deadline 10s must be shorter than the ttl 10s"},
+		{"retry period too long", []string{"-election=a", "-ttl=10s", "-renew-deadline=3s", "-retry-period=3s", "-kubeconfig=" + kubeconfig}, nil, "must be more than 1.2 x the retry period"},
+		{"bad duration", []string{"-election=a", "-ttl=ten"}, nil, `invalid value "ten" for flag -ttl`},
+		{"bad http address", []string{"-election=a", "-http=nonsense", "-kubeconfig=" + kubeconfig}, nil, `-http: "nonsense" is not a host:port address`},
+		{"http address in use", []string{"-election=a", "-http=" + busy, "-kubeconfig=" + kubeconfig}, nil, "-http: cannot listen on"},
+		{"kubeconfig missing", []string{"-election=a", "-kubeconfig=/no/such/file"}, nil, "-kubeconfig: stat /no/such/file: no such file or directory"},
+		{"not in a cluster", []string{"-election=a"}, nil, "-kubeconfig: not set, and not running in a cluster"},
+		{"bad env value", []string{"-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_ELECTION": "a", "ELECTOR_TTL": "x"}, `ELECTOR_TTL: "x": parse error`},
+		{"env election bad", []string{"-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_ELECTION": "-x"}, `-election: "-x" is not a valid Kubernetes object name`},
+		{"pod label without pod name", []string{"-election=a", "-pod-label=role", "-kubeconfig=" + kubeconfig}, nil, "-pod-label: needs the pod's name"},
+		{"bad log format", []string{"-election=a", "-log-format=xml", "-kubeconfig=" + kubeconfig}, nil, `-log-format: "xml" is not a log format`},
+		{"stray argument", []string{"-election=a", "extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("KUBERNETES_SERVICE_HOST", "")
+			t.Setenv("POD_NAME", "")
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stderr bytes.Buffer
+			code := run(tt.args, &stderr)
+			out := stderr.String()
+			if code != exitUsage {
+				t.Errorf("exit status = %d, want %d; output:\n%s", code, exitUsage, out)
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("output = %q, want it to contain %q", out, tt.want)
+			}
+			if strings.Contains(out, "goroutine ") || strings.Count(strings.TrimSpace(out), "\n") > 0 && !strings.Contains(out, "Usage of elector") {
+				t.Errorf("want one line, got:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestEnvironmentDefaults(t *testing.T) {
+	t.Setenv("POD_NAME", "pod-1")
+	t.Setenv("POD_NAMESPACE", "team")
+	t.Setenv("ELECTOR_ELECTION", "from-env")
+	t.Setenv("ELECTOR_LOCK_TYPE", "configmaps")
+	o, err := parse([]string{"-lock-type=endpoints", "-ttl=15s"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.cfg
+	if c.Election != "from-env" || c.ID != "pod-1" || c.PodName != "pod-1" || c.Namespace != "team" {
+		t.Errorf("defaults from the environment: %+v", c)
+	}
+	if c.LockType != "endpoints" {
+		t.Errorf("lock type = %s: the command line must win over ELECTOR_LOCK_TYPE", c.LockType)
+	}
+	if c.RenewDeadline != 5e9 || c.RetryPeriod != 2500e6 {
+		t.Errorf("timings from -ttl=15s: renew %s retry %s, want ttl/3 and ttl/6", c.RenewDeadline, c.RetryPeriod)
+	}
+
+	t.Setenv("POD_NAMESPACE", "")
+	o, err = parse([]string{"-election=x", "-namespace=explicit"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Namespace != "explicit" {
+		t.Errorf("namespace = %s, want the flag's", o.cfg.Namespace)
+	}
+}
+
+func TestHelpListsFlags(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"-h"}, &out); code != 0 {
+		t.Fatalf("-h exit status %d", code)
+	}
+	for _, f := range []string{"-election", "-http", "-id", "-kubeconfig", "-lock-type", "-namespace", "-ttl", "-renew-deadline", "-retry-period", "-pod-label", "-pod-name", "-log-format", "-v", "-version", "ELECTOR_"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("-h does not mention %s", f)
+		}
+	}
+}
+
+// listenBusy holds a port for the test and returns its address.
+func listenBusy(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().String()
+}

@@ -1,0 +1,61 @@
+package election
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is one participant's view of an election.
+type Config struct {
+	// Election names the election and its lock object.
+	Election string
+	// Namespace holds the lock object.
+	Namespace string
+	// ID identifies this participant; it is written into the lock as the
+	// holder. It must be unique among the participants: two processes with
+	// one ID are one participant to the election.
+	ID string
+	// LockType is the kind of object that holds the lock.
+	LockType LockType
+
+	// TTL is the lease duration: how long the others wait, from when they
+	// observe the leader's last renewal, before they may take the lock.
+	TTL time.Duration
+	// RenewDeadline is how long a leader keeps leading without a successful
+	// renewal. It must be shorter than TTL, so a leader that cannot renew
+	// stops calling itself leader before anyone else may start: the gap
+	// (TTL - RenewDeadline) is the margin for clock rates and delays.
+	RenewDeadline time.Duration
+	// RetryPeriod is how often a leader renews. A follower does not poll:
+	// it watches the lock and acts when the lease can expire or is released.
+	RetryPeriod time.Duration
+
+	// PodLabel, when set, is a label key the elector keeps on its own pod
+	// (PodName) as "leader" or "standby", so a Service can select the leader.
+	PodLabel string
+	// PodName is the pod the elector runs in; needed with PodLabel.
+	PodName string
+}
+
+// Validate checks c. Errors name the field the way the elector's flags do.
+func (c *Config) Validate() error {
+	if err := ValidateName(c.Election); err != nil {
+		return fmt.Errorf("election name %w", err)
+	}
+	if c.Namespace == "" {
+		return fmt.Errorf("namespace is required (example: default)")
+	}
+	if c.ID == "" {
+		return fmt.Errorf("participant id is required (example: the pod name)")
+	}
+	if _, err := ParseLockType(string(c.LockType)); err != nil {
+		return fmt.Errorf("lock type %w", err)
+	}
+	if err := ValidateTimings(c.TTL, c.RenewDeadline, c.RetryPeriod); err != nil {
+		return err
+	}
+	if c.PodLabel != "" && c.PodName == "" {
+		return fmt.Errorf("pod labelling needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+	}
+	return nil
+}

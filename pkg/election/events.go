@@ -1,0 +1,50 @@
+package election
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// eventTimeout bounds posting an Event. Events are for people reading
+// `kubectl describe`; the election never waits on them.
+const eventTimeout = 5 * time.Second
+
+// event posts a Normal Event about the lock object in the background.
+func (e *Elector) event(reason, message string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+		defer cancel()
+		e.eventSync(ctx, reason, message)
+	}()
+}
+
+// eventSync posts the Event and returns when it is written or ctx is done.
+func (e *Elector) eventSync(ctx context.Context, reason, message string) {
+	obs, _ := e.snapshot()
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      fmt.Sprintf("%s.%x", e.cfg.Election, now.UnixNano()),
+			Namespace: e.cfg.Namespace,
+		},
+		InvolvedObject:      e.lock.reference(obs),
+		Reason:              reason,
+		Message:             message,
+		Type:                corev1.EventTypeNormal,
+		Source:              corev1.EventSource{Component: "k8s-elector"},
+		ReportingController: "vapor.io/k8s-elector",
+		ReportingInstance:   e.cfg.ID,
+		FirstTimestamp:      now,
+		LastTimestamp:       now,
+		Count:               1,
+	}
+	err := e.core.Post().Namespace(e.cfg.Namespace).Resource("events").Body(ev).Do(ctx).Error()
+	if err != nil {
+		e.metrics.apiError("event")
+		e.log.V(1).Info("could not post an event", "reason", reason, "err", err.Error())
+	}
+}

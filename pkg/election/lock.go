@@ -1,0 +1,209 @@
+package election
+
+import (
+	"context"
+	"fmt"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+)
+
+// object is a Kubernetes object the lock can live on.
+type object interface {
+	runtime.Object
+	metav1.Object
+}
+
+// observation is one version of the lock object and the record it holds.
+// An observation with no object records that the object was deleted: its
+// record is the last one seen, so the lease it named still runs out before
+// anyone may take the lock.
+type observation struct {
+	record Record
+	object object
+}
+
+// lockKind is what differs between lock types: where the record is kept.
+type lockKind struct {
+	resource  string
+	gvk       schema.GroupVersionKind
+	newObject func() object
+	newList   func() runtime.Object
+	read      func(object) (Record, error)
+	write     func(object, Record) error
+}
+
+// Lock reads and writes the election record on one object, always with a
+// compare-and-swap on the resourceVersion it last saw.
+type Lock struct {
+	client    rest.Interface
+	namespace string
+	name      string
+	kind      lockKind
+}
+
+// NewLock returns the lock of the given type for the election name in
+// namespace.
+func NewLock(lockType LockType, clients *Clients, namespace, name string) (*Lock, error) {
+	l := &Lock{namespace: namespace, name: name}
+	switch lockType {
+	case LockLeases:
+		l.client, l.kind = clients.Coordination, leaseKind
+	case LockConfigMaps:
+		l.client, l.kind = clients.Core, configMapKind
+	case LockEndpoints:
+		l.client, l.kind = clients.Core, endpointsKind
+	default:
+		_, err := ParseLockType(string(lockType))
+		return nil, err
+	}
+	return l, nil
+}
+
+// String names the lock object for logs: leases/default/example.
+func (l *Lock) String() string {
+	return l.kind.resource + "/" + l.namespace + "/" + l.name
+}
+
+func (l *Lock) observe(obj object) (*observation, error) {
+	rec, err := l.kind.read(obj)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", l, err)
+	}
+	return &observation{record: rec, object: obj}, nil
+}
+
+// get reads the lock object. It returns a NotFound API error when there is
+// none.
+func (l *Lock) get(ctx context.Context) (*observation, error) {
+	obj := l.kind.newObject()
+	err := l.client.Get().Namespace(l.namespace).Resource(l.kind.resource).Name(l.name).Do(ctx).Into(obj)
+	if err != nil {
+		return nil, err
+	}
+	return l.observe(obj)
+}
+
+// create makes the lock object holding rec. It fails with an AlreadyExists
+// API error when another participant was first.
+func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
+	obj := l.kind.newObject()
+	obj.SetNamespace(l.namespace)
+	obj.SetName(l.name)
+	if err := l.kind.write(obj, rec); err != nil {
+		return nil, err
+	}
+	out := l.kind.newObject()
+	err := l.client.Post().Namespace(l.namespace).Resource(l.kind.resource).Body(obj).Do(ctx).Into(out)
+	if err != nil {
+		return nil, err
+	}
+	return l.observe(out)
+}
+
+// update replaces the record on the version of the object in prev. The API
+// server rejects it with a Conflict error when the object changed since.
+// Everything else on the object (labels, other annotations, data) is kept.
+func (l *Lock) update(ctx context.Context, prev *observation, rec Record) (*observation, error) {
+	obj := prev.object.DeepCopyObject().(object)
+	if err := l.kind.write(obj, rec); err != nil {
+		return nil, err
+	}
+	out := l.kind.newObject()
+	err := l.client.Put().Namespace(l.namespace).Resource(l.kind.resource).Name(l.name).Body(obj).Do(ctx).Into(out)
+	if err != nil {
+		return nil, err
+	}
+	// Read the record back rather than keep rec: the server stores times at
+	// its own precision, and the watch will deliver this same version.
+	return l.observe(out)
+}
+
+// watch streams changes of the lock object after resourceVersion; from ""
+// it starts with the object as it is now. The server ends the stream after
+// timeoutSeconds; the caller watches again from the last version it saw.
+func (l *Lock) watch(ctx context.Context, resourceVersion string, timeoutSeconds int64) (watch.Interface, error) {
+	return l.client.Get().Namespace(l.namespace).Resource(l.kind.resource).
+		VersionedParams(&metav1.ListOptions{
+			FieldSelector:       l.fieldSelector(),
+			ResourceVersion:     resourceVersion,
+			Watch:               true,
+			AllowWatchBookmarks: true,
+			TimeoutSeconds:      &timeoutSeconds,
+		}, metav1.ParameterCodec).
+		Watch(ctx)
+}
+
+func (l *Lock) fieldSelector() string {
+	return fields.OneTermEqualSelector("metadata.name", l.name).String()
+}
+
+// reference points an Event at the lock object.
+func (l *Lock) reference(o *observation) corev1.ObjectReference {
+	ref := corev1.ObjectReference{
+		APIVersion: l.kind.gvk.GroupVersion().String(),
+		Kind:       l.kind.gvk.Kind,
+		Namespace:  l.namespace,
+		Name:       l.name,
+	}
+	if o != nil {
+		ref.UID = o.object.GetUID()
+		ref.ResourceVersion = o.object.GetResourceVersion()
+	}
+	return ref
+}
+
+var leaseKind = lockKind{
+	resource:  "leases",
+	gvk:       coordinationv1.SchemeGroupVersion.WithKind("Lease"),
+	newObject: func() object { return &coordinationv1.Lease{} },
+	newList:   func() runtime.Object { return &coordinationv1.LeaseList{} },
+	read: func(obj object) (Record, error) {
+		return recordFromLease(&obj.(*coordinationv1.Lease).Spec), nil
+	},
+	write: func(obj object, rec Record) error {
+		lease := obj.(*coordinationv1.Lease)
+		lease.Spec = rec.leaseSpec(lease.Spec)
+		return nil
+	},
+}
+
+var configMapKind = annotationKind("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	func() object { return &corev1.ConfigMap{} },
+	func() runtime.Object { return &corev1.ConfigMapList{} })
+
+var endpointsKind = annotationKind("endpoints", corev1.SchemeGroupVersion.WithKind("Endpoints"),
+	func() object { return &corev1.Endpoints{} },
+	func() runtime.Object { return &corev1.EndpointsList{} })
+
+// annotationKind is a lock that keeps the record in LeaderAnnotation.
+func annotationKind(resource string, gvk schema.GroupVersionKind, newObject func() object, newList func() runtime.Object) lockKind {
+	return lockKind{
+		resource:  resource,
+		gvk:       gvk,
+		newObject: newObject,
+		newList:   newList,
+		read: func(obj object) (Record, error) {
+			return recordFromAnnotations(obj.GetAnnotations())
+		},
+		write: func(obj object, rec Record) error {
+			raw, err := rec.annotation()
+			if err != nil {
+				return err
+			}
+			annotations := obj.GetAnnotations()
+			if annotations == nil {
+				annotations = map[string]string{}
+			}
+			annotations[LeaderAnnotation] = raw
+			obj.SetAnnotations(annotations)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,108 @@
+package election
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// upstream is a record as client-go before v0.24 wrote it into the
+// control-plane.alpha.kubernetes.io/leader annotation.
+const upstream = `{"holderIdentity":"k8s-elector-74c54b485f-hgf9z","leaseDurationSeconds":10,"acquireTime":"2019-05-02T18:28:41Z","renewTime":"2019-05-02T18:28:51Z","leaderTransitions":2}`
+
+func TestAnnotationFormat(t *testing.T) {
+	rec, err := recordFromAnnotations(map[string]string{LeaderAnnotation: upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Record{
+		HolderIdentity:       "k8s-elector-74c54b485f-hgf9z",
+		LeaseDurationSeconds: 10,
+		AcquireTime:          metav1.NewTime(time.Date(2019, 5, 2, 18, 28, 41, 0, time.UTC)),
+		RenewTime:            metav1.NewTime(time.Date(2019, 5, 2, 18, 28, 51, 0, time.UTC)),
+		LeaderTransitions:    2,
+	}
+	if !rec.equal(want) {
+		t.Errorf("read %+v, want %+v", rec, want)
+	}
+	out, err := rec.annotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != upstream {
+		t.Errorf("written back:\n%s\nwant byte for byte:\n%s", out, upstream)
+	}
+}
+
+func TestAnnotationErrors(t *testing.T) {
+	if rec, err := recordFromAnnotations(nil); err != nil || rec.HolderIdentity != "" {
+		t.Errorf("no annotation: %+v, %v; want a released record", rec, err)
+	}
+	_, err := recordFromAnnotations(map[string]string{LeaderAnnotation: "{"})
+	if err == nil {
+		t.Fatal("a broken annotation was accepted")
+	}
+	if want := "annotation " + LeaderAnnotation; !contains(err.Error(), want) {
+		t.Errorf("error %q does not name %s", err, want)
+	}
+}
+
+func TestLeaseRoundTrip(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	rec := Record{HolderIdentity: "a", LeaseDurationSeconds: 10, AcquireTime: metav1.NewTime(now), RenewTime: metav1.NewTime(now.Add(time.Second)), LeaderTransitions: 7}
+	preferred := "b"
+	spec := rec.leaseSpec(coordinationv1.LeaseSpec{PreferredHolder: &preferred})
+	if spec.PreferredHolder == nil || *spec.PreferredHolder != "b" {
+		t.Errorf("a field the record does not own was dropped: %+v", spec)
+	}
+	got := recordFromLease(&spec)
+	if diff := cmp.Diff(rec.annotationOrDie(t), got.annotationOrDie(t)); diff != "" || !got.equal(rec) {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func (r Record) annotationOrDie(t *testing.T) string {
+	s, err := r.annotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestValidateTimings(t *testing.T) {
+	tests := []struct {
+		ttl, renew, retry time.Duration
+		wantErr           string
+	}{
+		{10 * time.Second, 10 * time.Second / 3, 10 * time.Second / 6, ""},
+		{time.Second, time.Second / 3, time.Second / 6, ""},
+		{999 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond, "under the minimum"},
+		{1500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond, "whole number of seconds"},
+		{10 * time.Second, 10 * time.Second, time.Second, "shorter than the ttl"},
+		{10 * time.Second, 3 * time.Second, 2500 * time.Millisecond, "1.2 x the retry period"},
+		{10 * time.Second, 3 * time.Second, 0, "must be positive"},
+	}
+	for _, tt := range tests {
+		err := ValidateTimings(tt.ttl, tt.renew, tt.retry)
+		if (err == nil) != (tt.wantErr == "") || err != nil && !contains(err.Error(), tt.wantErr) {
+			t.Errorf("ValidateTimings(%s, %s, %s) = %v, want %q", tt.ttl, tt.renew, tt.retry, err, tt.wantErr)
+		}
+	}
+}
+
+func TestParseLockType(t *testing.T) {
+	for _, l := range LockTypes {
+		if got, err := ParseLockType(string(l)); err != nil || got != l {
+			t.Errorf("ParseLockType(%s) = %s, %v", l, got, err)
+		}
+	}
+	if _, err := ParseLockType("lease"); err == nil || !contains(err.Error(), "valid: leases, configmaps, endpoints") {
+		t.Errorf("ParseLockType(lease) = %v, want an error listing the valid types", err)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -1,0 +1,89 @@
+package election
+
+import "time"
+
+// Status is the answer to GET /: upstream k8s-elector's document, field for
+// field. Fields may be added; these never change.
+type Status struct {
+	// IsLeader is true only while this participant holds a lease it renewed
+	// within the renew deadline.
+	IsLeader bool `json:"is_leader"`
+	// Leader is the ID of the participant whose lease this one observes as
+	// running; empty while no one leads.
+	Leader string `json:"leader"`
+	// Node is this participant's ID.
+	Node string `json:"node"`
+	// Timestamp is when the answer was made: RFC3339, UTC.
+	Timestamp string `json:"timestamp"`
+}
+
+// Status reports the election as this participant sees it now. Leadership is
+// judged at the moment of the call on the monotonic clock, not taken from a
+// flag the loop sets: a process that was frozen past its renew deadline
+// answers false from its first call after it resumes, before its loop has run.
+func (e *Elector) Status() Status {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Status{Node: e.cfg.ID, Timestamp: now.UTC().Format(time.RFC3339)}
+	switch {
+	case e.isLeaderLocked(now):
+		s.IsLeader, s.Leader = true, e.cfg.ID
+	case e.observed != nil && e.observed.record.HolderIdentity != e.cfg.ID &&
+		e.observed.record.HolderIdentity != "" &&
+		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())):
+		s.Leader = e.observed.record.HolderIdentity
+	}
+	return s
+}
+
+// IsLeader reports whether this participant leads now.
+func (e *Elector) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.isLeaderLocked(time.Now())
+}
+
+func (e *Elector) isLeaderLocked(now time.Time) bool {
+	return e.leading && now.Sub(e.renewedAt) < e.cfg.RenewDeadline
+}
+
+// Ready reports whether the API server has answered at least once and the
+// last request either succeeded or failed within the renew deadline of the
+// last success.
+func (e *Elector) Ready() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lastOK.IsZero() {
+		return false
+	}
+	return !e.lastFailed || time.Since(e.lastOK) < e.cfg.RenewDeadline
+}
+
+// Subscribe returns a channel that receives a value whenever the election's
+// state may have changed, and a function that ends the subscription. A slow
+// subscriber misses wake-ups, never blocks the election: it reads Status
+// when it gets to it.
+func (e *Elector) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	e.mu.Lock()
+	e.subscribers[ch] = struct{}{}
+	e.mu.Unlock()
+	return ch, func() {
+		e.mu.Lock()
+		delete(e.subscribers, ch)
+		e.mu.Unlock()
+	}
+}
+
+// notify wakes every subscriber.
+func (e *Elector) notify() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for ch := range e.subscribers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,266 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/api/validate/content"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// AnnotationPrefix prefixes every annotation the injector reads or writes.
+// Every key under it must be one of Annotations, so that a typo is an error
+// instead of a setting that silently does nothing.
+const AnnotationPrefix = "elector.vapor.io/"
+
+// The annotations a pod sets to ask for, and tune, its elector sidecar.
+const (
+	AnnotationElection      = AnnotationPrefix + "election"
+	AnnotationPort          = AnnotationPrefix + "port"
+	AnnotationTTL           = AnnotationPrefix + "ttl"
+	AnnotationLockType      = AnnotationPrefix + "lock-type"
+	AnnotationImage         = AnnotationPrefix + "image"
+	AnnotationCPU           = AnnotationPrefix + "cpu"
+	AnnotationMemory        = AnnotationPrefix + "memory"
+	AnnotationNativeSidecar = AnnotationPrefix + "native-sidecar"
+	AnnotationPodLabel      = AnnotationPrefix + "pod-label"
+
+	// AnnotationStatus is written by the injector, never by users: StatusInjected
+	// marks a pod whose sidecar is in place, so a reinvoked webhook leaves it be.
+	AnnotationStatus = AnnotationPrefix + "status"
+	StatusInjected   = "injected"
+
+	// LabelInjected (value "true") is set on every injected pod. It is a label,
+	// not an annotation, so that the RBAC reconciler can select injected pods.
+	LabelInjected = AnnotationPrefix + "injected"
+)
+
+// Annotation documents one annotation for users; the README table is
+// generated from Annotations.
+type Annotation struct {
+	Key     string
+	Example string
+	Help    string
+}
+
+// Annotations lists every key the injector knows, in the order errors are
+// reported and the README lists them.
+var Annotations = []Annotation{
+	{AnnotationElection, "my-app", "Election name, and the name of the lock object. Required; its presence asks for the sidecar."},
+	{AnnotationPort, "4040", "Port of the elector's HTTP API (default: the injector's, 4040). Must not be a containerPort of the pod."},
+	{AnnotationTTL, "10s", "Lease duration, a whole number of seconds, at least 1s (default: the elector's, 10s)."},
+	{AnnotationLockType, "leases", "Lock object kind: leases, configmaps or endpoints (default: the injector's, else leases)."},
+	{AnnotationImage, "ghcr.io/vapor-ware/k8s-elector:v1.0.0", "Elector image (default: the injector's)."},
+	{AnnotationCPU, "10m", "CPU request of the sidecar (default: 10m)."},
+	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: 24Mi). Also raises the memory limit (default: 64Mi) when larger than it."},
+	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
+	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none)."},
+	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
+}
+
+// Options is the elector sidecar of one pod: the injector's Settings
+// overridden by the pod's annotations.
+type Options struct {
+	Election string
+	// Port is zero when its annotation is invalid, so that the pod's ports
+	// are not checked against a port the user did not ask for.
+	Port int32
+	// TTL is passed to the elector only when non-zero.
+	TTL time.Duration
+	// LockType is passed to the elector only when non-empty.
+	LockType      election.LockType
+	Image         string
+	CPURequest    resource.Quantity
+	MemoryRequest resource.Quantity
+	// MemoryLimit is not set on the container when zero.
+	MemoryLimit   resource.Quantity
+	NativeSidecar bool
+	// PodLabel is passed to the elector only when non-empty.
+	PodLabel string
+}
+
+// wantsInjection reports whether any annotation asks for the sidecar. Any key
+// under the prefix counts, not only election: a pod with a misspelt election
+// key must get an error, not silently go without a sidecar. The status
+// annotation alone does not count, since the injector wrote it.
+func wantsInjection(annotations map[string]string) bool {
+	for k := range annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) && k != AnnotationStatus {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseOptions reads the pod's annotations over the defaults in s. It checks
+// every annotation and returns all the errors joined, so that a user fixes
+// them in one go rather than one per rejected rollout. With an error, the
+// Options are incomplete and must not be used to build a sidecar.
+func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
+	o := Options{
+		Port:          s.Port,
+		TTL:           s.TTL,
+		LockType:      s.LockType,
+		Image:         s.ElectorImage,
+		CPURequest:    s.CPURequest.DeepCopy(),
+		MemoryRequest: s.MemoryRequest.DeepCopy(),
+		MemoryLimit:   s.MemoryLimit.DeepCopy(),
+		NativeSidecar: s.NativeSidecars,
+	}
+	var errs []error
+	fail := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("annotation %s: "+format, append([]any{key}, args...)...))
+	}
+
+	// The election annotation is required even when absent, so it is checked
+	// outside the loop over the annotations that are set.
+	o.Election = annotations[AnnotationElection]
+	if err := election.ValidateName(o.Election); err != nil {
+		fail(AnnotationElection, "%w", err)
+	}
+
+	for _, a := range Annotations {
+		v, ok := annotations[a.Key]
+		if !ok {
+			continue
+		}
+		switch a.Key {
+		case AnnotationPort:
+			port, err := strconv.ParseInt(v, 10, 32)
+			o.Port = 0
+			switch {
+			case err != nil:
+				fail(a.Key, "%q is not a port number (example: %s)", v, a.Example)
+			case port < 1 || port > 65535:
+				fail(a.Key, "%q is not a port number in 1-65535 (example: %s)", v, a.Example)
+			default:
+				o.Port = int32(port)
+			}
+		case AnnotationTTL:
+			ttl, err := time.ParseDuration(v)
+			if err != nil {
+				fail(a.Key, "%q is not a duration (example: %s)", v, a.Example)
+				break
+			}
+			if err := validateTTL(ttl); err != nil {
+				fail(a.Key, "%q: %w", v, err)
+				break
+			}
+			o.TTL = ttl
+		case AnnotationLockType:
+			t, err := election.ParseLockType(v)
+			if err != nil {
+				fail(a.Key, "%w", err)
+				break
+			}
+			o.LockType = t
+		case AnnotationImage:
+			if err := validateImage(v); err != nil {
+				fail(a.Key, "%w", err)
+				break
+			}
+			o.Image = v
+		case AnnotationCPU:
+			if q, err := parseQuantity(v, a.Example); err != nil {
+				fail(a.Key, "%w", err)
+			} else {
+				o.CPURequest = q
+			}
+		case AnnotationMemory:
+			q, err := parseQuantity(v, a.Example)
+			if err != nil {
+				fail(a.Key, "%w", err)
+				break
+			}
+			o.MemoryRequest = q
+			// A request above the limit is an invalid pod, so a larger
+			// request carries the limit up with it rather than failing.
+			if !o.MemoryLimit.IsZero() && q.Cmp(o.MemoryLimit) > 0 {
+				o.MemoryLimit = q.DeepCopy()
+			}
+		case AnnotationNativeSidecar:
+			// Only the two spellings, not strconv.ParseBool's "1" or "T":
+			// a value read back from a manifest should mean one thing.
+			switch v {
+			case "true":
+				o.NativeSidecar = true
+			case "false":
+				o.NativeSidecar = false
+			default:
+				fail(a.Key, "%q must be true or false (example: %s)", v, a.Example)
+			}
+		case AnnotationPodLabel:
+			if msgs := content.IsLabelKey(v); len(msgs) > 0 {
+				fail(a.Key, "%q is not a valid label key: %s (example: %s)", v, strings.Join(msgs, "; "), a.Example)
+				break
+			}
+			// The elector would overwrite the injector's own label with
+			// leader or standby, and the reconciler would lose the pod.
+			if v == LabelInjected {
+				fail(a.Key, "%q is the injector's own label; choose another key (example: %s)", v, a.Example)
+				break
+			}
+			o.PodLabel = v
+		}
+	}
+
+	var unknown []string
+	for k := range annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) && !slices.ContainsFunc(Annotations, func(a Annotation) bool { return a.Key == k }) {
+			unknown = append(unknown, k)
+		}
+	}
+	slices.Sort(unknown)
+	for _, k := range unknown {
+		errs = append(errs, fmt.Errorf("annotation %s is not a known annotation (known: %s)", k, strings.Join(annotationKeys(), ", ")))
+	}
+
+	return o, errors.Join(errs...)
+}
+
+// annotationKeys returns the keys of Annotations, for error messages.
+func annotationKeys() []string {
+	keys := make([]string, len(Annotations))
+	for i, a := range Annotations {
+		keys[i] = a.Key
+	}
+	return keys
+}
+
+// validateTTL applies the elector's own timing rules, with the renew deadline
+// and retry period it will derive from ttl, so that a pod is refused here
+// instead of crash looping on the elector's flag validation.
+func validateTTL(ttl time.Duration) error {
+	renewDeadline, retryPeriod := election.DefaultTimings(ttl)
+	return election.ValidateTimings(ttl, renewDeadline, retryPeriod)
+}
+
+// validateImage rejects what can only fail at pull time. Full reference
+// parsing is left to the kubelet, which reports it on the pod.
+func validateImage(image string) error {
+	if image == "" || strings.ContainsFunc(image, unicode.IsSpace) {
+		return fmt.Errorf("%q must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)", image)
+	}
+	return nil
+}
+
+// parseQuantity parses a non-negative resource quantity; the API server
+// refuses negative requests, so they are refused here with the annotation's
+// name in the message.
+func parseQuantity(v, example string) (resource.Quantity, error) {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return resource.Quantity{}, fmt.Errorf("%q is not a resource quantity (example: %s)", v, example)
+	}
+	if q.Sign() < 0 {
+		return resource.Quantity{}, fmt.Errorf("%q must not be negative (example: %s)", v, example)
+	}
+	return q, nil
+}

@@ -1,0 +1,270 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// Names of what the injector adds to a pod. They are reserved: a pod that
+// already uses one of them is refused rather than half-injected.
+const (
+	// ContainerName names the sidecar, and its containerPort.
+	ContainerName = "elector"
+	// APIAccessVolumeName names the projected volume holding the sidecar's
+	// service-account token.
+	APIAccessVolumeName = "elector-api-access"
+	// APIAccessMountPath is where client-go's in-cluster config looks for
+	// the token, CA and namespace.
+	APIAccessMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
+
+// The sidecar runs as this user: "nonroot" in distroless images, and not 0,
+// which Pod Security "restricted" refuses.
+const electorUID = 65532
+
+// tokenExpirationSeconds is what the ServiceAccount admission plugin uses for
+// its own kube-api-access volume: a one-hour token, plus seven seconds that
+// mark it as one the kubelet refreshes.
+const tokenExpirationSeconds = 3607
+
+// Inject returns a copy of pod with the elector sidecar added, as its
+// annotations ask. It never modifies pod. A pod without elector annotations,
+// or one injected before (the webhook may be reinvoked), comes back as an
+// unchanged copy.
+//
+// Everything is checked before anything is changed, and all problems are
+// returned at once: a pod is either refused with every reason, or given a
+// sidecar that can start.
+func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	if !wantsInjection(pod.Annotations) || alreadyInjected(pod) {
+		return out, nil
+	}
+
+	// 1. Settings are validated at start-up too; checking them again keeps
+	// Inject safe to call on its own.
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("injector settings are invalid, fix the injector's flags: %w", err)
+	}
+
+	// 2. Check the annotations and the pod, collecting every error.
+	o, err := ParseOptions(pod.Annotations, s)
+	errs := []error{err}
+	errs = append(errs, checkReservedNames(pod)...)
+	if o.Port != 0 {
+		errs = append(errs, checkPortFree(pod, o.Port))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	// 3. Add the sidecar, its volume, and the marks of an injected pod.
+	c := sidecar(o)
+	if o.NativeSidecar {
+		// First, so that it runs before the other init containers and they
+		// (and the app) can use it.
+		out.Spec.InitContainers = slices.Insert(out.Spec.InitContainers, 0, c)
+	} else {
+		out.Spec.Containers = append(out.Spec.Containers, c)
+	}
+	out.Spec.Volumes = append(out.Spec.Volumes, apiAccessVolume())
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationStatus] = StatusInjected
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	out.Labels[LabelInjected] = "true"
+	return out, nil
+}
+
+// alreadyInjected reports whether the pod went through Inject before. Both
+// marks are required: the status annotation alone may have been copied from
+// another pod's manifest, and the sidecar would then be missing.
+func alreadyInjected(pod *corev1.Pod) bool {
+	return pod.Annotations[AnnotationStatus] == StatusInjected && hasContainer(pod, ContainerName)
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	match := func(c corev1.Container) bool { return c.Name == name }
+	return slices.ContainsFunc(pod.Spec.Containers, match) || slices.ContainsFunc(pod.Spec.InitContainers, match)
+}
+
+// checkReservedNames refuses a pod that already uses a name the injector
+// adds: the API server would refuse the duplicate, with a message that does
+// not point at the annotation.
+func checkReservedNames(pod *corev1.Pod) []error {
+	var errs []error
+	if hasContainer(pod, ContainerName) {
+		errs = append(errs, fmt.Errorf("container %q: the name is reserved for the elector sidecar; rename the container, or remove the %s annotations", ContainerName, AnnotationPrefix))
+	}
+	if slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == APIAccessVolumeName }) {
+		errs = append(errs, fmt.Errorf("volume %q: the name is reserved for the elector sidecar's API credentials; rename the volume", APIAccessVolumeName))
+	}
+	return errs
+}
+
+// checkPortFree refuses a port that a container of the pod declares: the
+// containers share one network namespace, so the elector, or the app, would
+// fail to listen. Ports a container uses without declaring them cannot be
+// seen here.
+func checkPortFree(pod *corev1.Pod, port int32) error {
+	used := map[int32]bool{}
+	owner := ""
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, p := range c.Ports {
+			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			used[p.ContainerPort] = true
+			if p.ContainerPort == port && owner == "" {
+				owner = c.Name
+			}
+		}
+	}
+	if owner == "" {
+		return nil
+	}
+	// Suggest the next port up that no container declares.
+	free := port
+	for used[free] {
+		free = free%65535 + 1
+	}
+	if _, set := pod.Annotations[AnnotationPort]; set {
+		return fmt.Errorf("annotation %s: port %d is already used by container %q; choose a free port (example: %d)", AnnotationPort, port, owner, free)
+	}
+	return fmt.Errorf("the elector's default port %d is already used by container %q; set annotation %s to a free port (example: %d)", port, owner, AnnotationPort, free)
+}
+
+// sidecar builds the elector container.
+func sidecar(o Options) corev1.Container {
+	args := []string{
+		arg(election.FlagElection, o.Election),
+		arg(election.FlagHTTP, fmt.Sprintf(":%d", o.Port)),
+	}
+	if o.TTL != 0 {
+		args = append(args, arg(election.FlagTTL, o.TTL.String()))
+	}
+	if o.LockType != "" {
+		args = append(args, arg(election.FlagLockType, string(o.LockType)))
+	}
+	if o.PodLabel != "" {
+		args = append(args, arg(election.FlagPodLabel, o.PodLabel))
+	}
+
+	resources := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    o.CPURequest,
+			corev1.ResourceMemory: o.MemoryRequest,
+		},
+	}
+	if !o.MemoryLimit.IsZero() {
+		resources.Limits = corev1.ResourceList{corev1.ResourceMemory: o.MemoryLimit}
+	}
+
+	c := corev1.Container{
+		Name:  ContainerName,
+		Image: o.Image,
+		Args:  args,
+		Env: []corev1.EnvVar{
+			fieldEnv(election.EnvPodName, "metadata.name"),
+			fieldEnv(election.EnvPodNamespace, "metadata.namespace"),
+		},
+		Ports: []corev1.ContainerPort{{
+			Name:          ContainerName,
+			ContainerPort: o.Port,
+			Protocol:      corev1.ProtocolTCP,
+		}},
+		Resources: resources,
+		// Readiness every 5s, 3 failures: a pod whose elector is not ready
+		// leaves its Services within 15s. Liveness keeps the kubelet's
+		// defaults (10s, 3 failures).
+		ReadinessProbe: httpProbe(election.PathReadyz, o.Port, 5, 3),
+		LivenessProbe:  httpProbe(election.PathHealthz, o.Port, 10, 3),
+		VolumeMounts: []corev1.VolumeMount{{
+			Name:      APIAccessVolumeName,
+			MountPath: APIAccessMountPath,
+			ReadOnly:  true,
+		}},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		// Enough for Pod Security "restricted", which many namespaces enforce.
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To[int64](electorUID),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+	if o.NativeSidecar {
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		// The kubelet starts the next container only once a native sidecar's
+		// startup probe passes: up to 30s for the elector to come up, so the
+		// app can ask it who leads from its first moment.
+		c.StartupProbe = httpProbe(election.PathHealthz, o.Port, 1, 30)
+	}
+	return c
+}
+
+func arg(name, value string) string {
+	return "-" + name + "=" + value
+}
+
+func fieldEnv(name, fieldPath string) corev1.EnvVar {
+	return corev1.EnvVar{
+		Name: name,
+		ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: fieldPath},
+		},
+	}
+}
+
+func httpProbe(path string, port, periodSeconds, failureThreshold int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{
+			HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(port)},
+		},
+		PeriodSeconds:    periodSeconds,
+		FailureThreshold: failureThreshold,
+	}
+}
+
+// apiAccessVolume is the sidecar's own copy of what the ServiceAccount
+// admission plugin mounts, so that the elector can reach the API server even
+// in a pod with automountServiceAccountToken: false (which keeps the token
+// away from the app, not from the sidecar).
+func apiAccessVolume() corev1.Volume {
+	return corev1.Volume{
+		Name: APIAccessVolumeName,
+		VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{
+				DefaultMode: ptr.To[int32](0o644),
+				Sources: []corev1.VolumeProjection{
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+						Path:              "token",
+						ExpirationSeconds: ptr.To[int64](tokenExpirationSeconds),
+					}},
+					{ConfigMap: &corev1.ConfigMapProjection{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+						Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+					}},
+					{DownwardAPI: &corev1.DownwardAPIProjection{
+						Items: []corev1.DownwardAPIVolumeFile{{
+							Path:     "namespace",
+							FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+						}},
+					}},
+				},
+			},
+		},
+	}
+}

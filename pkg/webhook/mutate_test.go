@@ -1,0 +1,313 @@
+package webhook
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.injected.yaml from Inject's output")
+
+// testSettings are the settings every test injects with.
+func testSettings() Settings {
+	s := DefaultSettings()
+	s.ElectorImage = "ghcr.io/vapor-ware/k8s-elector:test"
+	s.NativeSidecars = true
+	return s
+}
+
+// TestInjectGolden injects each testdata/NAME.yaml and compares the result
+// with testdata/NAME.injected.yaml. Run `go test ./pkg/webhook -update` to
+// rewrite the expected files, then review their diff.
+func TestInjectGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pods that Inject must return as they came.
+	unchanged := map[string]bool{"already-injected": true, "no-annotation": true}
+	ran := 0
+	for _, in := range inputs {
+		if strings.HasSuffix(in, ".injected.yaml") {
+			continue
+		}
+		ran++
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			pod := readPod(t, in)
+			before := pod.DeepCopy()
+
+			got, err := Inject(pod, testSettings())
+			if err != nil {
+				t.Fatalf("Inject: %v", err)
+			}
+			if diff := cmp.Diff(before, pod); diff != "" {
+				t.Errorf("Inject modified its input (-before +after):\n%s", diff)
+			}
+			if unchanged[name] {
+				if diff := cmp.Diff(pod, got); diff != "" {
+					t.Errorf("Inject changed a pod it should leave alone (-in +out):\n%s", diff)
+				}
+			}
+			// The API server may call the webhook again on its own output.
+			again, err := Inject(got, testSettings())
+			if err != nil {
+				t.Fatalf("Inject on its own output: %v", err)
+			}
+			if diff := cmp.Diff(got, again); diff != "" {
+				t.Errorf("Inject is not idempotent (-first +second):\n%s", diff)
+			}
+
+			out, err := yaml.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(in, ".yaml") + ".injected.yaml"
+			if *update {
+				if err := os.WriteFile(golden, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./pkg/webhook -update to create it)", err)
+			}
+			// Line by line, so that the diff reads like the file's.
+			if diff := cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(out), "\n")); diff != "" {
+				t.Errorf("Inject(%s) differs from %s (-want +got):\n%s\nIf the change is intended, run go test ./pkg/webhook -update and review the diff.", in, golden, diff)
+			}
+		})
+	}
+	if ran == 0 {
+		t.Fatal("no testdata/*.yaml inputs found")
+	}
+}
+
+func readPod(t *testing.T, path string) *corev1.Pod {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{}
+	// Strict, so that a typo in a test input fails instead of being dropped.
+	if err := yaml.UnmarshalStrict(data, pod); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return pod
+}
+
+// appPod is a pod with one app container on port 8080 and the given
+// annotations.
+func appPod(annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-", Namespace: "default", Annotations: annotations},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name:  "web",
+				Image: "nginx:1.27",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+			}},
+		},
+	}
+}
+
+func TestInjectErrors(t *testing.T) {
+	// withElection returns the annotations of a valid election plus kv.
+	withElection := func(kv ...string) map[string]string {
+		m := map[string]string{AnnotationElection: "web"}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/status)"
+
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		modify      func(*corev1.Pod)
+		settings    func(*Settings)
+		want        string
+	}{
+		{
+			name:        "bad election name",
+			annotations: withElection(AnnotationElection, "My_App"),
+			want:        `annotation elector.vapor.io/election: "My_App" is not a valid Kubernetes object name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*') (example: my-app)`,
+		},
+		{
+			name:        "election missing while other annotations are set",
+			annotations: map[string]string{AnnotationTTL: "10s"},
+			want:        `annotation elector.vapor.io/election: is required (example: my-app)`,
+		},
+		{
+			name:        "ttl not a duration",
+			annotations: withElection(AnnotationTTL, "5x"),
+			want:        `annotation elector.vapor.io/ttl: "5x" is not a duration (example: 10s)`,
+		},
+		{
+			name:        "ttl too short",
+			annotations: withElection(AnnotationTTL, "500ms"),
+			want:        `annotation elector.vapor.io/ttl: "500ms": ttl 500ms is under the minimum 1s (example: 10s)`,
+		},
+		{
+			name:        "ttl not whole seconds",
+			annotations: withElection(AnnotationTTL, "1500ms"),
+			want:        `annotation elector.vapor.io/ttl: "1500ms": ttl 1.5s is not a whole number of seconds, which is how the lease stores it (example: 10s)`,
+		},
+		{
+			name:        "port not a number",
+			annotations: withElection(AnnotationPort, "http"),
+			want:        `annotation elector.vapor.io/port: "http" is not a port number (example: 4040)`,
+		},
+		{
+			name:        "port 0",
+			annotations: withElection(AnnotationPort, "0"),
+			want:        `annotation elector.vapor.io/port: "0" is not a port number in 1-65535 (example: 4040)`,
+		},
+		{
+			name:        "port 70000",
+			annotations: withElection(AnnotationPort, "70000"),
+			want:        `annotation elector.vapor.io/port: "70000" is not a port number in 1-65535 (example: 4040)`,
+		},
+		{
+			name:        "port used by the app container",
+			annotations: withElection(AnnotationPort, "8080"),
+			want:        `annotation elector.vapor.io/port: port 8080 is already used by container "web"; choose a free port (example: 8081)`,
+		},
+		{
+			name:        "default port used by an init container",
+			annotations: withElection(),
+			modify: func(p *corev1.Pod) {
+				p.Spec.InitContainers = []corev1.Container{{Name: "proxy", Image: "envoy", Ports: []corev1.ContainerPort{{ContainerPort: 4040}, {ContainerPort: 4041}}}}
+			},
+			want: `the elector's default port 4040 is already used by container "proxy"; set annotation elector.vapor.io/port to a free port (example: 4042)`,
+		},
+		{
+			name:        "bad lock type",
+			annotations: withElection(AnnotationLockType, "etcd"),
+			want:        `annotation elector.vapor.io/lock-type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`,
+		},
+		{
+			name:        "bad image",
+			annotations: withElection(AnnotationImage, "my image"),
+			want:        `annotation elector.vapor.io/image: "my image" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
+		},
+		{
+			name:        "bad cpu",
+			annotations: withElection(AnnotationCPU, "lots"),
+			want:        `annotation elector.vapor.io/cpu: "lots" is not a resource quantity (example: 10m)`,
+		},
+		{
+			name:        "negative memory",
+			annotations: withElection(AnnotationMemory, "-1Mi"),
+			want:        `annotation elector.vapor.io/memory: "-1Mi" must not be negative (example: 32Mi)`,
+		},
+		{
+			name:        "bad native-sidecar",
+			annotations: withElection(AnnotationNativeSidecar, "yes"),
+			want:        `annotation elector.vapor.io/native-sidecar: "yes" must be true or false (example: false)`,
+		},
+		{
+			name:        "bad pod-label key",
+			annotations: withElection(AnnotationPodLabel, "role!"),
+			want:        `annotation elector.vapor.io/pod-label: "role!" is not a valid label key: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') (example: example.com/role)`,
+		},
+		{
+			name:        "pod-label is the injector's label",
+			annotations: withElection(AnnotationPodLabel, LabelInjected),
+			want:        `annotation elector.vapor.io/pod-label: "elector.vapor.io/injected" is the injector's own label; choose another key (example: example.com/role)`,
+		},
+		{
+			name:        "unknown annotation key",
+			annotations: withElection("elector.vapor.io/tll", "10s"),
+			want:        `annotation elector.vapor.io/tll is not a known annotation ` + known,
+		},
+		{
+			name:        "misspelt election key",
+			annotations: map[string]string{"elector.vapor.io/electon": "web"},
+			want:        "annotation elector.vapor.io/election: is required (example: my-app)\nannotation elector.vapor.io/electon is not a known annotation " + known,
+		},
+		{
+			name:        "container named elector",
+			annotations: withElection(),
+			modify: func(p *corev1.Pod) {
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ContainerName, Image: "example.com/mine"})
+			},
+			want: `container "elector": the name is reserved for the elector sidecar; rename the container, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name: "init container named elector with a status copied from elsewhere",
+			// Status without our sidecar is not a sign of a past injection.
+			annotations: withElection(AnnotationStatus, "something-else"),
+			modify: func(p *corev1.Pod) {
+				p.Spec.InitContainers = []corev1.Container{{Name: ContainerName, Image: "example.com/mine"}}
+			},
+			want: `container "elector": the name is reserved for the elector sidecar; rename the container, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name:        "volume name conflict",
+			annotations: withElection(),
+			modify: func(p *corev1.Pod) {
+				p.Spec.Volumes = []corev1.Volume{{Name: APIAccessVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			},
+			want: `volume "elector-api-access": the name is reserved for the elector sidecar's API credentials; rename the volume`,
+		},
+		{
+			name:        "every problem at once",
+			annotations: withElection(AnnotationTTL, "5x", AnnotationPort, "http", AnnotationCPU, "lots", "elector.vapor.io/bogus", "1"),
+			modify: func(p *corev1.Pod) {
+				p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: ContainerName, Image: "example.com/mine"})
+			},
+			want: strings.Join([]string{
+				`annotation elector.vapor.io/port: "http" is not a port number (example: 4040)`,
+				`annotation elector.vapor.io/ttl: "5x" is not a duration (example: 10s)`,
+				`annotation elector.vapor.io/cpu: "lots" is not a resource quantity (example: 10m)`,
+				`annotation elector.vapor.io/bogus is not a known annotation ` + known,
+				`container "elector": the name is reserved for the elector sidecar; rename the container, or remove the elector.vapor.io/ annotations`,
+			}, "\n"),
+		},
+		{
+			name:        "port in use reported with the other errors",
+			annotations: withElection(AnnotationPort, "8080", AnnotationTTL, "5x"),
+			want: `annotation elector.vapor.io/ttl: "5x" is not a duration (example: 10s)` + "\n" +
+				`annotation elector.vapor.io/port: port 8080 is already used by container "web"; choose a free port (example: 8081)`,
+		},
+		{
+			name:        "invalid settings",
+			annotations: withElection(),
+			settings:    func(s *Settings) { s.ElectorImage = "" },
+			want:        `injector settings are invalid, fix the injector's flags: elector image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := appPod(tt.annotations)
+			if tt.modify != nil {
+				tt.modify(pod)
+			}
+			s := testSettings()
+			if tt.settings != nil {
+				tt.settings(&s)
+			}
+			got, err := Inject(pod, s)
+			if err == nil {
+				t.Fatalf("Inject succeeded, want error %q; pod:\n%v", tt.want, got)
+			}
+			if got != nil {
+				t.Errorf("Inject returned a pod with its error")
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

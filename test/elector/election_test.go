@@ -1,0 +1,326 @@
+package elector
+
+import (
+	"encoding/json"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// Test timings: a short TTL keeps the tests quick; the bounds asserted are
+// derived from it, never wall-clock goals.
+const (
+	ttl         = 4 * time.Second
+	renew       = ttl / 3
+	retry       = ttl / 6
+	electionArg = "-election=test"
+)
+
+var ttlArg = "-ttl=" + ttl.String()
+
+// TestElection runs three participants on each lock type: they elect one
+// leader and agree on it; the leader's SIGTERM hands over and exits 0 within
+// a second; the next leader's SIGKILL fails over within ttl + retry period.
+func TestElection(t *testing.T) {
+	for _, lock := range election.LockTypes {
+		t.Run(string(lock), func(t *testing.T) {
+			ns := env.Namespace(t)
+			kubeconfig := adminKubeconfig
+			if lock == election.LockLeases {
+				// The default lock runs with exactly the shipped Role.
+				kubeconfig = serviceAccountKubeconfig(t, ns, false)
+			}
+			args := []string{electionArg, ttlArg, "-namespace=" + ns, "-lock-type=" + string(lock)}
+			ps := []*participant{
+				start(t, "a", kubeconfig, args...),
+				start(t, "b", kubeconfig, args...),
+				start(t, "c", kubeconfig, args...),
+			}
+			watch(t, ps...)
+
+			first := waitLeader(t, 2*ttl, ps...)
+			took, err := first.stop(t, syscall.SIGTERM)
+			if err != nil {
+				t.Errorf("leader %s exited with %v after SIGTERM, want status 0", first.id, err)
+			}
+			if took > time.Second {
+				t.Errorf("leader %s took %s to exit after SIGTERM, want under 1s", first.id, took)
+			}
+			if !strings.Contains(first.Logs(), "released the lock") {
+				t.Errorf("leader %s did not release the lock:\n%s", first.id, first.Logs())
+			}
+			// A released lock is taken at once, not after the TTL: the bound
+			// here is well under one TTL.
+			second := waitLeader(t, ttl/2, ps...)
+			if second == first {
+				t.Fatalf("the stopped leader still leads")
+			}
+
+			killed := time.Now()
+			if _, err := second.stop(t, syscall.SIGKILL); err == nil {
+				t.Fatalf("SIGKILL: process exited cleanly?")
+			}
+			third := waitLeader(t, ttl+retry+2*time.Second, ps...)
+			if third == second {
+				t.Fatalf("the killed leader still leads")
+			}
+			if since := time.Since(killed); since > ttl+retry+2*time.Second {
+				t.Errorf("failover took %s, want within ttl + retry period (%s) with slack", since, ttl+retry)
+			}
+		})
+	}
+}
+
+// TestAPIServerOutage cuts the participants off the API server: the leader
+// must stop calling itself leader within the renew deadline plus a retry
+// period, no one may claim to lead during the outage, and once the API
+// server is back there is a leader again.
+func TestAPIServerOutage(t *testing.T) {
+	ns := env.Namespace(t)
+	api, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, api.Host)
+	kubeconfig := viaProxy(t, serviceAccountKubeconfig(t, ns, false), p)
+	args := []string{electionArg, ttlArg, "-namespace=" + ns}
+	ps := []*participant{start(t, "a", kubeconfig, args...), start(t, "b", kubeconfig, args...), start(t, "c", kubeconfig, args...)}
+	watch(t, ps...)
+	leader := waitLeader(t, 2*ttl, ps...)
+
+	p.cut()
+	cut := time.Now()
+	bound := renew + retry + 500*time.Millisecond
+	for {
+		st, err := leader.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.IsLeader {
+			break
+		}
+		if time.Since(cut) > bound {
+			t.Fatalf("leader %s still claims to lead %s after the API server went away (bound %s)", leader.id, time.Since(cut), bound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Past the TTL, nobody may have taken over: nobody can write.
+	for time.Since(cut) < ttl+retry {
+		if err := noLeader(ps...); err != nil {
+			t.Fatalf("during the outage: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, q := range ps {
+		if st, _ := q.status(); st.IsLeader {
+			t.Errorf("%s leads without an API server", q.id)
+		}
+	}
+
+	p.restore(t)
+	waitLeader(t, 2*ttl, ps...)
+}
+
+// TestFrozenLeader stops the leader's process (SIGSTOP) past its TTL, lets
+// another take over, and resumes it: its very first answer must say it does
+// not lead.
+func TestFrozenLeader(t *testing.T) {
+	ns := env.Namespace(t)
+	kubeconfig := serviceAccountKubeconfig(t, ns, false)
+	args := []string{electionArg, ttlArg, "-namespace=" + ns}
+	ps := []*participant{start(t, "a", kubeconfig, args...), start(t, "b", kubeconfig, args...), start(t, "c", kubeconfig, args...)}
+	watch(t, ps...)
+	frozen := waitLeader(t, 2*ttl, ps...)
+
+	frozen.setPaused(true)
+	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	next := waitLeader(t, ttl+retry+2*time.Second, ps...)
+	if next == frozen {
+		t.Fatal("the frozen leader leads")
+	}
+	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	st, err := frozen.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.IsLeader {
+		t.Errorf("first answer of the resumed process: is_leader true while %s leads", next.id)
+	}
+	frozen.setPaused(false)
+	// It rejoins as a follower and agrees on the new leader.
+	if got := waitLeader(t, 2*ttl, ps...); got != next {
+		t.Errorf("leader after resume = %s, want %s", got.id, next.id)
+	}
+}
+
+// TestUpstreamRecord starts an elector on a ConfigMap whose lock was written
+// by an older client in the annotation format: it waits out the lease it
+// finds, takes the lock as a new transition, and releases it in the same
+// format.
+func TestUpstreamRecord(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := ctxFor(t, time.Minute)
+	now := time.Now().UTC().Format(time.RFC3339)
+	old := `{"holderIdentity":"old-elector","leaseDurationSeconds":4,"acquireTime":"` + now + `","renewTime":"` + now + `","leaderTransitions":3}`
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+		Name: "test", Namespace: ns,
+		Annotations: map[string]string{election.LeaderAnnotation: old, "keep": "me"},
+	}}
+	if _, err := env.Client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	p := start(t, "new", adminKubeconfig, electionArg, ttlArg, "-namespace="+ns, "-lock-type=configmaps")
+	watch(t, p)
+	for {
+		st, err := p.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.IsLeader {
+			t.Fatalf("took the lock at once over the old lease: %+v", st)
+		}
+		if st.Leader == "old-elector" {
+			break
+		}
+		if time.Since(started) > 2*time.Second {
+			t.Fatalf("does not report old-elector as leader: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitLeader(t, 2*ttl, p)
+	if waited := time.Since(started); waited < 4*time.Second {
+		t.Errorf("took the lock after %s, before the old lease of 4s ran out", waited)
+	}
+	rec := readRecord(t, ns)
+	if rec.HolderIdentity != "new" || rec.LeaderTransitions != 4 || rec.LeaseDurationSeconds != 4 {
+		t.Errorf("record after takeover = %+v, want holder new, transitions 4, duration 4", rec)
+	}
+
+	if _, err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	rec = readRecord(t, ns)
+	if rec.HolderIdentity != "" || rec.LeaseDurationSeconds != 1 || rec.LeaderTransitions != 4 {
+		t.Errorf("record after release = %+v, want no holder, duration 1, transitions 4", rec)
+	}
+	got, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, "test", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations["keep"] != "me" {
+		t.Errorf("the elector dropped another annotation: %v", got.Annotations)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal([]byte(got.Annotations[election.LeaderAnnotation]), &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaderTransitions"} {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("released record has no %s: %v", k, fields)
+		}
+	}
+	if ts, _ := fields["renewTime"].(string); !strings.HasSuffix(ts, "Z") || strings.Contains(ts, ".") {
+		t.Errorf("renewTime %q is not RFC3339 in whole seconds", ts)
+	}
+}
+
+func readRecord(t *testing.T, ns string) election.Record {
+	t.Helper()
+	cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctxFor(t, 10*time.Second), "test", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec election.Record
+	if err := json.Unmarshal([]byte(cm.Annotations[election.LeaderAnnotation]), &rec); err != nil {
+		t.Fatalf("annotation %s: %v", election.LeaderAnnotation, err)
+	}
+	return rec
+}
+
+// TestPodLabel runs participants that label their pods, with only the
+// shipped Roles: the leader's pod is labelled leader and the others standby,
+// and after a handover the labels follow.
+func TestPodLabel(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	kubeconfig := serviceAccountKubeconfig(t, ns, true)
+	var ps []*participant
+	for _, id := range []string{"pod-a", "pod-b", "pod-c"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: id, Namespace: ns, Labels: map[string]string{"app": "x"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+		}
+		if _, err := env.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, start(t, id, kubeconfig, electionArg, ttlArg, "-namespace="+ns, "-pod-label=role", "-pod-name="+id))
+	}
+	watch(t, ps...)
+	leader := waitLeader(t, 2*ttl, ps...)
+	waitLabels(t, ns, leader.id, ps)
+
+	if _, err := leader.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	next := waitLeader(t, ttl, ps...)
+	waitLabels(t, ns, next.id, ps)
+}
+
+// waitLabels waits until exactly leaderID's pod is labelled role=leader and
+// every other standby, and no other label was lost.
+func waitLabels(t *testing.T, ns, leaderID string, ps []*participant) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var got map[string]string
+	for time.Now().Before(deadline) {
+		got = map[string]string{}
+		ok := true
+		for _, p := range ps {
+			pod, err := env.Client.CoreV1().Pods(ns).Get(ctxFor(t, 5*time.Second), p.id, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[p.id] = pod.Labels["role"]
+			want := "standby"
+			if p.id == leaderID {
+				want = "leader"
+			}
+			if pod.Labels["role"] != want || pod.Labels["app"] != "x" {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("pod labels = %v, want %s leader and the others standby", got, leaderID)
+}
+
+// TestLeastPrivilege proves the shipped Role is no wider than it needs to
+// be where it matters: the elector's account cannot read Secrets.
+func TestLeastPrivilege(t *testing.T) {
+	ns := env.Namespace(t)
+	kubeconfig := serviceAccountKubeconfig(t, ns, true)
+	cfg, err := clientcmdLoad(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.CoreV1().Secrets(ns).List(ctxFor(t, 10*time.Second), metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("listing secrets with the elector's account: %v, want Forbidden", err)
+	}
+}

@@ -1,0 +1,181 @@
+// Package elector tests the elector binary, as processes, against the local
+// control plane: elections on every lock type, handover, crash failover, an
+// API-server outage, a frozen leader, the upstream record format and the
+// shipped RBAC. A watcher asserts in every test that no two participants
+// claim leadership at once.
+package elector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+var (
+	env        *testenv.Env
+	electorBin string
+	// adminKubeconfig talks to the API server as cluster admin.
+	adminKubeconfig string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "elector-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	electorBin = filepath.Join(dir, "elector")
+	build := exec.Command("go", "build", "-o", electorBin, "github.com/vapor-ware/k8s-elector/cmd/elector")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build elector:", err)
+		return 1
+	}
+
+	env, err = testenv.Start(testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.Stop()
+	admin, err := env.Env.AddUser(envtest.User{Name: "elector-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	kc, err := admin.KubeConfig()
+	if err == nil {
+		adminKubeconfig = filepath.Join(dir, "admin.kubeconfig")
+		err = os.WriteFile(adminKubeconfig, kc, 0o600)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// viaProxy rewrites a kubeconfig to reach the API server through p.
+func viaProxy(t *testing.T, kubeconfig string, p *proxy) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = "https://" + p.addr
+	}
+	out, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tempFile(t, "proxy.kubeconfig", out)
+}
+
+// serviceAccountKubeconfig makes a service account in ns bound to the Roles
+// that config/elector ships (all of them when podLabel, else the first),
+// and returns a kubeconfig with a token for it.
+func serviceAccountKubeconfig(t *testing.T, ns string, podLabel bool) string {
+	t.Helper()
+	ctx := ctxFor(t, 30*time.Second)
+	roles := shippedRoles(t)
+	if !podLabel {
+		roles = roles[:1]
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "elector", Namespace: ns}}
+	if _, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range roles {
+		role.Namespace = ns
+		if _, err := env.Client.RbacV1().Roles(ns).Create(ctx, &role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: ns}},
+		}
+		if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for %s/%s: %v", ns, sa.Name, err)
+	}
+	return writeKubeconfig(t, env.Config, tr.Status.Token)
+}
+
+// shippedRoles reads config/elector/role.yaml.
+func shippedRoles(t *testing.T) []rbacv1.Role {
+	t.Helper()
+	raw, err := os.ReadFile("../../config/elector/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	var roles []rbacv1.Role
+	for {
+		var r rbacv1.Role
+		if err := dec.Decode(&r); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("config/elector/role.yaml: %v", err)
+		}
+		roles = append(roles, r)
+	}
+	if len(roles) != 2 {
+		t.Fatalf("config/elector/role.yaml has %d Roles, want 2", len(roles))
+	}
+	return roles
+}
+
+func writeKubeconfig(t *testing.T, cfg *rest.Config, token string) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
+	kc.CurrentContext = "test"
+	out, err := clientcmd.Write(*kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tempFile(t, "sa.kubeconfig", out)
+}
+
+// clientcmdLoad returns a clientset for kubeconfig.
+func clientcmdLoad(kubeconfig string) (kubernetes.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}

@@ -1,0 +1,204 @@
+// Package testenv starts the local control plane (etcd, kube-apiserver and,
+// when asked, kube-controller-manager) that the integration tests and the
+// demo run against. The binaries are built from source by `make envtest`
+// and found through KUBEBUILDER_ASSETS.
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// AssetsEnv names the folder with the control-plane binaries.
+const AssetsEnv = "KUBEBUILDER_ASSETS"
+
+// Options choose what to start beside etcd and kube-apiserver.
+type Options struct {
+	// ControllerManager starts kube-controller-manager with the controllers
+	// that turn Deployments into Pods and give namespaces their default
+	// service account.
+	ControllerManager bool
+	// Webhook installs webhook configurations and serves their TLS locally.
+	Webhook envtest.WebhookInstallOptions
+	// Output shows the control plane's logs.
+	Output bool
+}
+
+// Env is a running control plane.
+type Env struct {
+	Env    *envtest.Environment
+	Config *rest.Config
+	Client kubernetes.Interface
+
+	kcm     *exec.Cmd
+	kcmDone chan error
+	dir     string
+}
+
+// Assets returns the folder with the control-plane binaries, or an error
+// that says how to build them.
+func Assets() (string, error) {
+	dir := os.Getenv(AssetsEnv)
+	if dir == "" {
+		return "", fmt.Errorf("%s is not set: run `make envtest` (it builds the control plane into bin/k8s) and run the tests with `make test`", AssetsEnv)
+	}
+	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+			return "", fmt.Errorf("%s=%s has no %s: run `make envtest` to build the control plane", AssetsEnv, dir, bin)
+		}
+	}
+	return dir, nil
+}
+
+// Start starts a control plane. Stop it with Stop.
+func Start(opts Options) (*Env, error) {
+	assets, err := Assets()
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Env: &envtest.Environment{
+		BinaryAssetsDirectory:    assets,
+		WebhookInstallOptions:    opts.Webhook,
+		AttachControlPlaneOutput: opts.Output,
+		ControlPlaneStopTimeout:  10 * time.Second,
+	}}
+	// Watch caches and fast shutdown keep the tests quick; nothing here
+	// depends on the defaults these change.
+	api := e.Env.ControlPlane.GetAPIServer()
+	api.Configure().Set("shutdown-delay-duration", "0s")
+	e.Config, err = e.Env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	e.Client, err = kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	if opts.ControllerManager {
+		if err := e.startControllerManager(assets, opts.Output); err != nil {
+			return nil, errors.Join(err, e.Stop())
+		}
+	}
+	return e, nil
+}
+
+// startControllerManager runs kube-controller-manager against the API
+// server, with only the controllers the tests need.
+func (e *Env) startControllerManager(assets string, output bool) error {
+	user, err := e.Env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("controller-manager credentials: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	e.dir, err = os.MkdirTemp("", "k8s-elector-kcm-")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(e.dir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
+		"--kubeconfig="+path,
+		"--controllers=deployment,replicaset,serviceaccount",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-deployment-syncs=2",
+		"--concurrent-replicaset-syncs=2",
+	)
+	if output {
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start kube-controller-manager: %w", err)
+	}
+	e.kcm, e.kcmDone = cmd, make(chan error, 1)
+	go func() { e.kcmDone <- cmd.Wait() }()
+	return nil
+}
+
+// Stop stops everything Start started and waits for the processes to exit.
+func (e *Env) Stop() error {
+	var errs []error
+	if e.kcm != nil {
+		_ = e.kcm.Process.Signal(os.Interrupt)
+		select {
+		case <-e.kcmDone:
+		case <-time.After(10 * time.Second):
+			_ = e.kcm.Process.Kill()
+			<-e.kcmDone
+		}
+		e.kcm = nil
+	}
+	if e.dir != "" {
+		errs = append(errs, os.RemoveAll(e.dir))
+	}
+	errs = append(errs, e.Env.Stop())
+	return errors.Join(errs...)
+}
+
+// Namespace creates a namespace of its own for one test and deletes it when
+// the test ends.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	name = strings.Trim(name, "-") + "-" + strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := e.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = e.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// Processes lists the PIDs of running processes whose command line contains
+// marker: a test uses it to prove that Stop left nothing behind.
+func Processes(marker string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), marker) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "stat"))
+		if err == nil && isZombie(string(stat)) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// isZombie reads the state field of /proc/PID/stat: "pid (comm) S ...".
+func isZombie(stat string) bool {
+	i := strings.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}

@@ -1,0 +1,120 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// TestControlPlane proves the ground the other tests stand on: the
+// project-built control plane starts, reports the pinned version, stores a
+// Lease, and stops without leaving a process behind.
+func TestControlPlane(t *testing.T) {
+	env, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiDir := env.Env.ControlPlane.APIServer.CertDir
+	etcdDir := env.Env.ControlPlane.Etcd.DataDir
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = env.Stop()
+		}
+	})
+
+	info, err := env.Client.Discovery().ServerVersion()
+	if err != nil {
+		t.Fatalf("server version: %v", err)
+	}
+	if info.GitVersion != "v1.37.2" {
+		t.Errorf("server version = %q, want v1.37.2 (the version hack/envtest.sh stamps)", info.GitVersion)
+	}
+
+	ns := env.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "ground", Namespace: ns},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("a"), LeaseDurationSeconds: ptr.To[int32](10)},
+	}
+	if _, err := env.Client.CoordinationV1().Leases(ns).Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create lease: %v", err)
+	}
+	got, err := env.Client.CoordinationV1().Leases(ns).Get(ctx, "ground", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get lease: %v", err)
+	}
+	if h := ptr.Deref(got.Spec.HolderIdentity, ""); h != "a" {
+		t.Errorf("lease holder = %q, want a", h)
+	}
+
+	if len(Processes(apiDir)) == 0 || len(Processes(etcdDir)) == 0 {
+		t.Fatalf("no kube-apiserver (%v) or etcd (%v) process found while running", Processes(apiDir), Processes(etcdDir))
+	}
+	stopped = true
+	if err := env.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if pids := Processes(apiDir); len(pids) > 0 {
+		t.Errorf("kube-apiserver still running after Stop: %v", pids)
+	}
+	if pids := Processes(etcdDir); len(pids) > 0 {
+		t.Errorf("etcd still running after Stop: %v", pids)
+	}
+}
+
+// TestControllerManager checks that with the controller manager a
+// Deployment yields Pods, which the injector's tests rely on.
+func TestControllerManager(t *testing.T) {
+	env, err := Start(Options{ControllerManager: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ns := env.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		sa, err := env.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil && sa.Name == "default" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no default service account in %s: %v", ns, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	labels := map[string]string{"app": "ground"}
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "ground", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+			},
+		},
+	}
+	if _, err := env.Client.AppsV1().Deployments(ns).Create(ctx, deploy, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment: %v", err)
+	}
+	for {
+		pods, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=ground"})
+		if err == nil && len(pods.Items) == 2 {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the deployment made no 2 pods: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
