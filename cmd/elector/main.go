@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -242,8 +241,7 @@ func (o *options) run(stderr io.Writer) error {
 		return err
 	}
 	var server *election.Server
-	reg := prometheus.NewRegistry()
-	metrics := election.NewMetrics(reg)
+	metrics := election.NewMetrics()
 	clients, err := election.NewClients(restCfg, o.cfg.RenewDeadline)
 	if err != nil {
 		return err
@@ -257,7 +255,7 @@ func (o *options) run(stderr io.Writer) error {
 		if err != nil {
 			return usagef("-%s: %v", election.FlagHTTP, err)
 		}
-		server = election.NewServer(elector, reg)
+		server = election.NewServer(elector, metrics)
 		go func() {
 			if err := server.Serve(l); err != nil {
 				log.Error(err, "HTTP server stopped")

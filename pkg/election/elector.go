@@ -62,7 +62,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		return nil, err
 	}
 	if metrics == nil {
-		metrics = NewMetrics(nil)
+		metrics = NewMetrics()
 	}
 	e := &Elector{
 		cfg:         cfg,

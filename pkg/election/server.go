@@ -9,9 +9,6 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // maxWatchers bounds the open GET /watch streams, so the endpoint cannot be
@@ -25,7 +22,7 @@ const watchHeartbeat = 15 * time.Second
 // Server is the elector's HTTP API.
 type Server struct {
 	elector  *Elector
-	gatherer prometheus.Gatherer
+	metrics  *Metrics
 	watchers atomic.Int32
 	server   *http.Server
 	// done ends the /watch streams on shutdown, which http.Server.Shutdown
@@ -33,15 +30,15 @@ type Server struct {
 	done chan struct{}
 }
 
-// NewServer serves the elector's state; gatherer provides /metrics.
-func NewServer(e *Elector, gatherer prometheus.Gatherer) *Server {
-	s := &Server{elector: e, gatherer: gatherer, done: make(chan struct{})}
+// NewServer serves the elector's state and its metrics.
+func NewServer(e *Elector, metrics *Metrics) *Server {
+	s := &Server{elector: e, metrics: metrics, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathStatus, s.status)
 	mux.HandleFunc(PathLeader, s.leader)
 	mux.HandleFunc(PathHealthz, s.healthz)
 	mux.HandleFunc(PathReadyz, s.readyz)
-	mux.Handle(PathMetrics, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{MaxRequestsInFlight: 4}))
+	mux.HandleFunc(PathMetrics, s.serveMetrics)
 	mux.HandleFunc(PathWatch, s.watch)
 	s.server = &http.Server{
 		Handler:           onlyGET(mux),
@@ -112,6 +109,11 @@ func (s *Server) leader(w http.ResponseWriter, _ *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, st)
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = s.metrics.WriteTo(w)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

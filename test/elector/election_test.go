@@ -1,7 +1,11 @@
 package elector
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"syscall"
@@ -148,13 +152,29 @@ func TestFrozenLeader(t *testing.T) {
 	if next == frozen {
 		t.Fatal("the frozen leader leads")
 	}
-	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	st, err := frozen.status()
+	// The request is sent while the process is still stopped, so it is
+	// waiting the moment the process resumes, before its loop has caught up.
+	conn, err := net.Dial("tcp", frozen.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: elector\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st election.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	if st.IsLeader {
 		t.Errorf("first answer of the resumed process: is_leader true while %s leads", next.id)
 	}
