@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestBadFlags checks that each bad flag stops the injector with exit code 2
+// and one line naming the flag.
+func TestBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-elector-image="}, "-elector-image"},
+		{[]string{"-port=0"}, "-port: 0 is not a port number"},
+		{[]string{"-webhook-port=70000"}, "-webhook-port"},
+		{[]string{"-ttl=1500ms"}, "-ttl: ttl 1.5s is not a whole number of seconds"},
+		{[]string{"-lock-type=secrets"}, `-lock-type: "secrets" is not a lock type`},
+		{[]string{"-cpu-request=lots"}, "-cpu-request: not a resource quantity"},
+		{[]string{"-memory-limit=-1Mi"}, "-memory-limit: must not be negative"},
+		{[]string{"-memory-request=128Mi"}, "-memory-request: 128Mi is above -memory-limit 64Mi"},
+		{[]string{"-native-sidecars=maybe"}, "-native-sidecars"},
+		{[]string{"-cert-management=manual"}, "-cert-management"},
+		{[]string{"-namespace="}, "-namespace: not set"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"-no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", "k8s-elector-system")
+			var stderr bytes.Buffer
+			code := run(tt.args, &stderr)
+			if code != exitUsage {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
+			}
+			last := strings.TrimSpace(stderr.String())
+			if i := strings.LastIndex(last, "\n"); i >= 0 {
+				last = last[i+1:]
+			}
+			if !strings.HasPrefix(last, "injector: ") || !strings.Contains(last, tt.want) {
+				t.Errorf("last line of stderr = %q, want it to start with %q and contain %q", last, "injector: ", tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "k8s-elector-system")
+	o, err := parse(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.settings.ElectorImage != "ghcr.io/vapor-ware/k8s-elector:"+version || o.settings.Port != 4040 ||
+		o.webhookPort != 9443 || o.namespace != "k8s-elector-system" || o.certManagement != certsSelf {
+		t.Errorf("defaults = %+v", o)
+	}
+}
