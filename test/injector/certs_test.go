@@ -1,0 +1,262 @@
+package injector
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+)
+
+const certSecret = "k8s-elector-injector-cert"
+
+// TestSelfManagedCertificates runs the injector binary, as its service
+// account with config/rbac's rights, from nothing: it makes its certificate
+// Secret, writes the CA into the shipped webhook configuration, becomes
+// ready, and the API server calls it over TLS. Then the certificate is lost
+// and remade, and admission keeps working.
+func TestSelfManagedCertificates(t *testing.T) {
+	ctx := ctxFor(t, 150*time.Second)
+	ns := env.Namespace(t)
+	serviceAccount(t, ns, "app")
+
+	// 1. The shipped webhook configuration, pointing at the binary by URL
+	// instead of at the one envtest serves, with no caBundle.
+	whc, err := shippedWebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	url := fmt.Sprintf("https://localhost:%d%s", port, *whc.Webhooks[0].ClientConfig.Service.Path)
+	whc.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url}
+	swapWebhookConfiguration(t, whc)
+
+	// 2. The injector, and the kubelet's part: the Secret mounted at -cert-dir.
+	certDir := t.TempDir()
+	go mountSecret(t, certDir)
+	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := freePort(t)
+	inj := startInjector(t,
+		"-kubeconfig="+kubeconfigFor(t, token),
+		"-namespace="+systemNamespace,
+		"-elector-image="+testImage,
+		fmt.Sprintf("-webhook-port=%d", port),
+		"-cert-dir="+certDir,
+		"-cert-dns-names=localhost",
+		"-metrics-bind-address=0",
+		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", probe),
+		"-leader-elect",
+	)
+
+	// 3. Ready only once the certificate is in place and trusted.
+	eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %s", resp.Status)
+		}
+		return nil
+	})
+	firstCA := caBundleMatchesSecret(t)
+
+	// 4. The API server trusts it: a pod is injected, as a native sidecar
+	// (-native-sidecars=auto on a 1.29+ API server).
+	pod := createInjected(t, ns, "through-the-binary")
+	if c := sidecarOf(pod); c.RestartPolicy == nil {
+		t.Errorf("-native-sidecars=auto made a plain container on a %s API server", "1.29+")
+	}
+
+	// 5. Rotation: a Secret emptied (lost, corrupted) is remade with a new
+	// CA and certificate, and admission works again with them.
+	secret, err := env.Client.CoreV1().Secrets(systemNamespace).Get(ctx, certSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = nil
+	if _, err := env.Client.CoreV1().Secrets(systemNamespace).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if ca := caBundleOf(t); bytes.Equal(ca, firstCA) || len(ca) == 0 {
+			return fmt.Errorf("the caBundle is still the first CA")
+		}
+		return nil
+	})
+	caBundleMatchesSecret(t)
+	createInjected(t, ns, "after-rotation")
+
+	// 6. SIGTERM stops it cleanly.
+	if err := inj.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inj.done:
+		if inj.err != nil {
+			t.Errorf("after SIGTERM the injector exited with %v\n%s", inj.err, inj.logs())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the injector did not exit within 30s of SIGTERM")
+	}
+}
+
+// swapWebhookConfiguration replaces the configuration envtest installed
+// with whc until the test ends.
+func swapWebhookConfiguration(t *testing.T, whc *admissionregistrationv1.MutatingWebhookConfiguration) {
+	t.Helper()
+	ctx := ctxFor(t, 10*time.Second)
+	api := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	saved, err := api.Get(ctx, whc.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Delete(ctx, whc.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := ctxFor(t, 10*time.Second)
+		_ = api.Delete(ctx, whc.Name, metav1.DeleteOptions{})
+		saved.ObjectMeta = metav1.ObjectMeta{Name: saved.Name, Labels: saved.Labels}
+		if _, err := api.Create(ctx, saved, metav1.CreateOptions{}); err != nil {
+			t.Errorf("restoring the webhook configuration: %v", err)
+		}
+	})
+	if _, err := api.Create(ctx, whc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mountSecret stands in for the kubelet: it copies the certificate Secret
+// into dir, as a Secret volume would, until the test ends.
+func mountSecret(t *testing.T, dir string) {
+	ctx := ctxFor(t, 5*time.Minute)
+	var last string
+	for ctx.Err() == nil {
+		s, err := env.Client.CoreV1().Secrets(systemNamespace).Get(ctx, certSecret, metav1.GetOptions{})
+		if err == nil && s.ResourceVersion != last && len(s.Data["tls.crt"]) > 0 {
+			last = s.ResourceVersion
+			for _, f := range []string{"tls.key", "tls.crt"} {
+				_ = os.WriteFile(filepath.Join(dir, f), s.Data[f], 0o600)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func caBundleOf(t *testing.T) []byte {
+	t.Helper()
+	whc, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctxFor(t, 10*time.Second), "k8s-elector-injector", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return whc.Webhooks[0].ClientConfig.CABundle
+}
+
+// caBundleMatchesSecret checks that the webhook trusts the Secret's CA, and
+// returns it.
+func caBundleMatchesSecret(t *testing.T) []byte {
+	t.Helper()
+	s, err := env.Client.CoreV1().Secrets(systemNamespace).Get(ctxFor(t, 10*time.Second), certSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := caBundleOf(t)
+	if len(ca) == 0 || !bytes.Equal(ca, s.Data["ca.crt"]) {
+		t.Fatalf("the webhook's caBundle (%d bytes) is not the Secret's ca.crt (%d bytes)", len(ca), len(s.Data["ca.crt"]))
+	}
+	return ca
+}
+
+// createInjected creates an annotated pod, retrying while the certificate
+// reaches the webhook server, and checks it was injected.
+func createInjected(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	eventually(t, 60*time.Second, func() error {
+		var err error
+		pod, err = env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 10*time.Second),
+			electorPod(name, "app", map[string]string{webhook.AnnotationElection: "my-app"}), metav1.CreateOptions{})
+		return err
+	})
+	if sidecarOf(pod) == nil {
+		t.Fatalf("pod %s was not injected", name)
+	}
+	return pod
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	mu   sync.Mutex
+	buf  strings.Builder
+}
+
+func (p *process) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.buf.String()
+}
+
+func startInjector(t *testing.T, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(injectorBin, args...), done: make(chan struct{})}
+	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.buf.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("injector logs:\n%s", p.logs())
+		}
+	})
+	return p
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	n, _ := strconv.Atoi(port)
+	return n
+}
