@@ -109,7 +109,10 @@ func (r *RBACReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	ours, err := r.ensure(ctx, role, &rbacv1.Role{}, func(have client.Object) bool {
 		return equality.Semantic.DeepEqual(have.(*rbacv1.Role).Rules, role.Rules)
 	}, func(have client.Object) { have.(*rbacv1.Role).Rules = role.Rules })
-	if err != nil || !ours {
+	if !ours || err != nil {
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			err = nil
+		}
 		return ctrl.Result{}, err
 	}
 	binding := DesiredRoleBinding(ns, live)
@@ -121,6 +124,11 @@ func (r *RBACReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		// (labelled) and so is replaced by deleting it first.
 		have.(*rbacv1.RoleBinding).Subjects = binding.Subjects
 	})
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		// Its pods are going too; retrying would only fill the log.
+		log.V(1).Info("Namespace is being deleted; not making elector RBAC")
+		return ctrl.Result{}, nil
+	}
 	if err == nil {
 		log.V(1).Info("Elector RBAC in place", "pods", len(live), "subjects", len(binding.Subjects))
 	}
