@@ -108,12 +108,8 @@ func run(m *testing.M) int {
 
 	// 2. The injector's namespace and RBAC, as config/rbac ships them.
 	ctx := context.Background()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}}
-	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		return fail(err)
-	}
-	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml", "namespace_role.yaml"} {
-		if err := apply(ctx, filepath.Join("../../config/rbac", f)); err != nil {
+	for _, f := range []string{"manager/namespace.yaml", "rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml", "rbac/namespace_role.yaml"} {
+		if err := apply(ctx, filepath.Join("../../config", f), false); err != nil {
 			return fail(err)
 		}
 	}
@@ -226,8 +222,9 @@ func (c *counter) count(ns, name string) int {
 	return c.seen[ns+"/"+name]
 }
 
-// apply creates every object of a YAML file.
-func apply(ctx context.Context, path string) error {
+// apply creates every object of a YAML file, or only checks that the API
+// server would (a server-side dry run).
+func apply(ctx context.Context, path string, dryRun bool) error {
 	c, err := client.New(env.Config, client.Options{})
 	if err != nil {
 		return err
@@ -247,7 +244,11 @@ func apply(ctx context.Context, path string) error {
 		if len(obj.Object) == 0 {
 			continue
 		}
-		if err := c.Create(ctx, obj); err != nil {
+		var opts []client.CreateOption
+		if dryRun {
+			opts = append(opts, client.DryRunAll)
+		}
+		if err := c.Create(ctx, obj, opts...); err != nil {
 			return fmt.Errorf("%s: %s %s: %w", path, obj.GetKind(), obj.GetName(), err)
 		}
 	}
