@@ -43,7 +43,7 @@ lint: ## go vet, gofmt and staticcheck.
 
 .PHONY: bench
 bench: envtest build ## Run the benchmarks and print their tables.
-	go test -run '^$$' -bench . -benchtime 1x ./bench/...
+	go run ./bench -elector=bin/elector
 
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.

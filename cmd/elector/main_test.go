@@ -115,3 +115,21 @@ func listenBusy(t *testing.T) string {
 	t.Cleanup(func() { l.Close() })
 	return l.Addr().String()
 }
+
+// TestREADMEFlags keeps the README's flag reference equal to -h.
+func TestREADMEFlags(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- BEGIN elector -h (checked by cmd/elector's tests) -->\n```\n")
+	block, _, ok2 := strings.Cut(block, "```\n<!-- END elector -h -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no elector -h block")
+	}
+	var out bytes.Buffer
+	run([]string{"-h"}, &out)
+	if got := out.String(); strings.TrimSpace(got) != strings.TrimSpace(block) {
+		t.Errorf("README.md's flag reference differs from -h; paste this into it:\n%s", got)
+	}
+}
