@@ -89,6 +89,9 @@ func run(m *testing.M) int {
 		}
 	}
 
+	// Errors only: the tests report what they expect.
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+
 	// 1. The control plane, with the shipped webhook configuration.
 	whc, err := shippedWebhookConfiguration()
 	if err != nil {
@@ -119,9 +122,6 @@ func run(m *testing.M) int {
 	}
 	injectorConfig = rest.AnonymousClientConfig(env.Config)
 	injectorConfig.BearerToken = token
-
-	// Errors only: the tests report what they expect.
-	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 
 	// 3. The handler and the reconciler in a manager, as cmd/injector
 	// wires them, and the webhook server on the port envtest chose.

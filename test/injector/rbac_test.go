@@ -189,3 +189,59 @@ func status(addr string) (election.Status, error) {
 	defer resp.Body.Close()
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
+
+// TestReconcilerFollowsPods: the Role and RoleBinding grow and shrink with
+// the lock types, pod-label use and service accounts of the injected pods,
+// and are put back when deleted by hand.
+func TestReconcilerFollowsPods(t *testing.T) {
+	ns := env.Namespace(t)
+	serviceAccount(t, ns, "a")
+	serviceAccount(t, ns, "b")
+	ctx := ctxFor(t, 60*time.Second)
+	create := func(name, sa string, annotations map[string]string) {
+		t.Helper()
+		if _, err := env.Client.CoreV1().Pods(ns).Create(ctx, electorPod(name, sa, annotations), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// want waits until the Role grants resources and the binding names subjects.
+	want := func(resources, subjects []string) {
+		t.Helper()
+		eventually(t, 20*time.Second, func() error {
+			role, err := env.Client.RbacV1().Roles(ns).Get(ctx, webhook.RBACName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			binding, err := env.Client.RbacV1().RoleBindings(ns).Get(ctx, webhook.RBACName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			var gotResources, gotSubjects []string
+			for _, r := range role.Rules {
+				gotResources = append(gotResources, r.Resources...)
+			}
+			for _, s := range binding.Subjects {
+				gotSubjects = append(gotSubjects, s.Name)
+			}
+			if strings.Join(gotResources, ",") != strings.Join(resources, ",") || strings.Join(gotSubjects, ",") != strings.Join(subjects, ",") {
+				return fmt.Errorf("Role grants %v to %v, want %v to %v", gotResources, gotSubjects, resources, subjects)
+			}
+			return nil
+		})
+	}
+
+	create("a-0", "a", map[string]string{webhook.AnnotationElection: "x"})
+	want([]string{"leases", "events"}, []string{"a"})
+	create("b-0", "b", map[string]string{webhook.AnnotationElection: "y", webhook.AnnotationLockType: "configmaps", webhook.AnnotationPodLabel: "example.com/role"})
+	want([]string{"leases", "configmaps", "events", "pods"}, []string{"a", "b"})
+
+	if err := env.Client.RbacV1().Roles(ns).Delete(ctx, webhook.RBACName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want([]string{"leases", "configmaps", "events", "pods"}, []string{"a", "b"})
+
+	if err := env.Client.CoreV1().Pods(ns).Delete(ctx, "b-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	want([]string{"leases", "events"}, []string{"a"})
+}
