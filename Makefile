@@ -44,10 +44,36 @@ lint: ## go vet, gofmt and staticcheck.
 .PHONY: bench
 bench: envtest build ## Run the benchmarks and print their tables.
 	go run ./bench -elector=bin/elector
+	go test -run '^$$' -bench . -benchtime 20000x ./pkg/webhook/
 
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.
 	go run ./hack/demo
+
+RENDER := go run ./hack/render/cmd -injector-image=$(INJECTOR_IMG) -elector-image=$(IMG)
+
+.PHONY: build-installer
+build-installer: ## Write dist/install.yaml: config/default with IMG and INJECTOR_IMG.
+	mkdir -p dist
+	$(RENDER) config/default > dist/install.yaml
+
+.PHONY: deploy
+deploy: ## Install the injector into the current kubectl context with IMG and INJECTOR_IMG.
+	$(RENDER) config/default | kubectl apply -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the injector from the current kubectl context.
+	$(RENDER) config/default | kubectl delete --ignore-not-found -f -
+
+.PHONY: docker-build
+docker-build: ## Build the images IMG (elector) and INJECTOR_IMG (needs a Docker engine).
+	docker build -f Dockerfile.elector --build-arg VERSION=$(VERSION) -t $(IMG) .
+	docker build -f Dockerfile.injector --build-arg VERSION=$(VERSION) -t $(INJECTOR_IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push IMG and INJECTOR_IMG.
+	docker push $(IMG)
+	docker push $(INJECTOR_IMG)
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the control plane in bin/k8s).

@@ -1,0 +1,160 @@
+// Package config renders every kustomization in config/ and has the real
+// API server validate each object with a server-side-apply dry run, so a
+// manifest that kubectl would reject fails here first.
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = testenv.Start(testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// TestKustomizations renders each kustomization and dry-runs every object.
+func TestKustomizations(t *testing.T) {
+	tests := []struct {
+		dir   string
+		kinds []string // kinds it must contain
+	}{
+		{"config/default", []string{"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration"}},
+		{"config/samples/injected", []string{"Deployment", "Service"}},
+		{"config/samples/standalone", []string{"Deployment", "ServiceAccount", "Role", "RoleBinding"}},
+		{"config/elector", []string{"Role"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.dir, func(t *testing.T) {
+			out, err := render.Render("../../"+tt.dir, "example.com/injector:v1", "example.com/elector:v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := decode(t, out)
+			seen := map[string]bool{}
+			for _, o := range objs {
+				seen[o.GetKind()] = true
+			}
+			for _, k := range tt.kinds {
+				if !seen[k] {
+					t.Errorf("%s renders no %s", tt.dir, k)
+				}
+			}
+			if tt.dir == "config/default" {
+				if !strings.Contains(out, "image: example.com/injector:v1") || !strings.Contains(out, "-elector-image=example.com/elector:v1") {
+					t.Errorf("the images were not set:\n%s", out)
+				}
+			}
+			dryRun(t, objs, env.Namespace(t))
+		})
+	}
+}
+
+// TestCertManagerComponent renders config/default with the cert-manager
+// component and checks what it switches.
+func TestCertManagerComponent(t *testing.T) {
+	out, err := render.RenderUnrestricted("testdata/certmanager")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: Certificate", "cert-manager.io/inject-ca-from: k8s-elector-system/k8s-elector-injector-cert", "-cert-management=external"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("with config/certmanager, no %q in:\n%s", want, out)
+		}
+	}
+	// cert-manager's own kinds are not installed here; the rest is checked.
+	var objs []*unstructured.Unstructured
+	for _, o := range decode(t, out) {
+		if !strings.HasPrefix(o.GetAPIVersion(), "cert-manager.io/") {
+			objs = append(objs, o)
+		}
+	}
+	dryRun(t, objs, env.Namespace(t))
+}
+
+func decode(t *testing.T, stream string) []*unstructured.Unstructured {
+	t.Helper()
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(stream)), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+}
+
+// dryRun server-side applies each object with dryRun=All. Namespaces are
+// created for real first (a dry-run namespace holds nothing); objects
+// without a namespace go into fallbackNS.
+func dryRun(t *testing.T, objs []*unstructured.Unstructured, fallbackNS string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.GetName()}}
+			if _, err := env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Errorf("%s %s: %v", gvk, o.GetName(), err)
+			continue
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if o.GetNamespace() == "" {
+				o.SetNamespace(fallbackNS)
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		}
+		_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "config-test", Force: true, DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Errorf("the API server rejects %s %s/%s: %v", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
