@@ -76,16 +76,21 @@ func TestAnnotatedDeploymentYieldsInjectedPods(t *testing.T) {
 func TestUnannotatedPodIsNotSent(t *testing.T) {
 	ns := env.Namespace(t)
 	serviceAccount(t, ns, "app")
-	in := electorPod("plain", "app", map[string]string{"example.com/other": "x", webhook.AnnotationStatus: webhook.StatusInjected})
-	pod, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 10*time.Second), in, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sidecarOf(pod) != nil || len(pod.Spec.InitContainers) != 0 || pod.Labels[webhook.LabelInjected] != "" {
-		t.Errorf("an unannotated pod was changed: %+v", pod.Spec)
-	}
-	if n := requests.count(ns, "plain"); n != 0 {
-		t.Errorf("the webhook saw %d requests for a pod without elector annotations; matchConditions should keep them away", n)
+	for name, annotations := range map[string]map[string]string{
+		"no-annotations": nil,
+		// The status annotation alone is the injector's, not a request.
+		"other-annotations": {"example.com/other": "x", webhook.AnnotationStatus: webhook.StatusInjected},
+	} {
+		pod, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 10*time.Second), electorPod(name, "app", annotations), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sidecarOf(pod) != nil || len(pod.Spec.InitContainers) != 0 || pod.Labels[webhook.LabelInjected] != "" {
+			t.Errorf("%s: an unannotated pod was changed: %+v", name, pod.Spec)
+		}
+		if n := requests.count(ns, name); n != 0 {
+			t.Errorf("%s: the webhook saw %d requests for a pod without elector annotations; matchConditions should keep them away", name, n)
+		}
 	}
 }
 

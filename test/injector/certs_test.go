@@ -3,6 +3,8 @@ package injector
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -106,18 +108,78 @@ func TestSelfManagedCertificates(t *testing.T) {
 	caBundleMatchesSecret(t)
 	createInjected(t, ns, "after-rotation")
 
-	// 6. SIGTERM stops it cleanly.
-	if err := inj.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	inj.terminate(t)
+}
+
+// TestExternalCertificates: with -cert-management=external the injector
+// waits, unready, for a certificate to be mounted, then serves it.
+func TestExternalCertificates(t *testing.T) {
+	ctx := ctxFor(t, 60*time.Second)
+	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-inj.done:
-		if inj.err != nil {
-			t.Errorf("after SIGTERM the injector exited with %v\n%s", inj.err, inj.logs())
+	certDir := t.TempDir()
+	port, probe := freePort(t), freePort(t)
+	inj := startInjector(t,
+		"-kubeconfig="+kubeconfigFor(t, token),
+		"-namespace="+systemNamespace,
+		"-cert-management=external",
+		fmt.Sprintf("-webhook-port=%d", port),
+		"-cert-dir="+certDir,
+		"-metrics-bind-address=0",
+		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", probe),
+		"-leader-elect",
+	)
+	get := func(path string) (int, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", probe, path))
+		if err != nil {
+			return 0, err
 		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the injector did not exit within 30s of SIGTERM")
+		resp.Body.Close()
+		return resp.StatusCode, nil
 	}
+	eventually(t, 20*time.Second, func() error {
+		_, err := get("/healthz")
+		return err
+	})
+	if code, err := get("/readyz"); err != nil || code == http.StatusOK {
+		t.Fatalf("GET /readyz without a certificate = %d, %v; want not ready", code, err)
+	}
+
+	// Mount a certificate: envtest's serving certificate for localhost.
+	src := env.Env.WebhookInstallOptions.LocalServingCertDir
+	for _, f := range []string{"tls.key", "tls.crt"} {
+		data, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(certDir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, func() error {
+		if code, err := get("/readyz"); err != nil || code != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %d, %v", code, err)
+		}
+		return nil
+	})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(env.Env.WebhookInstallOptions.LocalServingCAData)
+	conn, err := tls.Dial("tcp", fmt.Sprintf("localhost:%d", port), &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		conn.Close()
+		t.Errorf("the webhook server accepted TLS 1.1")
+	}
+	conn, err = tls.Dial("tcp", fmt.Sprintf("localhost:%d", port), &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatalf("the webhook server's certificate is not the mounted one: %v", err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p == "h2" {
+		t.Errorf("the webhook server negotiated HTTP/2")
+	}
+	conn.Close()
+	inj.terminate(t)
 }
 
 // swapWebhookConfiguration replaces the configuration envtest installed
@@ -216,6 +278,22 @@ func (p *process) logs() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.buf.String()
+}
+
+// terminate sends SIGTERM and checks that the injector exits cleanly.
+func (p *process) terminate(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("after SIGTERM the injector exited with %v", p.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the injector did not exit within 30s of SIGTERM")
+	}
 }
 
 func startInjector(t *testing.T, args ...string) *process {
