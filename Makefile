@@ -48,7 +48,7 @@ bench: envtest build ## Run the benchmarks and print their tables.
 
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.
-	go run ./hack/demo
+	go run ./hack/demo/cmd
 
 RENDER := go run ./hack/render/cmd -injector-image=$(INJECTOR_IMG) -elector-image=$(IMG)
 

@@ -75,6 +75,13 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 		out.Spec.Containers = append(out.Spec.Containers, c)
 	}
 	out.Spec.Volumes = append(out.Spec.Volumes, apiAccessVolume())
+	if out.Spec.ServiceAccountName == "" {
+		// A projected service-account token needs a named account. The
+		// ServiceAccount admission plugin names "default" on most clusters
+		// before this webhook runs; where it does not, name it here, as it
+		// would, or the API server refuses the pod.
+		out.Spec.ServiceAccountName = "default"
+	}
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}

@@ -1,0 +1,631 @@
+// Package demo runs the whole system on the local control plane, the way a
+// cluster would, and shows it: the injector with config/default's webhook
+// configuration and RBAC, the annotated sample Deployment, and each injected
+// pod's elector sidecar run as a local process (there is no kubelet) with
+// exactly the args and environment the injector wrote.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+// Options say where things are and how long to run.
+type Options struct {
+	// Root is the repository: config/ is read from it.
+	Root string
+	// Bin holds the built elector and injector.
+	Bin string
+	// ExitAfterHandover ends the demo once the handover was shown, instead
+	// of at ctx's end.
+	ExitAfterHandover bool
+}
+
+const (
+	injectorNamespace = "k8s-elector-system"
+	injectorAccount   = "k8s-elector-injector"
+	demoNamespace     = "demo"
+)
+
+// Run runs the demo until ctx is done (or the handover, with
+// ExitAfterHandover), writing what happens to out. Everything it starts is
+// stopped before it returns.
+func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
+	d := &demo{opts: opts, out: out}
+	d.dir, err = os.MkdirTemp("", "k8s-elector-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(d.dir)
+
+	d.say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
+	d.env, err = testenv.Start(testenv.Options{ControllerManager: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The processes first: the API server waits for its clients'
+		// open watches before it exits.
+		d.say("stopping the electors, the injector and the control plane")
+		d.stopProcesses()
+		err = errors.Join(err, d.env.Stop())
+	}()
+
+	if err := d.installInjector(ctx); err != nil {
+		return err
+	}
+	if err := d.applySample(ctx); err != nil {
+		return err
+	}
+	pods, err := d.injectedPods(ctx, 3)
+	if err != nil {
+		return err
+	}
+	for _, pod := range pods {
+		if err := d.runSidecar(ctx, pod); err != nil {
+			return err
+		}
+	}
+	return d.show(ctx)
+}
+
+type demo struct {
+	opts Options
+	out  io.Writer
+	env  *testenv.Env
+	dir  string
+
+	mu    sync.Mutex
+	procs []*process
+}
+
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	addr string // the elector's HTTP address
+	done chan struct{}
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// installInjector applies config/default's namespace, RBAC and webhook
+// configuration (the webhook pointed at the local injector instead of its
+// Service) and starts the injector with its own service account's token.
+func (d *demo) installInjector(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	probePort, err := freePort()
+	if err != nil {
+		return err
+	}
+	rendered, err := render.Render(filepath.Join(d.opts.Root, "config/default"), "", "")
+	if err != nil {
+		return err
+	}
+	objs, err := decode(rendered)
+	if err != nil {
+		return err
+	}
+	var keep []*unstructured.Unstructured
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment", "PodDisruptionBudget", "Service":
+			// The injector runs here as a local process, not as pods.
+			continue
+		case "MutatingWebhookConfiguration":
+			if err := pointAtLocal(o, fmt.Sprintf("https://localhost:%d%s", port, "/mutate-v1-pod")); err != nil {
+				return err
+			}
+		}
+		keep = append(keep, o)
+	}
+	d.say("installing config/default: %s", kinds(keep))
+	if err := d.apply(ctx, keep); err != nil {
+		return err
+	}
+
+	token, err := d.token(ctx, injectorNamespace, injectorAccount, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := d.kubeconfig("injector", token)
+	if err != nil {
+		return err
+	}
+	certDir := filepath.Join(d.dir, "injector-certs")
+	p, err := d.start("injector", filepath.Join(d.opts.Bin, "injector"), nil,
+		"-kubeconfig="+kubeconfig,
+		"-namespace="+injectorNamespace,
+		"-elector-image=ghcr.io/vapor-ware/k8s-elector:demo",
+		"-cert-management=self",
+		"-cert-dns-names=localhost",
+		"-cert-dir="+certDir,
+		fmt.Sprintf("-webhook-port=%d", port),
+		"-metrics-bind-address=0",
+		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", probePort),
+		"-leader-elect",
+	)
+	if err != nil {
+		return err
+	}
+	d.say("started the injector (pid %d) as service account %s/%s; waiting for its certificates", p.cmd.Process.Pid, injectorNamespace, injectorAccount)
+	go d.mountSecret(ctx, "k8s-elector-injector-cert", certDir, p.done)
+	err = waitFor(ctx, 60*time.Second, "the injector to be ready", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if err != nil {
+		return fmt.Errorf("%w; the injector's log ends:\n%s", err, d.tail("injector", 20))
+	}
+	return nil
+}
+
+// tail returns the last n lines of a process's log.
+func (d *demo) tail(name string, n int) string {
+	raw, _ := os.ReadFile(filepath.Join(d.dir, name+".log"))
+	var lines []string
+	for line := range strings.SplitSeq(strings.TrimSpace(string(raw)), "\n") {
+		if !strings.Contains(line, "check failed") {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// mountSecret does the kubelet's part for the injector: it keeps the
+// files of its certificate Secret in certDir, until done.
+func (d *demo) mountSecret(ctx context.Context, name, dir string, done <-chan struct{}) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		d.say("cannot make %s: %v", dir, err)
+		return
+	}
+	written := map[string]string{}
+	for {
+		secret, err := d.env.Client.CoreV1().Secrets(injectorNamespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			for file, data := range secret.Data {
+				if written[file] != string(data) && os.WriteFile(filepath.Join(dir, file), data, 0o600) == nil {
+					written[file] = string(data)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// pointAtLocal replaces each webhook's Service with a URL.
+func pointAtLocal(o *unstructured.Unstructured, url string) error {
+	hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
+	if err != nil {
+		return err
+	}
+	for i := range hooks {
+		h := hooks[i].(map[string]any)
+		h["clientConfig"] = map[string]any{"url": url}
+	}
+	return unstructured.SetNestedSlice(o.Object, hooks, "webhooks")
+}
+
+// applySample creates config/samples/injected in the demo namespace.
+func (d *demo) applySample(ctx context.Context) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demoNamespace}}
+	if _, err := d.env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	rendered, err := render.Render(filepath.Join(d.opts.Root, "config/samples/injected"), "", "")
+	if err != nil {
+		return err
+	}
+	objs, err := decode(rendered)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		o.SetNamespace(demoNamespace)
+	}
+	d.say("applying config/samples/injected to namespace %s: %s", demoNamespace, kinds(objs))
+	return d.apply(ctx, objs)
+}
+
+// injectedPods waits for n pods of the sample with the elector injected.
+func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
+	var pods []corev1.Pod
+	err := waitFor(ctx, 60*time.Second, "the Deployment's pods", func() bool {
+		list, err := d.env.Client.CoreV1().Pods(demoNamespace).List(ctx, metav1.ListOptions{LabelSelector: webhook.LabelInjected + "=true"})
+		if err != nil || len(list.Items) < n {
+			return false
+		}
+		pods = list.Items[:n]
+		return true
+	})
+	if err != nil {
+		events, _ := d.env.Client.CoreV1().Events(demoNamespace).List(ctx, metav1.ListOptions{})
+		for _, e := range events.Items {
+			err = fmt.Errorf("%w\n  %s %s: %s", err, e.InvolvedObject.Name, e.Reason, e.Message)
+		}
+		return nil, err
+	}
+	for _, p := range pods {
+		c := sidecar(&p)
+		kind := "container"
+		if c != nil && c.RestartPolicy != nil {
+			kind = "native sidecar"
+		}
+		d.say("pod %s: the injector added %q (%s): %s", p.Name, webhook.ContainerName, kind, strings.Join(c.Args, " "))
+	}
+	return pods, nil
+}
+
+func sidecar(pod *corev1.Pod) *corev1.Container {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == webhook.ContainerName {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+// runSidecar starts the elector the way the kubelet would: the container's
+// args, its environment with the downward API filled in, and a token of the
+// pod's service account bound to the pod. The one change: every pod here
+// shares one network, so the elector's port is remapped to a free one.
+func (d *demo) runSidecar(ctx context.Context, pod corev1.Pod) error {
+	c := sidecar(&pod)
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.name":
+				v = pod.Name
+			case "metadata.namespace":
+				v = pod.Namespace
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	account := pod.Spec.ServiceAccountName
+	if account == "" {
+		account = "default"
+	}
+	token, err := d.token(ctx, pod.Namespace, account, &pod)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := d.kubeconfig(pod.Name, token)
+	if err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"-" + election.FlagKubeconfig + "=" + kubeconfig}
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "-"+election.FlagHTTP+"=") {
+			a = fmt.Sprintf("-%s=127.0.0.1:%d", election.FlagHTTP, port)
+		}
+		args = append(args, a)
+	}
+	p, err := d.start(pod.Name, filepath.Join(d.opts.Bin, "elector"), env, args...)
+	if err != nil {
+		return err
+	}
+	p.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	d.say("started %s's elector (pid %d) as service account %s/%s on %s", pod.Name, p.cmd.Process.Pid, pod.Namespace, account, p.addr)
+	return nil
+}
+
+// show prints the election as a table whenever it changes; once a leader has
+// held for a few seconds it stops the leader's process and shows the
+// handover.
+func (d *demo) show(ctx context.Context) error {
+	var last string
+	var leaderSince time.Time
+	var leader *process
+	var stoppedAt time.Time
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		table, current := d.table(ctx)
+		if table != last {
+			fmt.Fprintln(d.out)
+			fmt.Fprint(d.out, table)
+			last = table
+		}
+		switch {
+		case !stoppedAt.IsZero() && current != nil && current != leader:
+			d.say("handover: %s leads, %s after %s was stopped", current.name, time.Since(stoppedAt).Round(time.Millisecond), leader.name)
+			stoppedAt = time.Time{}
+			leader = current
+			leaderSince = time.Now()
+			if d.opts.ExitAfterHandover {
+				return nil
+			}
+			d.say("press Ctrl-C to stop everything")
+		case stoppedAt.IsZero() && current != nil && current != leader:
+			leader, leaderSince = current, time.Now()
+		case stoppedAt.IsZero() && leader != nil && leader == current && leaderSince.Add(5*time.Second).Before(time.Now()) && d.alive() == 3:
+			d.say("stopping the leader %s (SIGTERM, as when a pod is deleted)", leader.name)
+			stoppedAt = time.Now()
+			_ = leader.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+}
+
+// table renders the pods' view of the election and returns the leader.
+func (d *demo) table(ctx context.Context) (string, *process) {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tLABEL role")
+	var leader *process
+	for _, p := range d.electors() {
+		state, isLeader, leaderName := "stopped", "", ""
+		select {
+		case <-p.done:
+		default:
+			state = "running"
+			if st, err := status(p.addr); err == nil {
+				isLeader, leaderName = fmt.Sprint(st.IsLeader), st.Leader
+				if st.IsLeader {
+					leader = p
+				}
+			}
+		}
+		label := ""
+		if pod, err := d.env.Client.CoreV1().Pods(demoNamespace).Get(ctx, p.name, metav1.GetOptions{}); err == nil {
+			label = pod.Labels["role"]
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.name, state, isLeader, leaderName, label)
+	}
+	_ = w.Flush()
+	return b.String(), leader
+}
+
+func status(addr string) (election.Status, error) {
+	var st election.Status
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (d *demo) electors() []*process {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*process
+	for _, p := range d.procs {
+		if p.addr != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (d *demo) alive() int {
+	n := 0
+	for _, p := range d.electors() {
+		select {
+		case <-p.done:
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// start runs a binary, its output into a log file, and keeps it for
+// stopProcesses.
+func (d *demo) start(name, bin string, env []string, args ...string) (*process, error) {
+	logFile, err := os.Create(filepath.Join(d.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C in the terminal reaches the demo,
+	// which stops each process in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	d.mu.Lock()
+	d.procs = append(d.procs, p)
+	d.mu.Unlock()
+	return p, nil
+}
+
+// stopProcesses sends SIGTERM to everything started, waits, and kills what
+// is left after five seconds.
+func (d *demo) stopProcesses() {
+	d.mu.Lock()
+	procs := slices.Clone(d.procs)
+	d.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(5 * time.Second)
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-deadline:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// token asks the TokenRequest API for a token of the service account, bound
+// to pod when given, as the kubelet does for a projected token.
+func (d *demo) token(ctx context.Context, ns, account string, pod *corev1.Pod) (string, error) {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
+	if pod != nil {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	var tr *authenticationv1.TokenRequest
+	err := waitFor(ctx, 30*time.Second, "service account "+ns+"/"+account, func() bool {
+		var err error
+		tr, err = d.env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, req, metav1.CreateOptions{})
+		return err == nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return tr.Status.Token, nil
+}
+
+func (d *demo) kubeconfig(name, token string) (string, error) {
+	cfg := d.env.Config
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["local"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: name}
+	kc.CurrentContext = "local"
+	raw, err := clientcmd.Write(*kc)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(d.dir, name+".kubeconfig")
+	return path, os.WriteFile(path, raw, 0o600)
+}
+
+// apply server-side applies objects as the demo's admin.
+func (d *demo) apply(ctx context.Context, objs []*unstructured.Unstructured) error {
+	return applyAll(ctx, d.env.Config, d.env, objs)
+}
+
+func applyAll(ctx context.Context, cfg *rest.Config, env *testenv.Env, objs []*unstructured.Unstructured) error {
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		}
+		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "k8s-elector-demo", Force: true}); err != nil {
+			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+func decode(stream string) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(strings.NewReader(stream), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+}
+
+func kinds(objs []*unstructured.Unstructured) string {
+	var names []string
+	for _, o := range objs {
+		names = append(names, o.GetKind()+"/"+o.GetName())
+	}
+	return strings.Join(names, ", ")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
