@@ -27,11 +27,12 @@ type Clients struct {
 // scheme knows only what the elector uses.
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
-	s.AddKnownTypes(coordinationv1.SchemeGroupVersion, &coordinationv1.Lease{}, &coordinationv1.LeaseList{})
+	s.AddKnownTypes(coordinationv1.SchemeGroupVersion, &coordinationv1.Lease{})
 	metav1.AddToGroupVersion(s, coordinationv1.SchemeGroupVersion)
 	s.AddKnownTypes(corev1.SchemeGroupVersion,
-		&corev1.ConfigMap{}, &corev1.ConfigMapList{},
-		&corev1.Endpoints{}, &corev1.EndpointsList{},
+		&corev1.ConfigMap{},
+		//lint:ignore SA1019 the Endpoints lock exists for compatibility
+		&corev1.Endpoints{},
 		&corev1.Event{}, &corev1.Pod{})
 	metav1.AddToGroupVersion(s, corev1.SchemeGroupVersion)
 	return s

@@ -34,7 +34,6 @@ type lockKind struct {
 	resource  string
 	gvk       schema.GroupVersionKind
 	newObject func() object
-	newList   func() runtime.Object
 	read      func(object) (Record, error)
 	write     func(object, Record) error
 }
@@ -163,7 +162,6 @@ var leaseKind = lockKind{
 	resource:  "leases",
 	gvk:       coordinationv1.SchemeGroupVersion.WithKind("Lease"),
 	newObject: func() object { return &coordinationv1.Lease{} },
-	newList:   func() runtime.Object { return &coordinationv1.LeaseList{} },
 	read: func(obj object) (Record, error) {
 		return recordFromLease(&obj.(*coordinationv1.Lease).Spec), nil
 	},
@@ -175,20 +173,20 @@ var leaseKind = lockKind{
 }
 
 var configMapKind = annotationKind("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	func() object { return &corev1.ConfigMap{} },
-	func() runtime.Object { return &corev1.ConfigMapList{} })
+	func() object { return &corev1.ConfigMap{} })
 
+// The Endpoints API is deprecated, and kept here for elections that older
+// electors still hold on Endpoints.
 var endpointsKind = annotationKind("endpoints", corev1.SchemeGroupVersion.WithKind("Endpoints"),
-	func() object { return &corev1.Endpoints{} },
-	func() runtime.Object { return &corev1.EndpointsList{} })
+	//lint:ignore SA1019 the Endpoints lock exists for compatibility
+	func() object { return &corev1.Endpoints{} })
 
 // annotationKind is a lock that keeps the record in LeaderAnnotation.
-func annotationKind(resource string, gvk schema.GroupVersionKind, newObject func() object, newList func() runtime.Object) lockKind {
+func annotationKind(resource string, gvk schema.GroupVersionKind, newObject func() object) lockKind {
 	return lockKind{
 		resource:  resource,
 		gvk:       gvk,
 		newObject: newObject,
-		newList:   newList,
 		read: func(obj object) (Record, error) {
 			return recordFromAnnotations(obj.GetAnnotations())
 		},

@@ -172,12 +172,6 @@ func watch(t *testing.T, ps ...*participant) *watcher {
 	return w
 }
 
-func (w *watcher) add(p *participant) {
-	w.mu.Lock()
-	w.ps = append(w.ps, p)
-	w.mu.Unlock()
-}
-
 func (w *watcher) close() {
 	select {
 	case <-w.stop:
@@ -245,7 +239,7 @@ func waitLeader(t *testing.T, timeout time.Duration, ps ...*participant) *partic
 			st, err := p.status()
 			if err != nil {
 				agree = false
-				last = err.Error()
+				names = map[string]bool{"error: " + err.Error(): true}
 				break
 			}
 			names[st.Leader] = true
