@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,5 +132,27 @@ func TestREADMEFlags(t *testing.T) {
 	run([]string{"-h"}, &out)
 	if got := out.String(); strings.TrimSpace(got) != strings.TrimSpace(block) {
 		t.Errorf("README.md's flag reference differs from -h; paste this into it:\n%s", got)
+	}
+}
+
+// TestSmallDependencies keeps the elector binary small: no typed clientset
+// (every API group's scheme), no controller-runtime, no client-go leader
+// election (which needs the typed clients), no Prometheus client library.
+func TestSmallDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, banned := range []string{
+		"k8s.io/client-go/kubernetes",
+		"k8s.io/client-go/tools/leaderelection",
+		"sigs.k8s.io/controller-runtime",
+		"github.com/prometheus/client_golang",
+	} {
+		for pkg := range strings.SplitSeq(string(out), "\n") {
+			if pkg == banned || strings.HasPrefix(pkg, banned+"/") {
+				t.Errorf("the elector imports %s", pkg)
+			}
+		}
 	}
 }

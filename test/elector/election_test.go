@@ -51,6 +51,7 @@ func TestElection(t *testing.T) {
 			watch(t, ps...)
 
 			first := waitLeader(t, 2*ttl, ps...)
+			waitEvent(t, ns, first.id+" became leader")
 			took, err := first.stop(t, syscall.SIGTERM)
 			if err != nil {
 				t.Errorf("leader %s exited with %v after SIGTERM, want status 0", first.id, err)
@@ -343,4 +344,23 @@ func TestLeastPrivilege(t *testing.T) {
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("listing secrets with the elector's account: %v, want Forbidden", err)
 	}
+}
+
+// waitEvent waits for an Event on the lock object "test" with message.
+func waitEvent(t *testing.T, ns, message string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		events, err := env.Client.CoreV1().Events(ns).List(ctxFor(t, 5*time.Second), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "test" && e.Reason == "LeaderElection" && e.Message == message {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("no Event %q on the lock in %s", message, ns)
 }
