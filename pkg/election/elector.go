@@ -306,6 +306,7 @@ func (e *Elector) stepDown(reason string) {
 	e.notify()
 	e.event("LeaderElection", e.cfg.ID+" stopped leading: "+reason)
 	if e.labels != nil {
+		e.labels.keepOnly(e.cfg.PodName)
 		e.labels.set(e.cfg.PodName, standby)
 	}
 }

@@ -53,6 +53,19 @@ func (p *podLabeler) set(pod, value string) {
 	}
 }
 
+// keepOnly drops what is pending for every pod but pod: a participant that
+// stopped leading must not go on demoting another pod, which may lead by
+// now.
+func (p *podLabeler) keepOnly(pod string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for name := range p.pending {
+		if name != pod {
+			delete(p.pending, name)
+		}
+	}
+}
+
 // run writes what is pending until ctx is done, retrying failures with a
 // backoff of up to ten seconds.
 func (p *podLabeler) run(ctx context.Context) {
