@@ -26,16 +26,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
@@ -139,7 +131,7 @@ func (d *demo) installInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := decode(rendered)
+	objs, err := testenv.Decode([]byte(rendered))
 	if err != nil {
 		return err
 	}
@@ -263,7 +255,7 @@ func (d *demo) applySample(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := decode(rendered)
+	objs, err := testenv.Decode([]byte(rendered))
 	if err != nil {
 		return err
 	}
@@ -540,13 +532,7 @@ func (d *demo) token(ctx context.Context, ns, account string, pod *corev1.Pod) (
 }
 
 func (d *demo) kubeconfig(name, token string) (string, error) {
-	cfg := d.env.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["local"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: name}
-	kc.CurrentContext = "local"
-	raw, err := clientcmd.Write(*kc)
+	raw, err := testenv.Kubeconfig(d.env.Config, token)
 	if err != nil {
 		return "", err
 	}
@@ -556,46 +542,7 @@ func (d *demo) kubeconfig(name, token string) (string, error) {
 
 // apply server-side applies objects as the demo's admin.
 func (d *demo) apply(ctx context.Context, objs []*unstructured.Unstructured) error {
-	return applyAll(ctx, d.env.Config, d.env, objs)
-}
-
-func applyAll(ctx context.Context, cfg *rest.Config, env *testenv.Env, objs []*unstructured.Unstructured) error {
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
-	for _, o := range objs {
-		gvk := o.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			ri = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
-		}
-		if _, err := ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "k8s-elector-demo", Force: true}); err != nil {
-			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
-		}
-	}
-	return nil
-}
-
-func decode(stream string) ([]*unstructured.Unstructured, error) {
-	dec := yaml.NewYAMLOrJSONDecoder(strings.NewReader(stream), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return objs, nil
-		} else if err != nil {
-			return nil, err
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
-	}
+	return d.env.Apply(ctx, d.env.Config, objs, false)
 }
 
 func kinds(objs []*unstructured.Unstructured) string {

@@ -1,39 +1,24 @@
 package webhook
 
 import (
-	"bytes"
-	"errors"
-	"io"
-	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // shippedRoles reads config/elector/role.yaml: the elector's Role, then the
 // Role for -pod-label.
 func shippedRoles(t *testing.T) []rbacv1.Role {
 	t.Helper()
-	raw, err := os.ReadFile("../../config/elector/role.yaml")
+	roles, err := testenv.ReadRoles("../../config/elector/role.yaml")
 	if err != nil {
 		t.Fatal(err)
-	}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	var roles []rbacv1.Role
-	for {
-		var r rbacv1.Role
-		if err := dec.Decode(&r); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("config/elector/role.yaml: %v", err)
-		}
-		roles = append(roles, r)
 	}
 	if len(roles) != 2 {
 		t.Fatalf("config/elector/role.yaml has %d Roles, want 2", len(roles))

@@ -4,11 +4,8 @@
 package config
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -16,13 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/test/testenv"
@@ -103,19 +95,11 @@ func TestCertManagerComponent(t *testing.T) {
 
 func decode(t *testing.T, stream string) []*unstructured.Unstructured {
 	t.Helper()
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader([]byte(stream)), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return objs
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
+	objs, err := testenv.Decode([]byte(stream))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return objs
 }
 
 // dryRun server-side applies each object with dryRun=All. Namespaces are
@@ -125,36 +109,25 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured, fallbackNS string) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dyn, err := dynamic.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	var namespaced []*unstructured.Unstructured
 	for _, o := range objs {
-		if o.GetKind() == "Namespace" {
+		switch {
+		case o.GetKind() == "Namespace":
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.GetName()}}
 			if _, err := env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 				t.Fatal(err)
 			}
+		case o.GetNamespace() == "" && !clusterScoped[o.GetKind()]:
+			o.SetNamespace(fallbackNS)
 		}
+		namespaced = append(namespaced, o)
 	}
-	for _, o := range objs {
-		gvk := o.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Errorf("%s %s: %v", gvk, o.GetName(), err)
-			continue
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			if o.GetNamespace() == "" {
-				o.SetNamespace(fallbackNS)
-			}
-			ri = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
-		}
-		_, err = ri.Apply(ctx, o.GetName(), o, metav1.ApplyOptions{FieldManager: "config-test", Force: true, DryRun: []string{metav1.DryRunAll}})
-		if err != nil {
-			t.Errorf("the API server rejects %s %s/%s: %v", gvk.Kind, o.GetNamespace(), o.GetName(), err)
-		}
+	if err := env.Apply(ctx, env.Config, namespaced, true); err != nil {
+		t.Error(err)
 	}
+}
+
+// clusterScoped are the kinds in config/ that have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "MutatingWebhookConfiguration": true,
 }

@@ -6,10 +6,7 @@
 package elector
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,11 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vapor-ware/k8s-elector/test/testenv"
@@ -133,23 +128,13 @@ func serviceAccountKubeconfig(t *testing.T, ns string, podLabel bool) string {
 	return writeKubeconfig(t, env.Config, tr.Status.Token)
 }
 
-// shippedRoles reads config/elector/role.yaml.
+// shippedRoles reads config/elector/role.yaml: the elector's Role, then
+// the Role for -pod-label.
 func shippedRoles(t *testing.T) []rbacv1.Role {
 	t.Helper()
-	raw, err := os.ReadFile("../../config/elector/role.yaml")
+	roles, err := testenv.ReadRoles("../../config/elector/role.yaml")
 	if err != nil {
 		t.Fatal(err)
-	}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-	var roles []rbacv1.Role
-	for {
-		var r rbacv1.Role
-		if err := dec.Decode(&r); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("config/elector/role.yaml: %v", err)
-		}
-		roles = append(roles, r)
 	}
 	if len(roles) != 2 {
 		t.Fatalf("config/elector/role.yaml has %d Roles, want 2", len(roles))
@@ -159,12 +144,7 @@ func shippedRoles(t *testing.T) []rbacv1.Role {
 
 func writeKubeconfig(t *testing.T, cfg *rest.Config, token string) string {
 	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	out, err := clientcmd.Write(*kc)
+	out, err := testenv.Kubeconfig(cfg, token)
 	if err != nil {
 		t.Fatal(err)
 	}
