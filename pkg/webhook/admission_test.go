@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -47,43 +49,112 @@ func newTestHandler(t *testing.T) *Handler {
 	return h
 }
 
-// TestHandlePatches checks that the patch, applied as the API server would,
-// gives exactly Inject's pod.
+// TestHandlePatches checks that the patch, applied to the request as the API
+// server would, gives exactly Inject's pod: the handler builds the patch from
+// the few places Inject changes, so any other change would be lost here.
 func TestHandlePatches(t *testing.T) {
-	pod := appPod(map[string]string{AnnotationElection: "web"})
-	req := podRequest(t, pod)
+	tests := map[string]*corev1.Pod{
+		// No labels, volumes, init containers or service account: each is
+		// absent from the request and must be created whole.
+		"bare pod": appPod(map[string]string{AnnotationElection: "web"}),
+		"existing labels, volumes and service account": func() *corev1.Pod {
+			p := appPod(map[string]string{AnnotationElection: "web", "example.com/owner": "team-a"})
+			p.Labels = map[string]string{"app": "web", "example.com/tier": "front"}
+			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+			p.Spec.ServiceAccountName = "web"
+			return p
+		}(),
+		"existing init containers": func() *corev1.Pod {
+			p := appPod(map[string]string{AnnotationElection: "web"})
+			p.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "nginx:1.27"}, {Name: "shipper", Image: "nginx:1.27"}}
+			return p
+		}(),
+		"plain container": func() *corev1.Pod {
+			p := appPod(map[string]string{AnnotationElection: "web", AnnotationNativeSidecar: "false"})
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "proxy", Image: "envoy:1.31"})
+			p.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "nginx:1.27"}}
+			return p
+		}(),
+		"no annotations": appPod(nil),
+		"already injected": func() *corev1.Pod {
+			p, err := Inject(appPod(map[string]string{AnnotationElection: "web"}), testSettings())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}(),
+	}
+	// And every input of the golden files.
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range inputs {
+		if !strings.HasSuffix(in, ".injected.yaml") {
+			tests["testdata/"+filepath.Base(in)] = readPod(t, in)
+		}
+	}
 
-	resp := newTestHandler(t).Handle(context.Background(), req)
-	if !resp.Allowed {
-		t.Fatalf("not allowed: %+v", resp.Result)
-	}
-	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch || len(resp.Patches) == 0 {
-		t.Fatalf("want JSON patches, got type %v and %d patches", resp.PatchType, len(resp.Patches))
-	}
+	for name, pod := range tests {
+		t.Run(name, func(t *testing.T) {
+			req := podRequest(t, pod)
+			// Inject sees the pod as the handler decodes it from the request.
+			var sent corev1.Pod
+			if err := json.Unmarshal(req.Object.Raw, &sent); err != nil {
+				t.Fatal(err)
+			}
+			want, err := Inject(&sent, testSettings())
+			if err != nil {
+				t.Fatal(err)
+			}
 
-	ops, err := json.Marshal(resp.Patches)
-	if err != nil {
-		t.Fatal(err)
+			resp := newTestHandler(t).Handle(context.Background(), req)
+			if !resp.Allowed {
+				t.Fatalf("not allowed: %+v", resp.Result)
+			}
+			// What the webhook server sends back to the API server.
+			if err := resp.Complete(req); err != nil {
+				t.Fatal(err)
+			}
+			ops := resp.Patch
+			if cmp.Equal(&sent, want) {
+				if len(ops) != 0 || resp.PatchType != nil {
+					t.Fatalf("Inject left the pod unchanged, but the response patches it: %s", ops)
+				}
+				return
+			}
+			if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch || len(ops) == 0 {
+				t.Fatalf("want a JSON patch, got type %v and patch %q", resp.PatchType, ops)
+			}
+			patch, err := jsonpatch.DecodePatch(ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := patch.Apply(req.Object.Raw)
+			if err != nil {
+				t.Fatalf("applying the response's patch %s: %v", ops, err)
+			}
+			var got corev1.Pod
+			if err := json.Unmarshal(patched, &got); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, &got); diff != "" {
+				t.Errorf("patched pod differs from Inject's (-want +got):\n%s\npatch: %s", diff, ops)
+			}
+		})
 	}
-	patch, err := jsonpatch.DecodePatch(ops)
-	if err != nil {
-		t.Fatal(err)
-	}
-	patched, err := patch.Apply(req.Object.Raw)
-	if err != nil {
-		t.Fatalf("applying the response's patch: %v", err)
-	}
-	var got corev1.Pod
-	if err := json.Unmarshal(patched, &got); err != nil {
-		t.Fatal(err)
-	}
-	want, err := Inject(pod, testSettings())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
-	if diff := cmp.Diff(want, &got); diff != "" {
-		t.Errorf("patched pod differs from Inject's (-want +got):\n%s", diff)
+}
+
+func TestEscapePointer(t *testing.T) {
+	for key, want := range map[string]string{
+		"app":                     "app",
+		"elector.vapor.io/status": "elector.vapor.io~1status",
+		"example.com/a~b/c":       "example.com~1a~0b~1c",
+		"~1":                      "~01",
+	} {
+		if got := escapePointer(key); got != want {
+			t.Errorf("escapePointer(%q) = %q, want %q", key, got, want)
+		}
 	}
 }
 
@@ -96,12 +167,12 @@ func TestHandle(t *testing.T) {
 	update.Operation = admissionv1.Update
 
 	tests := []struct {
-		name    string
-		handler *Handler
-		req     admission.Request
-		allowed bool
-		code    int32
-		message string
+		name       string
+		nilHandler bool
+		req        admission.Request
+		allowed    bool
+		code       int32
+		message    string
 	}{
 		{
 			name:    "bad annotation is denied with the reason",
@@ -113,13 +184,23 @@ func TestHandle(t *testing.T) {
 			name:    "malformed JSON is a bad request",
 			req:     rawRequest([]byte(`{"apiVersion":"v1","kind":"Pod","metadata":`)),
 			code:    http.StatusBadRequest,
-			message: "decoding the pod: couldn't get version/kind; json parse error: unexpected end of JSON input",
+			message: "decoding the pod: unexpected end of JSON input",
 		},
 		{
 			name:    "no object is a bad request",
 			req:     rawRequest(nil),
 			code:    http.StatusBadRequest,
 			message: "decoding the pod: there is no content to decode",
+		},
+		{
+			name: "not a pod is a bad request",
+			req: func() admission.Request {
+				r := podRequest(t, appPod(map[string]string{AnnotationElection: "web"}))
+				r.Kind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+				return r
+			}(),
+			code:    http.StatusBadRequest,
+			message: "decoding the pod: the request is for apps/v1, Kind=Deployment, not a v1 Pod; the webhook's rules must send only pods",
 		},
 		{
 			name:    "unannotated pod is allowed unchanged",
@@ -141,25 +222,25 @@ func TestHandle(t *testing.T) {
 			message: "the elector is injected only when a pod is created",
 		},
 		{
-			name:    "a panic is an internal error",
-			handler: &Handler{}, // no decoder: Decode panics
-			req:     podRequest(t, appPod(map[string]string{AnnotationElection: "web"})),
-			code:    http.StatusInternalServerError,
-			message: "elector injector: internal error: runtime error: invalid memory address or nil pointer dereference",
+			name:       "a panic is an internal error",
+			nilHandler: true, // reading its settings panics
+			req:        podRequest(t, appPod(map[string]string{AnnotationElection: "web"})),
+			code:       http.StatusInternalServerError,
+			message:    "elector injector: internal error: runtime error: invalid memory address or nil pointer dereference",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := tt.handler
-			if h == nil {
-				h = newTestHandler(t)
+			h := newTestHandler(t)
+			if tt.nilHandler {
+				h = nil
 			}
 			resp := h.Handle(context.Background(), tt.req)
 			if resp.Allowed != tt.allowed {
 				t.Errorf("allowed = %v, want %v", resp.Allowed, tt.allowed)
 			}
-			if len(resp.Patches) != 0 || resp.PatchType != nil {
-				t.Errorf("want no patch, got %d patches: %v", len(resp.Patches), resp.Patches)
+			if len(resp.Patches) != 0 || len(resp.Patch) != 0 || resp.PatchType != nil {
+				t.Errorf("want no patch, got %v %s", resp.Patches, resp.Patch)
 			}
 			if resp.Result == nil {
 				t.Fatal("no result")
