@@ -45,6 +45,7 @@ lint: ## go vet, gofmt and staticcheck.
 bench: envtest build ## Run the benchmarks and print their tables.
 	go run ./bench -elector=bin/elector
 	go test -run '^$$' -bench . -benchtime 20000x ./pkg/webhook/
+	go run ./bench/injector -injector=bin/injector
 
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.

@@ -1,0 +1,597 @@
+// Command injector measures the injector on the local control plane and
+// prints each figure beside its goal: what the webhook adds to creating a
+// pod, whether it keeps up with a burst of creates, and its memory in a
+// cluster full of pods. The injector runs as config/default deploys it (its
+// Deployment's args, service account, RBAC and webhook configuration), as a
+// local process reached by URL. Run it with `make bench`.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+const (
+	injectorNamespace = "k8s-elector-system"
+	injectorAccount   = "k8s-elector-injector"
+	certSecret        = "k8s-elector-injector-cert"
+	benchNamespace    = "bench"
+)
+
+func main() {
+	bin := flag.String("injector", "bin/injector", "the injector binary to measure (built as the image builds it)")
+	root := flag.String("root", ".", "the repository, whose config/default is installed")
+	pairs := flag.Int("pairs", 200, "pods created one at a time with and without the webhook, interleaved")
+	burst := flag.Int("burst", 500, "annotated pods created all at once")
+	plain := flag.Int("plain-pods", 10000, "unannotated pods in the cluster when the injector's memory is read")
+	injected := flag.Int("injected-pods", 1000, "injected pods in the cluster when the injector's memory is read")
+	workers := flag.Int("workers", 32, "concurrent creates while filling the cluster")
+	flag.Parse()
+	b := &bench{bin: *bin, root: *root}
+	if err := b.run(*pairs, *burst, *plain, *injected, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/injector:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct{ name, value, goal, verdict string }
+
+type bench struct {
+	bin, root string
+	dir       string
+	env       *testenv.Env
+	client    kubernetes.Interface
+	injector  *exec.Cmd
+	done      chan struct{}
+	// metricsPort serves the injector's /metrics.
+	metricsPort int
+
+	// Pods created so far, to fill the cluster up to the counts asked.
+	plainPods, injectedPods atomic.Int64
+	seq                     atomic.Int64
+}
+
+func (b *bench) run(pairs, burst, plain, injected, workers int) (err error) {
+	b.dir, err = os.MkdirTemp("", "injector-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+
+	say("starting the local control plane")
+	b.env, err = testenv.Start(testenv.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, b.env.Stop()) }()
+	// The measurements are of the API server and the injector, not of
+	// client-go's default rate limit of 5 requests a second.
+	cfg := rest.CopyConfig(b.env.Config)
+	cfg.QPS, cfg.Burst = 5000, 5000
+	if b.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+
+	ctx := context.Background()
+	if err := b.startInjector(ctx); err != nil {
+		return err
+	}
+	defer b.stopInjector()
+	idle, err := b.rss()
+	if err != nil {
+		return err
+	}
+
+	var rows []row
+	say("creating %d pods with and %d without the webhook, one at a time, interleaved", pairs, pairs)
+	with, without, err := b.sequential(ctx, pairs)
+	if err != nil {
+		return err
+	}
+	extra := with - without
+	rows = append(rows,
+		row{"create an annotated pod (webhook), median", ms(with), "", ""},
+		row{"create an unannotated pod (not sent), median", ms(without), "", ""},
+		row{"extra latency of the webhook, median", ms(extra), "< 5 ms", verdict(extra < 5*time.Millisecond)},
+	)
+
+	say("creating %d annotated pods at once", burst)
+	failures, wall, err := b.burst(ctx, burst)
+	if err != nil {
+		return err
+	}
+	rows = append(rows,
+		row{fmt.Sprintf("%d concurrent annotated creates: failures", burst), strconv.Itoa(failures), "0", verdict(failures == 0)},
+		row{fmt.Sprintf("%d concurrent annotated creates: wall time", burst), ms(wall), "", ""},
+	)
+
+	say("filling the cluster to %d unannotated and %d injected pods (%d workers)", plain, injected, workers)
+	if err := b.fill(ctx, plain, injected, workers); err != nil {
+		return err
+	}
+	nPlain, nInjected, err := b.count(ctx)
+	if err != nil {
+		return err
+	}
+	say("the cluster holds %d unannotated and %d injected pods; reading the injector's memory for 15s", nPlain, nInjected)
+	// The reconciler has a namespace of 1,000 pods to work through, and the
+	// garbage of the fill to collect: the highest reading of a quiet 15s.
+	var rss int64
+	for range 15 {
+		time.Sleep(time.Second)
+		r, err := b.rss()
+		if err != nil {
+			return err
+		}
+		rss = max(rss, r)
+	}
+	peak, err := b.procStatus("VmHWM:")
+	if err != nil {
+		return err
+	}
+	// How much of the RSS is live Go heap, and how much the collector's
+	// headroom and the runtime's: where to look if the goal is missed.
+	heap, err := b.metric("go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return err
+	}
+	rows = append(rows,
+		row{"injector RSS, idle", mib(idle), "", ""},
+		row{fmt.Sprintf("injector RSS, %d unannotated + %d injected pods", nPlain, nInjected), mib(rss), "< 64 MiB", verdict(rss < 64<<20)},
+		row{"injector RSS, peak over the run (VmHWM)", mib(peak), "", ""},
+		row{"injector Go heap in use, then (go_memstats_heap_inuse_bytes)", mib(int64(heap)), "", ""},
+	)
+	select {
+	case <-b.done:
+		return fmt.Errorf("the injector exited during the run; its log ends:\n%s", b.tail(20))
+	default:
+	}
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "MEASURE\tVALUE\tGOAL\tMET")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.name, r.value, r.goal, r.verdict)
+	}
+	return w.Flush()
+}
+
+// startInjector installs config/default without the injector's Deployment,
+// Service and PodDisruptionBudget, its webhook pointed at a local URL, and
+// runs the binary with the Deployment's args as the injector's service
+// account. Only what must differ on one machine is changed: the ports, the
+// certificate folder, and localhost as a name in the certificate.
+func (b *bench) startInjector(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	probe, err := freePort()
+	if err != nil {
+		return err
+	}
+	b.metricsPort, err = freePort()
+	if err != nil {
+		return err
+	}
+	rendered, err := render.Render(filepath.Join(b.root, "config/default"), "", "")
+	if err != nil {
+		return err
+	}
+	objs, err := testenv.Decode([]byte(rendered))
+	if err != nil {
+		return err
+	}
+	var keep []*unstructured.Unstructured
+	var args []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment":
+			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			if err != nil || len(containers) == 0 {
+				return fmt.Errorf("config/default's Deployment has no container: %v", err)
+			}
+			args, _, err = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+			if err != nil {
+				return err
+			}
+			continue
+		case "Service", "PodDisruptionBudget":
+			continue
+		case "MutatingWebhookConfiguration":
+			hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
+			if err != nil {
+				return err
+			}
+			for _, h := range hooks {
+				h.(map[string]any)["clientConfig"] = map[string]any{"url": fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port)}
+			}
+			if err := unstructured.SetNestedSlice(o.Object, hooks, "webhooks"); err != nil {
+				return err
+			}
+		}
+		keep = append(keep, o)
+	}
+	if len(args) == 0 {
+		return errors.New("config/default has no injector Deployment with args")
+	}
+	if err := b.env.Apply(ctx, b.env.Config, keep, false); err != nil {
+		return err
+	}
+
+	certDir := filepath.Join(b.dir, "certs")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return err
+	}
+	local := map[string]string{
+		"-cert-dir":                  certDir,
+		"-webhook-port":              strconv.Itoa(port),
+		"-metrics-bind-address":      fmt.Sprintf("127.0.0.1:%d", b.metricsPort),
+		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probe),
+	}
+	for i, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		if v, ok := local[name]; ok {
+			args[i] = name + "=" + v
+		}
+	}
+	token, err := b.token(ctx)
+	if err != nil {
+		return err
+	}
+	kc, err := testenv.Kubeconfig(b.env.Config, token)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(b.dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
+	args = append(args, "-kubeconfig="+kubeconfig, "-cert-dns-names=localhost")
+
+	logFile, err := os.Create(filepath.Join(b.dir, "injector.log"))
+	if err != nil {
+		return err
+	}
+	b.injector = exec.Command(b.bin, args...)
+	// The Deployment gives its namespace through the downward API.
+	b.injector.Env = []string{"PATH=" + os.Getenv("PATH"), "POD_NAMESPACE=" + injectorNamespace}
+	b.injector.Stdout, b.injector.Stderr = logFile, logFile
+	if err := b.injector.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", b.bin, err)
+	}
+	b.done = make(chan struct{})
+	go func() {
+		_ = b.injector.Wait()
+		logFile.Close()
+		close(b.done)
+	}()
+	say("started the injector (pid %d): %s", b.injector.Process.Pid, strings.Join(args, " "))
+	go b.mountSecret(ctx, certDir)
+
+	// Ready, and the API server trusts its certificate: an annotated pod
+	// comes back injected.
+	if _, err := b.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: benchNamespace}}
+	if _, err := b.client.CoreV1().ServiceAccounts(benchNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := b.create(ctx, true)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-b.done:
+			return fmt.Errorf("the injector exited; its log ends:\n%s", b.tail(20))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no pod injected within 60s: %w; the injector's log ends:\n%s", err, b.tail(20))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// mountSecret does the kubelet's part: it keeps the files of the
+// certificate Secret in dir, as a Secret volume would.
+func (b *bench) mountSecret(ctx context.Context, dir string) {
+	written := map[string]string{}
+	for {
+		secret, err := b.env.Client.CoreV1().Secrets(injectorNamespace).Get(ctx, certSecret, metav1.GetOptions{})
+		if err == nil {
+			for file, data := range secret.Data {
+				if written[file] != string(data) && os.WriteFile(filepath.Join(dir, file), data, 0o600) == nil {
+					written[file] = string(data)
+				}
+			}
+		}
+		select {
+		case <-b.done:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// token is a token of the injector's service account, as the kubelet
+// would mount.
+func (b *bench) token(ctx context.Context) (string, error) {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
+	resp, err := b.client.CoreV1().ServiceAccounts(injectorNamespace).CreateToken(ctx, injectorAccount, req, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("a token for %s/%s: %w", injectorNamespace, injectorAccount, err)
+	}
+	return resp.Status.Token, nil
+}
+
+func (b *bench) stopInjector() {
+	_ = b.injector.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		_ = b.injector.Process.Kill()
+		<-b.done
+	}
+}
+
+// pod is a small app pod. The annotated one asks for an elector; the other
+// carries an annotation of the same size that the webhook's matchConditions
+// do not send, so the two differ only by the webhook.
+func (b *bench) pod(annotated bool) *corev1.Pod {
+	key := "example.vapor.io/election"
+	if annotated {
+		key = webhook.AnnotationElection
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        fmt.Sprintf("app-%d", b.seq.Add(1)),
+			Namespace:   benchNamespace,
+			Labels:      map[string]string{"app": "bench"},
+			Annotations: map[string]string{key: "bench"},
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "app",
+			Containers: []corev1.Container{{
+				Name:  "app",
+				Image: "registry.k8s.io/pause:3.10",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+			}},
+		},
+	}
+}
+
+// create creates one pod and checks that it was injected if and only if
+// it asked to be.
+func (b *bench) create(ctx context.Context, annotated bool) (time.Duration, error) {
+	pod := b.pod(annotated)
+	start := time.Now()
+	got, err := b.client.CoreV1().Pods(benchNamespace).Create(ctx, pod, metav1.CreateOptions{})
+	took := time.Since(start)
+	if err != nil {
+		return took, err
+	}
+	if is := got.Labels[webhook.LabelInjected] == "true"; is != annotated {
+		return took, fmt.Errorf("pod %s: injected = %v, want %v", got.Name, is, annotated)
+	}
+	if annotated {
+		b.injectedPods.Add(1)
+	} else {
+		b.plainPods.Add(1)
+	}
+	return took, nil
+}
+
+// sequential creates n pods of each kind, alternating, after a warm-up,
+// and returns the median time of each.
+func (b *bench) sequential(ctx context.Context, n int) (with, without time.Duration, err error) {
+	var ws, wos []time.Duration
+	for i := range n + 20 {
+		w, err := b.create(ctx, true)
+		if err != nil {
+			return 0, 0, err
+		}
+		wo, err := b.create(ctx, false)
+		if err != nil {
+			return 0, 0, err
+		}
+		// The first creates open connections and warm caches.
+		if i >= 20 {
+			ws, wos = append(ws, w), append(wos, wo)
+		}
+	}
+	slices.Sort(ws)
+	slices.Sort(wos)
+	return ws[len(ws)/2], wos[len(wos)/2], nil
+}
+
+// burst creates n annotated pods at once and returns how many failed and
+// how long all took.
+func (b *bench) burst(ctx context.Context, n int) (int, time.Duration, error) {
+	var failures atomic.Int64
+	var first sync.Once
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-release
+			if _, err := b.create(ctx, true); err != nil {
+				failures.Add(1)
+				first.Do(func() { say("first failure: %v", err) })
+			}
+		})
+	}
+	start := time.Now()
+	close(release)
+	wg.Wait()
+	return int(failures.Load()), time.Since(start), nil
+}
+
+// fill creates pods with a pool of workers until the cluster holds plain
+// unannotated and injected injected pods, the injected ones spread among
+// the others.
+func (b *bench) fill(ctx context.Context, plain, injected, workers int) error {
+	needPlain := max(0, plain-int(b.plainPods.Load()))
+	needInjected := max(0, injected-int(b.injectedPods.Load()))
+	total := needPlain + needInjected
+	jobs := make(chan bool)
+	go func() {
+		defer close(jobs)
+		for i := range total {
+			// Injected ones at an even spacing: i*needInjected/total steps
+			// up needInjected times over the run.
+			annotated := needInjected > 0 && (i+1)*needInjected/total != i*needInjected/total
+			jobs <- annotated
+		}
+	}()
+	var errs atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var made atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for annotated := range jobs {
+				if _, err := b.create(ctx, annotated); err != nil {
+					errs.Add(1)
+					once.Do(func() { firstErr = err })
+					continue
+				}
+				if m := made.Add(1); m%2000 == 0 {
+					say("%d/%d pods created (%.0f/s)", m, total, float64(m)/time.Since(start).Seconds())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := errs.Load(); n > 0 {
+		return fmt.Errorf("%d of %d creates failed, the first: %w", n, total, firstErr)
+	}
+	return nil
+}
+
+// count lists the namespace's pods, to report what the cluster holds
+// rather than what was asked.
+func (b *bench) count(ctx context.Context) (plain, injected int, err error) {
+	opts := metav1.ListOptions{Limit: 1000}
+	for {
+		list, err := b.client.CoreV1().Pods(benchNamespace).List(ctx, opts)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, p := range list.Items {
+			if p.Labels[webhook.LabelInjected] == "true" {
+				injected++
+			} else {
+				plain++
+			}
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			return plain, injected, nil
+		}
+	}
+}
+
+func (b *bench) rss() (int64, error) { return b.procStatus("VmRSS:") }
+
+// procStatus reads a size field of the injector's /proc/PID/status.
+func (b *bench) procStatus(field string) (int64, error) {
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.injector.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(f), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, b.injector.Process.Pid)
+}
+
+// metric reads one unlabelled sample from the injector's /metrics.
+func (b *bench) metric(name string) (float64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.metricsPort))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in the injector's /metrics", name)
+}
+
+// tail returns the last n lines of the injector's log.
+func (b *bench) tail(n int) string {
+	f, err := os.Open(filepath.Join(b.dir, "injector.log"))
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench/injector: "+format+"\n", args...)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
