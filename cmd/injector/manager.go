@@ -58,8 +58,11 @@ func (o *options) run(ctx context.Context) error {
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        clientgoscheme.Scheme,
-		Cache:                         cache.Options{ByObject: webhook.RBACCacheByObject()},
+		Scheme: clientgoscheme.Scheme,
+		Cache: cache.Options{
+			ByObject:         webhook.RBACCacheByObject(),
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -46,10 +47,41 @@ const ReasonNotManaged = "NotManagedByInjector"
 // cache.Options.ByObject.
 func RBACCacheByObject() map[client.Object]cache.ByObject {
 	return map[client.Object]cache.ByObject{
-		&corev1.Pod{}:         {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
+		&corev1.Pod{}:         {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"}), Transform: trimPod},
 		&rbacv1.Role{}:        {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})},
 		&rbacv1.RoleBinding{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})},
 	}
+}
+
+// trimPod keeps of a cached pod only what the reconciler reads (its
+// service account, its elector annotations, whether it has ended) and the
+// identity the cache needs: a pod's spec and status are most of its size,
+// and a large cluster has many injected pods.
+func trimPod(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	annotations := map[string]string{}
+	for k, v := range pod.Annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			annotations[k] = v
+		}
+	}
+	return &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              pod.Name,
+			Namespace:         pod.Namespace,
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			DeletionTimestamp: pod.DeletionTimestamp,
+			Labels:            pod.Labels,
+			Annotations:       annotations,
+		},
+		Spec:   corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}, nil
 }
 
 // RBACReconciler gives the service accounts of injected pods the rights
@@ -91,7 +123,8 @@ func (r *RBACReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 
 	// 1. The injected pods that still run an elector.
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{LabelInjected: "true"}); err != nil {
+	// The pods are only read: no need to copy each from the cache.
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{LabelInjected: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing injected pods in %s: %w", ns, err)
 	}
 	live := slices.DeleteFunc(pods.Items, func(p corev1.Pod) bool {

@@ -102,3 +102,31 @@ func TestDesiredRoleBinding(t *testing.T) {
 		t.Errorf("roleRef (-want +got):\n%s", diff)
 	}
 }
+
+// TestTrimPodKeepsWhatTheReconcilerReads checks that the cache's trimmed
+// pods yield the same Role and RoleBinding as whole ones.
+func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
+	pods := []corev1.Pod{
+		electorPod("app", map[string]string{AnnotationElection: "a", AnnotationLockType: "configmaps", AnnotationPodLabel: "role"}),
+		electorPod("", map[string]string{AnnotationElection: "b", "other.example.com/x": "y"}),
+	}
+	pods[0].Spec.Containers = []corev1.Container{{Name: "app", Image: "app"}}
+	pods[1].Status.Phase = corev1.PodRunning
+	var trimmed []corev1.Pod
+	for _, p := range pods {
+		out, err := trimPod(&p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trimmed = append(trimmed, *out.(*corev1.Pod))
+	}
+	if diff := cmp.Diff(DesiredRole("ns", pods, ""), DesiredRole("ns", trimmed, "")); diff != "" {
+		t.Errorf("Role from trimmed pods (-whole +trimmed):\n%s", diff)
+	}
+	if diff := cmp.Diff(DesiredRoleBinding("ns", pods), DesiredRoleBinding("ns", trimmed)); diff != "" {
+		t.Errorf("RoleBinding from trimmed pods (-whole +trimmed):\n%s", diff)
+	}
+	if len(trimmed[0].Spec.Containers) != 0 || trimmed[1].Annotations["other.example.com/x"] != "" {
+		t.Errorf("trimPod kept what the reconciler does not read: %+v", trimmed)
+	}
+}
