@@ -46,8 +46,11 @@ func main() {
 
 type row struct{ name, value, goal, verdict string }
 
-// statusConns is how many connections load GET / at once.
-const statusConns = 8
+// statusConns are the numbers of connections that load GET / at once: the
+// load generator shares the machine's two cores with the elector, the
+// control plane and the other participants, so more connections measure
+// queueing on those cores more than the elector.
+var statusConns = []int{4, 8}
 
 func run(bin string, handovers, failovers int, steady time.Duration) error {
 	env, err := testenv.Start(testenv.Options{})
@@ -98,9 +101,15 @@ func run(bin string, handovers, failovers int, steady time.Duration) error {
 	}
 
 	fmt.Fprintln(os.Stderr, "bench: GET / load")
-	rps, p99, err := b.statusLoad(5*time.Second, statusConns)
-	if err != nil {
-		return err
+	var statusRows []row
+	for _, conns := range statusConns {
+		rps, p99, err := b.statusLoad(5*time.Second, conns)
+		if err != nil {
+			return err
+		}
+		statusRows = append(statusRows,
+			row{fmt.Sprintf("GET / throughput (%d connections)", conns), fmt.Sprintf("%.0f req/s", rps), "> 20000 req/s", verdict(rps > 20000)},
+			row{fmt.Sprintf("GET / latency p99 (%d connections)", conns), fmt.Sprintf("%.2f ms", float64(p99)/1e6), "< 2 ms", verdict(p99 < 2*time.Millisecond)})
 	}
 
 	fmt.Fprintf(os.Stderr, "bench: %d graceful handovers\n", handovers)
@@ -160,9 +169,8 @@ func run(bin string, handovers, failovers int, steady time.Duration) error {
 	rows = append(rows,
 		row{"elector RSS at steady state (max of participants)", fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20)), "< 16 MiB", verdict(rss < 16<<20)},
 		row{"elector binary, stripped", fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), "< 16 MB", verdict(info.Size() < 16e6)},
-		row{fmt.Sprintf("GET / throughput (%d connections)", statusConns), fmt.Sprintf("%.0f req/s", rps), "> 20000 req/s", verdict(rps > 20000)},
-		row{"GET / latency p99", fmt.Sprintf("%.2f ms", float64(p99)/1e6), "< 2 ms", verdict(p99 < 2*time.Millisecond)},
 	)
+	rows = append(rows, statusRows...)
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "MEASURE\tVALUE\tGOAL\tMET")

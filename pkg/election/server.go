@@ -25,6 +25,9 @@ type Server struct {
 	metrics  *Metrics
 	watchers atomic.Int32
 	server   *http.Server
+	// lastStatus caches the encoded GET / answer: it changes at most once
+	// a second (the timestamp) unless the election does.
+	lastStatus atomic.Pointer[encodedStatus]
 	// done ends the /watch streams on shutdown, which http.Server.Shutdown
 	// does not do by itself.
 	done chan struct{}
@@ -92,12 +95,33 @@ func onlyGET(next http.Handler) http.Handler {
 	})
 }
 
+type encodedStatus struct {
+	status Status
+	body   []byte
+}
+
+// jsonContentType is shared by every answer, so setting it allocates
+// nothing.
+var jsonContentType = []string{"application/json"}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != PathStatus {
 		http.NotFound(w, r)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.elector.Status())
+	st := s.elector.Status()
+	cached := s.lastStatus.Load()
+	if cached == nil || cached.status != st {
+		body, err := json.Marshal(st)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		cached = &encodedStatus{status: st, body: append(body, '\n')}
+		s.lastStatus.Store(cached)
+	}
+	w.Header()["Content-Type"] = jsonContentType
+	_, _ = w.Write(cached.body)
 }
 
 // leader answers 200 only on the leader: a readiness probe for Services
