@@ -404,3 +404,29 @@ func waitEvent(t *testing.T, ns, message string) {
 	}
 	t.Errorf("no Event %q on the lock in %s", message, ns)
 }
+
+// TestRightsArriveLater starts electors whose service account has no rights
+// yet, as when an injected pod starts before the injector has bound its
+// Role: they are not ready and nobody leads; once the binding appears, they
+// elect a leader without a restart.
+func TestRightsArriveLater(t *testing.T) {
+	ns := env.Namespace(t)
+	kubeconfig := unboundAccount(t, ns)
+	args := []string{electionArg, ttlArg, "-namespace=" + ns}
+	ps := []*participant{start(t, "a", kubeconfig, args...), start(t, "b", kubeconfig, args...)}
+	watch(t, ps...)
+	time.Sleep(2 * retry)
+	if err := noLeader(ps...); err != nil {
+		t.Fatalf("without rights: %v", err)
+	}
+	resp, err := httpClient.Get("http://" + ps[0].addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz without rights = %d, want 503", resp.StatusCode)
+	}
+	bindShippedRoles(t, ns, false)
+	waitLeader(t, 2*ttl, ps...)
+}

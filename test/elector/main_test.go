@@ -96,14 +96,38 @@ func viaProxy(t *testing.T, kubeconfig string, p *proxy) string {
 // and returns a kubeconfig with a token for it.
 func serviceAccountKubeconfig(t *testing.T, ns string, podLabel bool) string {
 	t.Helper()
+	kubeconfig := unboundAccount(t, ns)
+	bindShippedRoles(t, ns, podLabel)
+	return kubeconfig
+}
+
+// unboundAccount makes the service account "elector" in ns with no rights
+// yet, and returns a kubeconfig with a token for it.
+func unboundAccount(t *testing.T, ns string) string {
+	t.Helper()
+	ctx := ctxFor(t, 30*time.Second)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "elector", Namespace: ns}}
+	if _, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for %s/%s: %v", ns, sa.Name, err)
+	}
+	return writeKubeconfig(t, env.Config, tr.Status.Token)
+}
+
+// bindShippedRoles creates the Roles of config/elector (all of them when
+// podLabel, else the first) in ns and binds them to the service account
+// "elector".
+func bindShippedRoles(t *testing.T, ns string, podLabel bool) {
+	t.Helper()
 	ctx := ctxFor(t, 30*time.Second)
 	roles := shippedRoles(t)
 	if !podLabel {
 		roles = roles[:1]
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "elector", Namespace: ns}}
-	if _, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 	for _, role := range roles {
 		role.Namespace = ns
@@ -113,19 +137,12 @@ func serviceAccountKubeconfig(t *testing.T, ns string, podLabel bool) string {
 		binding := &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: ns}},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "elector", Namespace: ns}},
 		}
 		if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("token for %s/%s: %v", ns, sa.Name, err)
-	}
-	return writeKubeconfig(t, env.Config, tr.Status.Token)
 }
 
 // shippedRoles reads config/elector/role.yaml: the elector's Role, then
