@@ -294,7 +294,7 @@ func (b *bench) startInjector(ctx context.Context) error {
 		close(b.done)
 	}()
 	say("started the injector (pid %d): %s", b.injector.Process.Pid, strings.Join(args, " "))
-	go b.mountSecret(ctx, certDir)
+	go b.env.MountSecret(ctx, injectorNamespace, certSecret, certDir)
 
 	// Ready, and the API server trusts its certificate: an annotated pod
 	// comes back injected.
@@ -320,27 +320,6 @@ func (b *bench) startInjector(ctx context.Context) error {
 			return fmt.Errorf("no pod injected within 60s: %w; the injector's log ends:\n%s", err, b.tail(20))
 		}
 		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// mountSecret does the kubelet's part: it keeps the files of the
-// certificate Secret in dir, as a Secret volume would.
-func (b *bench) mountSecret(ctx context.Context, dir string) {
-	written := map[string]string{}
-	for {
-		secret, err := b.env.Client.CoreV1().Secrets(injectorNamespace).Get(ctx, certSecret, metav1.GetOptions{})
-		if err == nil {
-			for file, data := range secret.Data {
-				if written[file] != string(data) && os.WriteFile(filepath.Join(dir, file), data, 0o600) == nil {
-					written[file] = string(data)
-				}
-			}
-		}
-		select {
-		case <-b.done:
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
 	}
 }
 

@@ -178,7 +178,7 @@ func (d *demo) installInjector(ctx context.Context) error {
 		return err
 	}
 	d.say("started the injector (pid %d) as service account %s/%s; waiting for its certificates", p.cmd.Process.Pid, injectorNamespace, injectorAccount)
-	go d.mountSecret(ctx, "k8s-elector-injector-cert", certDir, p.done)
+	go d.env.MountSecret(ctx, injectorNamespace, "k8s-elector-injector-cert", certDir)
 	err = waitFor(ctx, 60*time.Second, "the injector to be ready", func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
 		if err != nil {
@@ -203,33 +203,6 @@ func (d *demo) tail(name string, n int) string {
 		}
 	}
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// mountSecret does the kubelet's part for the injector: it keeps the
-// files of its certificate Secret in certDir, until done.
-func (d *demo) mountSecret(ctx context.Context, name, dir string, done <-chan struct{}) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		d.say("cannot make %s: %v", dir, err)
-		return
-	}
-	written := map[string]string{}
-	for {
-		secret, err := d.env.Client.CoreV1().Secrets(injectorNamespace).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			for file, data := range secret.Data {
-				if written[file] != string(data) && os.WriteFile(filepath.Join(dir, file), data, 0o600) == nil {
-					written[file] = string(data)
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-done:
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // pointAtLocal replaces each webhook's Service with a URL.

@@ -50,7 +50,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 
 	// 2. The injector, and the kubelet's part: the Secret mounted at -cert-dir.
 	certDir := t.TempDir()
-	go mountSecret(t, certDir)
+	go env.MountSecret(ctxFor(t, 5*time.Minute), systemNamespace, certSecret, certDir)
 	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
 	if err != nil {
 		t.Fatal(err)
@@ -205,23 +205,6 @@ func swapWebhookConfiguration(t *testing.T, whc *admissionregistrationv1.Mutatin
 	})
 	if _, err := api.Create(ctx, whc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// mountSecret stands in for the kubelet: it copies the certificate Secret
-// into dir, as a Secret volume would, until the test ends.
-func mountSecret(t *testing.T, dir string) {
-	ctx := ctxFor(t, 5*time.Minute)
-	var last string
-	for ctx.Err() == nil {
-		s, err := env.Client.CoreV1().Secrets(systemNamespace).Get(ctx, certSecret, metav1.GetOptions{})
-		if err == nil && s.ResourceVersion != last && len(s.Data["tls.crt"]) > 0 {
-			last = s.ResourceVersion
-			for _, f := range []string{"tls.key", "tls.crt"} {
-				_ = os.WriteFile(filepath.Join(dir, f), s.Data[f], 0o600)
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

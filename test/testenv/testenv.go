@@ -202,3 +202,28 @@ func isZombie(stat string) bool {
 	i := strings.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
+
+// MountSecret does the kubelet's part for a process run on this machine in
+// place of a pod: it keeps the files of the Secret namespace/name in dir,
+// as a Secret volume would, until ctx is done. Call it in a goroutine.
+func (e *Env) MountSecret(ctx context.Context, namespace, name, dir string) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	written := map[string]string{}
+	for {
+		secret, err := e.Client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			for file, data := range secret.Data {
+				if written[file] != string(data) && os.WriteFile(filepath.Join(dir, file), data, 0o600) == nil {
+					written[file] = string(data)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
