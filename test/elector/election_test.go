@@ -430,3 +430,50 @@ func TestRightsArriveLater(t *testing.T) {
 	bindShippedRoles(t, ns, false)
 	waitLeader(t, 2*ttl, ps...)
 }
+
+// TestSecondSignal checks that a second SIGTERM ends the process at once,
+// even while its release of the lock hangs on a frozen API server.
+func TestSecondSignal(t *testing.T) {
+	ns := env.Namespace(t)
+	p := start(t, "a", adminKubeconfig, electionArg, ttlArg, "-namespace="+ns)
+	watch(t, p)
+	waitLeader(t, 2*ttl, p)
+
+	pids := testenv.Processes(env.Env.ControlPlane.APIServer.CertDir)
+	if len(pids) != 1 {
+		t.Fatalf("kube-apiserver processes: %v, want one", pids)
+	}
+	apiserver, err := os.FindProcess(pids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apiserver.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer apiserver.Signal(syscall.SIGCONT)
+
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-p.done:
+		t.Fatalf("exited before the second signal, while its release should hang: %v", p.exit)
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after the second signal")
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("exited %s after the first signal, want at once after the second (release timeout is 750ms)", took)
+	}
+	if p.exit == nil {
+		t.Errorf("exit status 0 after an interrupted release, want non-zero")
+	}
+}
