@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -122,6 +123,17 @@ func TestAPIServerHung(t *testing.T) {
 	watch(t, ps...)
 	leader := waitLeader(t, 2*ttl, ps...)
 
+	resume := freezeAPIServer(t)
+	outage(t, leader, ps)
+	resume()
+	waitLeader(t, 3*ttl, ps...)
+}
+
+// freezeAPIServer stops the kube-apiserver process (SIGSTOP): its
+// connections stay open and requests hang. It returns the function that
+// resumes it, which also runs when the test ends.
+func freezeAPIServer(t *testing.T) (resume func()) {
+	t.Helper()
 	pids := testenv.Processes(env.Env.ControlPlane.APIServer.CertDir)
 	if len(pids) != 1 {
 		t.Fatalf("kube-apiserver processes: %v, want one", pids)
@@ -133,17 +145,10 @@ func TestAPIServerHung(t *testing.T) {
 	if err := apiserver.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = apiserver.Signal(syscall.SIGCONT)
-		}
-	}
+	var once sync.Once
+	resume = func() { once.Do(func() { _ = apiserver.Signal(syscall.SIGCONT) }) }
 	t.Cleanup(resume)
-	outage(t, leader, ps)
-	resume()
-	waitLeader(t, 3*ttl, ps...)
+	return resume
 }
 
 // outage checks what must hold while no participant can reach the API
@@ -439,18 +444,7 @@ func TestSecondSignal(t *testing.T) {
 	watch(t, p)
 	waitLeader(t, 2*ttl, p)
 
-	pids := testenv.Processes(env.Env.ControlPlane.APIServer.CertDir)
-	if len(pids) != 1 {
-		t.Fatalf("kube-apiserver processes: %v, want one", pids)
-	}
-	apiserver, err := os.FindProcess(pids[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := apiserver.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	defer apiserver.Signal(syscall.SIGCONT)
+	defer freezeAPIServer(t)()
 
 	start := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
