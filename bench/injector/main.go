@@ -29,7 +29,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -208,38 +207,9 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var keep []*unstructured.Unstructured
-	var args []string
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "Deployment":
-			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-			if err != nil || len(containers) == 0 {
-				return fmt.Errorf("config/default's Deployment has no container: %v", err)
-			}
-			args, _, err = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
-			if err != nil {
-				return err
-			}
-			continue
-		case "Service", "PodDisruptionBudget":
-			continue
-		case "MutatingWebhookConfiguration":
-			hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
-			if err != nil {
-				return err
-			}
-			for _, h := range hooks {
-				h.(map[string]any)["clientConfig"] = map[string]any{"url": fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port)}
-			}
-			if err := unstructured.SetNestedSlice(o.Object, hooks, "webhooks"); err != nil {
-				return err
-			}
-		}
-		keep = append(keep, o)
-	}
-	if len(args) == 0 {
-		return errors.New("config/default has no injector Deployment with args")
+	keep, args, err := testenv.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	if err != nil {
+		return err
 	}
 	if err := b.env.Apply(ctx, b.env.Config, keep, false); err != nil {
 		return err
@@ -248,18 +218,6 @@ func (b *bench) startInjector(ctx context.Context) error {
 	certDir := filepath.Join(b.dir, "certs")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
-	}
-	local := map[string]string{
-		"-cert-dir":                  certDir,
-		"-webhook-port":              strconv.Itoa(port),
-		"-metrics-bind-address":      fmt.Sprintf("127.0.0.1:%d", b.metricsPort),
-		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probe),
-	}
-	for i, a := range args {
-		name, _, _ := strings.Cut(a, "=")
-		if v, ok := local[name]; ok {
-			args[i] = name + "=" + v
-		}
 	}
 	token, err := b.token(ctx)
 	if err != nil {
@@ -273,7 +231,14 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		return err
 	}
-	args = append(args, "-kubeconfig="+kubeconfig, "-cert-dns-names=localhost")
+	args = testenv.SetFlags(args, map[string]string{
+		"-kubeconfig":                kubeconfig,
+		"-cert-dns-names":            "localhost",
+		"-cert-dir":                  certDir,
+		"-webhook-port":              strconv.Itoa(port),
+		"-metrics-bind-address":      fmt.Sprintf("127.0.0.1:%d", b.metricsPort),
+		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probe),
+	})
 
 	logFile, err := os.Create(filepath.Join(b.dir, "injector.log"))
 	if err != nil {

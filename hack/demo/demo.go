@@ -135,18 +135,11 @@ func (d *demo) installInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var keep []*unstructured.Unstructured
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "Deployment", "PodDisruptionBudget", "Service":
-			// The injector runs here as a local process, not as pods.
-			continue
-		case "MutatingWebhookConfiguration":
-			if err := pointAtLocal(o, fmt.Sprintf("https://localhost:%d%s", port, "/mutate-v1-pod")); err != nil {
-				return err
-			}
-		}
-		keep = append(keep, o)
+	// The injector runs here as a local process, not as pods, with the
+	// args config/default gives its container.
+	keep, args, err := testenv.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	if err != nil {
+		return err
 	}
 	d.say("installing config/default: %s", kinds(keep))
 	if err := d.apply(ctx, keep); err != nil {
@@ -162,18 +155,18 @@ func (d *demo) installInjector(ctx context.Context) error {
 		return err
 	}
 	certDir := filepath.Join(d.dir, "injector-certs")
-	p, err := d.start("injector", filepath.Join(d.opts.Bin, "injector"), nil,
-		"-kubeconfig="+kubeconfig,
-		"-namespace="+injectorNamespace,
-		"-elector-image=ghcr.io/vapor-ware/k8s-elector:demo",
-		"-cert-management=self",
-		"-cert-dns-names=localhost",
-		"-cert-dir="+certDir,
-		fmt.Sprintf("-webhook-port=%d", port),
-		"-metrics-bind-address=0",
-		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", probePort),
-		"-leader-elect",
-	)
+	// Only what must differ on one machine changes: the listeners, the
+	// certificate folder, localhost in the certificate, and the credentials.
+	args = testenv.SetFlags(args, map[string]string{
+		"-kubeconfig":                kubeconfig,
+		"-namespace":                 injectorNamespace,
+		"-cert-dns-names":            "localhost",
+		"-cert-dir":                  certDir,
+		"-webhook-port":              fmt.Sprint(port),
+		"-metrics-bind-address":      "0",
+		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probePort),
+	})
+	p, err := d.start("injector", filepath.Join(d.opts.Bin, "injector"), nil, args...)
 	if err != nil {
 		return err
 	}
@@ -203,19 +196,6 @@ func (d *demo) tail(name string, n int) string {
 		}
 	}
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// pointAtLocal replaces each webhook's Service with a URL.
-func pointAtLocal(o *unstructured.Unstructured, url string) error {
-	hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
-	if err != nil {
-		return err
-	}
-	for i := range hooks {
-		h := hooks[i].(map[string]any)
-		h["clientConfig"] = map[string]any{"url": url}
-	}
-	return unstructured.SetNestedSlice(o.Object, hooks, "webhooks")
 }
 
 // applySample creates config/samples/injected in the demo namespace.

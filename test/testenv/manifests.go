@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -97,4 +100,66 @@ func Kubeconfig(cfg *rest.Config, token string) ([]byte, error) {
 	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "local"}
 	kc.CurrentContext = "local"
 	return clientcmd.Write(*kc)
+}
+
+// LocalInjector splits config/default's rendered objects for an injector
+// run as a local process instead of as pods: it returns the objects to
+// apply (without the injector's Deployment, Service and
+// PodDisruptionBudget, and with every webhook pointed at webhookURL), and
+// the injector container's args from the Deployment, so the local process
+// runs with the flags a cluster would give it.
+func LocalInjector(objs []*unstructured.Unstructured, webhookURL string) ([]*unstructured.Unstructured, []string, error) {
+	var keep []*unstructured.Unstructured
+	var args []string
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment":
+			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			if err != nil || len(containers) == 0 {
+				return nil, nil, fmt.Errorf("the injector Deployment %s has no container: %v", o.GetName(), err)
+			}
+			if args, _, err = unstructured.NestedStringSlice(containers[0].(map[string]any), "args"); err != nil {
+				return nil, nil, err
+			}
+			continue
+		case "Service", "PodDisruptionBudget":
+			continue
+		case "MutatingWebhookConfiguration":
+			hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, h := range hooks {
+				h.(map[string]any)["clientConfig"] = map[string]any{"url": webhookURL}
+			}
+			if err := unstructured.SetNestedSlice(o.Object, hooks, "webhooks"); err != nil {
+				return nil, nil, err
+			}
+		}
+		keep = append(keep, o)
+	}
+	if len(args) == 0 {
+		return nil, nil, errors.New("no injector Deployment with args among the objects")
+	}
+	return keep, args, nil
+}
+
+// SetFlags replaces the values of the -name=value args named in values,
+// and appends those that args does not have.
+func SetFlags(args []string, values map[string]string) []string {
+	out := slices.Clone(args)
+	seen := map[string]bool{}
+	for i, a := range out {
+		name, _, _ := strings.Cut(a, "=")
+		if v, ok := values[name]; ok {
+			out[i] = name + "=" + v
+			seen[name] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(values)) {
+		if !seen[name] {
+			out = append(out, name+"="+values[name])
+		}
+	}
+	return out
 }
