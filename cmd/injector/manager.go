@@ -30,6 +30,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -42,7 +43,7 @@ const WebhookPath = "/mutate-v1-pod"
 var nativeSidecarsSince = utilversion.MustParseGeneric("1.29.0")
 
 // run wires the manager: the webhook server once its certificates are in
-// place, the RBAC reconciler under leader election, probes and metrics.
+// place, the grant reconciler under leader election, probes and metrics.
 func (o *options) run(ctx context.Context) error {
 	log := ctrl.Log.WithName("injector")
 	cfg, err := o.restConfig()
@@ -60,7 +61,7 @@ func (o *options) run(ctx context.Context) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: clientgoscheme.Scheme,
 		Cache: cache.Options{
-			ByObject:         webhook.RBACCacheByObject(),
+			ByObject:         grants.CacheByObject(),
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
@@ -102,15 +103,17 @@ func (o *options) run(ctx context.Context) error {
 		return err
 	}
 
-	// 3. The RBAC reconciler, on the leader only.
-	r := &webhook.RBACReconciler{
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("k8s-elector-injector"),
-		DefaultLockType: o.settings.LockType,
+	// 3. The grant reconciler, on the leader only. It grants what each
+	// pod's elector runs, so it needs no default lock type, only the lock
+	// types the admin allowed.
+	r := &grants.Reconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("k8s-elector-injector"),
+		AllowedLockTypes: o.settings.AllowedLockTypes,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the RBAC reconciler: %w", err)
+		return fmt.Errorf("setting up the grant reconciler: %w", err)
 	}
 
 	// 4. Probes: ready when the webhook serves TLS with a trusted certificate.
@@ -212,7 +215,7 @@ func ensureSecret(ctx context.Context, cfg *rest.Config, ns, name string) error 
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 		Name: name, Namespace: ns,
-		Labels: map[string]string{webhook.LabelManagedBy: webhook.ManagedBy},
+		Labels: map[string]string{grants.LabelManagedBy: grants.ManagedBy},
 	}}
 	_, err = cs.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {

@@ -1,0 +1,97 @@
+package grants
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+)
+
+// Elector is what one pod's elector container runs, read from its command
+// line: the only part of a pod that decides what its service account is
+// granted. The command line of a container cannot change once the pod
+// exists, unlike the pod's annotations and labels, which anyone who may
+// patch the pod can edit.
+type Elector struct {
+	// Election names the lock object.
+	Election string
+	// LockType is the -lock-type, leases when the flag is absent (the
+	// elector's own default).
+	LockType election.LockType
+	// PodLabel is the -pod-label key, empty when the elector labels no pod.
+	PodLabel string
+}
+
+// ElectorOf reads the elector container of pod: the container named
+// webhook.ContainerName, among the init containers (a native sidecar) or
+// the containers. It reports false for a pod without one, and an error for
+// one whose command line the reconciler does not grant for.
+//
+// Only -name=value and --name=value are read, the last of a name winning as
+// in Go's flag package; the injector writes that form. An elector given its
+// election another way (-name value, or ELECTOR_* variables) is granted
+// nothing for it: a grant must follow from what the API server stores, read
+// the same way by the reconciler and by the ValidatingAdmissionPolicies in
+// config/policy.
+func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
+	c := electorContainer(pod)
+	if c == nil {
+		return Elector{}, false, nil
+	}
+	flags := lastFlagValues(c.Args)
+	e := Elector{
+		Election: flags[election.FlagElection],
+		LockType: election.LockLeases,
+		PodLabel: flags[election.FlagPodLabel],
+	}
+	if err := election.ValidateName(e.Election); err != nil {
+		return e, true, fmt.Errorf("container %q: -%s %w", webhook.ContainerName, election.FlagElection, err)
+	}
+	if v, ok := flags[election.FlagLockType]; ok {
+		t, err := election.ParseLockType(v)
+		if err != nil {
+			return e, true, fmt.Errorf("container %q: -%s: %w", webhook.ContainerName, election.FlagLockType, err)
+		}
+		e.LockType = t
+	}
+	if _, ok := flags[election.FlagPodLabel]; ok {
+		if errs := validation.IsQualifiedName(e.PodLabel); len(errs) > 0 {
+			return e, true, fmt.Errorf("container %q: -%s %q is not a label key: %s", webhook.ContainerName, election.FlagPodLabel, e.PodLabel, strings.Join(errs, "; "))
+		}
+		if strings.HasPrefix(e.PodLabel, webhook.AnnotationPrefix) {
+			// The injector's own keys, such as the injected label that
+			// selects the pods the reconciler grants for, are not an
+			// elector's to write.
+			return e, true, fmt.Errorf("container %q: -%s %q: keys under %s are the injector's", webhook.ContainerName, election.FlagPodLabel, e.PodLabel, webhook.AnnotationPrefix)
+		}
+	}
+	return e, true, nil
+}
+
+func electorContainer(pod *corev1.Pod) *corev1.Container {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		if i := slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == webhook.ContainerName }); i >= 0 {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+// lastFlagValues maps each -name=value or --name=value argument's name to
+// its last value.
+func lastFlagValues(args []string) map[string]string {
+	values := map[string]string{}
+	for _, a := range args {
+		name, value, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if !ok || !strings.HasPrefix(a, "-") || name == "" || strings.HasPrefix(name, "-") {
+			continue
+		}
+		values[name] = value
+	}
+	return values
+}

@@ -1,0 +1,197 @@
+// Package grants gives the service account of each injected pod the rights
+// its elector needs, and no more: a Role and RoleBinding per service
+// account, naming the account's own lock objects, computed from what the
+// pods' elector containers run (see ElectorOf).
+package grants
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// LabelManagedBy marks the Roles and RoleBindings the reconciler made, with
+// value ManagedBy. It is the reconciler's only proof of ownership: it never
+// updates or deletes an object without it.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "k8s-elector-injector"
+)
+
+// LegacyName names the one Role and RoleBinding per namespace that the
+// first release kept for every injected service account at once. The
+// reconciler deletes them when they carry LabelManagedBy.
+const LegacyName = "k8s-elector"
+
+// PodLabelClusterRole is the shipped ClusterRole (config/rbac) with pods
+// get and patch, bound to the service accounts of electors that label
+// their pod. The injector holds "bind" on it rather than pods patch itself;
+// the ValidatingAdmissionPolicy k8s-elector-pod-label narrows what a
+// holder of the markers below may patch.
+const PodLabelClusterRole = "k8s-elector-pod-label"
+
+// Marker rights. RBAC never checks them for a real request: no API serves
+// the group MarkerGroup. A per-account Role carries them so that the
+// ValidatingAdmissionPolicy k8s-elector-pod-label can ask the authorizer
+// what an account labels (config/policy/pod_label.yaml).
+const (
+	MarkerGroup = "elector.vapor.io"
+	// MarkerPodLabels, with MarkerVerb and a label key as resource name:
+	// the account may set that key on pods of its elections.
+	MarkerPodLabels = "podlabels"
+	// MarkerElections, with MarkerVerb and an election as resource name:
+	// the account's electors run that election with -pod-label.
+	MarkerElections = "elections"
+	MarkerVerb      = "update"
+	// MarkerRestrictedVerb on MarkerPodLabels, with no resource name: the
+	// account's pod updates are limited to labelling. A wildcard rule (as
+	// in cluster-admin) holds it too; the policy tells the two apart by
+	// MarkerCanary, a name never granted.
+	MarkerRestrictedVerb = "restricted"
+	MarkerCanary         = "-"
+)
+
+// maxNameLen keeps names readable and within what every tool accepts; the
+// RBAC API itself allows longer.
+const maxNameLen = 63
+
+// RoleName names the Role and the RoleBinding of the service account sa:
+// k8s-elector-<sa>, shortened with a hash of sa when too long.
+func RoleName(sa string) string {
+	const prefix = "k8s-elector-"
+	name := prefix + sa
+	if len(name) <= maxNameLen {
+		return name
+	}
+	sum := sha256.Sum256([]byte(sa))
+	h := hex.EncodeToString(sum[:])[:10]
+	return name[:maxNameLen-len(h)-1] + "-" + h
+}
+
+// PodLabelBindingName names the RoleBinding of sa to PodLabelClusterRole.
+// A service account name cannot hold a colon, so it never equals another
+// account's RoleName.
+func PodLabelBindingName(sa string) string {
+	return RoleName(sa) + ":pod-label"
+}
+
+// Account is what the electors of one service account run, gathered from
+// its pods.
+type Account struct {
+	Name string
+	// Elections by lock type.
+	Elections map[election.LockType][]string
+	// PodLabels are the -pod-label keys, and PodLabelElections the
+	// elections run with one.
+	PodLabels         []string
+	PodLabelElections []string
+}
+
+// Accounts groups electors by service account ("default" when unset),
+// each list sorted and without duplicates, so that unchanged pods give
+// unchanged objects.
+func Accounts(electors map[string][]Elector) []Account {
+	var out []Account
+	for _, sa := range slices.Sorted(maps.Keys(electors)) {
+		a := Account{Name: sa, Elections: map[election.LockType][]string{}}
+		for _, e := range electors[sa] {
+			a.Elections[e.LockType] = append(a.Elections[e.LockType], e.Election)
+			if e.PodLabel != "" {
+				a.PodLabels = append(a.PodLabels, e.PodLabel)
+				a.PodLabelElections = append(a.PodLabelElections, e.Election)
+			}
+		}
+		for t := range a.Elections {
+			a.Elections[t] = sortedSet(a.Elections[t])
+		}
+		a.PodLabels, a.PodLabelElections = sortedSet(a.PodLabels), sortedSet(a.PodLabelElections)
+		out = append(out, a)
+	}
+	return out
+}
+
+func sortedSet(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// lockResource is the API group and resource of a lock type.
+func lockResource(t election.LockType) (group, resource string) {
+	if t == election.LockLeases {
+		return "coordination.k8s.io", string(t)
+	}
+	return "", string(t)
+}
+
+// DesiredRole is the Role of one account in ns:
+//   - get, update and watch on exactly its lock objects, by name. The
+//     elector reads, renews and watches its one object; no list, no delete.
+//   - create on each lock resource it uses, for any name: Kubernetes cannot
+//     limit create by name (the name is not known to the authorizer until
+//     the object is decoded), and the first elector must make its object.
+//     An object it makes under another name is one it cannot then read or
+//     update.
+//   - events create, for its leadership Events.
+//   - with -pod-label, the markers (see MarkerGroup).
+func DesiredRole(ns string, a Account) *rbacv1.Role {
+	var rules []rbacv1.PolicyRule
+	for _, t := range election.LockTypes {
+		names := a.Elections[t]
+		if len(names) == 0 {
+			continue
+		}
+		group, resource := lockResource(t)
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{resource}, ResourceNames: names, Verbs: []string{"get", "update", "watch"}},
+			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{resource}, Verbs: []string{"create"}},
+		)
+	}
+	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
+	if len(a.PodLabels) > 0 {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, Verbs: []string{MarkerRestrictedVerb}},
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb}},
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}},
+		)
+	}
+	return &rbacv1.Role{ObjectMeta: managedMeta(ns, RoleName(a.Name)), Rules: rules}
+}
+
+// DesiredRoleBinding binds the account's Role to it.
+func DesiredRoleBinding(ns string, a Account) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: managedMeta(ns, RoleName(a.Name)),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: RoleName(a.Name)},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.Name, Namespace: ns}},
+	}
+}
+
+// DesiredPodLabelBinding binds PodLabelClusterRole to an account whose
+// electors label their pod, or is nil for one whose electors do not.
+func DesiredPodLabelBinding(ns string, a Account) *rbacv1.RoleBinding {
+	if len(a.PodLabels) == 0 {
+		return nil
+	}
+	return &rbacv1.RoleBinding{
+		ObjectMeta: managedMeta(ns, PodLabelBindingName(a.Name)),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: PodLabelClusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.Name, Namespace: ns}},
+	}
+}
+
+func managedMeta(ns, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      name,
+		Namespace: ns,
+		Labels: map[string]string{
+			LabelManagedBy:           ManagedBy,
+			"app.kubernetes.io/name": "k8s-elector",
+		},
+	}
+}

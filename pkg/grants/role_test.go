@@ -1,0 +1,242 @@
+package grants
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+func podWithElector(sa string, native bool, args ...string) corev1.Pod {
+	p := corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: map[string]string{"elector.vapor.io/lock-type": "endpoints"}},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: sa,
+			Containers:         []corev1.Container{{Name: "app", Image: "app", Args: []string{"-election=not-the-elector"}}},
+		},
+	}
+	c := corev1.Container{Name: "elector", Image: "elector", Args: args,
+		Env: []corev1.EnvVar{{Name: election.EnvPrefix + "LOCK_TYPE", Value: "endpoints"}}}
+	if native {
+		p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+	} else {
+		p.Spec.Containers = append(p.Spec.Containers, c)
+	}
+	return p
+}
+
+func TestElectorOf(t *testing.T) {
+	tests := []struct {
+		name    string
+		pod     corev1.Pod
+		want    Elector
+		found   bool
+		wantErr string
+	}{
+		{"no elector container", corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Args: []string{"-election=a"}}}}}, Elector{}, false, ""},
+		{"native sidecar, lock type absent means leases, annotations and env ignored",
+			podWithElector("", true, "-election=a", "-http=:4040"), Elector{Election: "a", LockType: election.LockLeases}, true, ""},
+		{"plain container, every flag", podWithElector("", false, "-election=a", "-lock-type=configmaps", "-pod-label=example.com/role"),
+			Elector{Election: "a", LockType: election.LockConfigMaps, PodLabel: "example.com/role"}, true, ""},
+		{"double dash, last wins as in Go's flag package", podWithElector("", true, "-election=a", "--election=b", "--lock-type=configmaps"),
+			Elector{Election: "b", LockType: election.LockConfigMaps}, true, ""},
+		{"a value in the next argument is not read", podWithElector("", true, "-election", "a"), Elector{LockType: election.LockLeases}, true, "is required"},
+		{"three dashes are not a flag", podWithElector("", true, "-election=a", "---election=b"), Elector{Election: "a", LockType: election.LockLeases}, true, ""},
+		{"invalid lock type", podWithElector("", true, "-election=a", "-lock-type=secrets"), Elector{Election: "a", LockType: election.LockLeases}, true, `"secrets" is not a lock type`},
+		{"invalid election", podWithElector("", true, "-election=A_b"), Elector{Election: "A_b", LockType: election.LockLeases}, true, "not a valid Kubernetes object name"},
+		{"invalid pod label", podWithElector("", true, "-election=a", "-pod-label=a b"), Elector{Election: "a", LockType: election.LockLeases, PodLabel: "a b"}, true, "is not a label key"},
+		{"empty pod label", podWithElector("", true, "-election=a", "-pod-label="), Elector{Election: "a", LockType: election.LockLeases}, true, "is not a label key"},
+		{"the injector's keys", podWithElector("", true, "-election=a", "-pod-label=elector.vapor.io/injected"),
+			Elector{Election: "a", LockType: election.LockLeases, PodLabel: "elector.vapor.io/injected"}, true, "are the injector's"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, found, err := ElectorOf(&tt.pod)
+			if found != tt.found {
+				t.Errorf("found = %v, want %v", found, tt.found)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("elector (-want +got):\n%s", diff)
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("err = %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestDesiredRoleMatchesShippedRole keeps the reconciler and the standalone
+// Role of config/elector, for the sample's election "example", from
+// drifting apart.
+func TestDesiredRoleMatchesShippedRole(t *testing.T) {
+	roles, err := testenv.ReadRoles("../../config/elector/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(roles) == 0 {
+		t.Fatal("config/elector/role.yaml has no Role")
+	}
+	a := Accounts(map[string][]Elector{"sa": {{Election: "example", LockType: election.LockLeases}}})[0]
+	if diff := cmp.Diff(roles[0].Rules, DesiredRole("ns", a).Rules); diff != "" {
+		t.Errorf("leases Role differs from config/elector/role.yaml's first Role (-shipped +reconciler):\n%s", diff)
+	}
+}
+
+func TestDesiredObjects(t *testing.T) {
+	lock := []string{"get", "update", "watch"}
+	create := []string{"create"}
+	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: create}
+	markers := func(keys, elections []string) []rbacv1.PolicyRule {
+		return []rbacv1.PolicyRule{
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, Verbs: []string{"restricted"}},
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: keys, Verbs: []string{"update"}},
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"elections"}, ResourceNames: elections, Verbs: []string{"update"}},
+		}
+	}
+
+	tests := []struct {
+		name      string
+		electors  []Elector
+		wantRules []rbacv1.PolicyRule
+		podLabel  bool
+	}{
+		{"one lease", []Elector{{Election: "a", LockType: election.LockLeases}}, []rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a"}, Verbs: lock},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
+			events,
+		}, false},
+		{"every lock type, sorted, each election once, pod-label markers", []Elector{
+			{Election: "e", LockType: election.LockEndpoints},
+			{Election: "b", LockType: election.LockLeases},
+			{Election: "c", LockType: election.LockConfigMaps, PodLabel: "x/role"},
+			{Election: "a", LockType: election.LockLeases, PodLabel: "role"},
+			{Election: "b", LockType: election.LockLeases},
+			{Election: "c", LockType: election.LockConfigMaps, PodLabel: "x/role"},
+		}, append([]rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a", "b"}, Verbs: lock},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"c"}, Verbs: lock},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: create},
+			{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"e"}, Verbs: lock},
+			{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: create},
+			events,
+		}, markers([]string{"role", "x/role"}, []string{"a", "c"})...), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			accounts := Accounts(map[string][]Elector{"app": tt.electors})
+			if len(accounts) != 1 {
+				t.Fatalf("%d accounts, want 1", len(accounts))
+			}
+			a := accounts[0]
+			role := DesiredRole("ns", a)
+			if diff := cmp.Diff(tt.wantRules, role.Rules); diff != "" {
+				t.Errorf("rules (-want +got):\n%s", diff)
+			}
+			subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "app", Namespace: "ns"}}
+			binding := DesiredRoleBinding("ns", a)
+			if diff := cmp.Diff(subjects, binding.Subjects); diff != "" {
+				t.Errorf("subjects (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "k8s-elector-app"}, binding.RoleRef); diff != "" {
+				t.Errorf("roleRef (-want +got):\n%s", diff)
+			}
+			podLabel := DesiredPodLabelBinding("ns", a)
+			if (podLabel != nil) != tt.podLabel {
+				t.Fatalf("pod-label binding = %+v, want one: %v", podLabel, tt.podLabel)
+			}
+			objs := []metav1.ObjectMeta{role.ObjectMeta, binding.ObjectMeta}
+			if podLabel != nil {
+				if diff := cmp.Diff(rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "k8s-elector-pod-label"}, podLabel.RoleRef); diff != "" {
+					t.Errorf("pod-label roleRef (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(subjects, podLabel.Subjects); diff != "" {
+					t.Errorf("pod-label subjects (-want +got):\n%s", diff)
+				}
+				objs = append(objs, podLabel.ObjectMeta)
+			}
+			for _, m := range objs {
+				if m.Labels[LabelManagedBy] != ManagedBy || m.Namespace != "ns" {
+					t.Errorf("metadata = %+v, want namespace ns, labelled %s=%s", m, LabelManagedBy, ManagedBy)
+				}
+			}
+		})
+	}
+}
+
+func TestAccountsOnePerServiceAccount(t *testing.T) {
+	got := Accounts(map[string][]Elector{
+		"b": {{Election: "y", LockType: election.LockLeases}},
+		"a": {{Election: "x", LockType: election.LockLeases}},
+	})
+	var names []string
+	for _, a := range got {
+		names = append(names, a.Name)
+	}
+	if diff := cmp.Diff([]string{"a", "b"}, names); diff != "" {
+		t.Errorf("accounts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"x"}, got[0].Elections[election.LockLeases]); diff != "" {
+		t.Errorf("a's elections (-want +got):\n%s", diff)
+	}
+}
+
+func TestNames(t *testing.T) {
+	long := strings.Repeat("a", 60)
+	names := map[string]string{}
+	for _, sa := range []string{"app", "pod-label", "x-pod-label", long + "1", long + "2", strings.Repeat("b", 253)} {
+		for _, n := range []string{RoleName(sa), PodLabelBindingName(sa)} {
+			if len(n) > maxNameLen+len(":pod-label") {
+				t.Errorf("name %q is %d characters", n, len(n))
+			}
+			if other, ok := names[n]; ok {
+				t.Errorf("service accounts %q and %q share the name %q", other, sa, n)
+			}
+			names[n] = sa
+		}
+	}
+	if got := RoleName("app"); got != "k8s-elector-app" {
+		t.Errorf("RoleName(app) = %q, want k8s-elector-app", got)
+	}
+	if RoleName(long+"1") == RoleName(long+"2") {
+		t.Errorf("long names that differ only past the limit share %q", RoleName(long+"1"))
+	}
+}
+
+// TestTrimPodKeepsWhatTheReconcilerReads checks that the cache's trimmed
+// pods yield the same elector and account as whole ones, and drop the rest.
+func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
+	for _, native := range []bool{true, false} {
+		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role")
+		pod.Status.Phase = corev1.PodRunning
+		out, err := trimPod(&pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trimmed := out.(*corev1.Pod)
+		whole, _, _ := ElectorOf(&pod)
+		got, found, err := ElectorOf(trimmed)
+		if !found || err != nil {
+			t.Fatalf("trimmed pod: found %v, err %v", found, err)
+		}
+		if diff := cmp.Diff(whole, got); diff != "" {
+			t.Errorf("elector of the trimmed pod (-whole +trimmed):\n%s", diff)
+		}
+		if trimmed.Spec.ServiceAccountName != "app" || trimmed.Status.Phase != corev1.PodRunning {
+			t.Errorf("trimmed pod lost its service account or phase: %+v", trimmed)
+		}
+		if len(trimmed.Spec.Containers) != 1 || len(trimmed.Spec.InitContainers) != 0 || trimmed.Spec.Containers[0].Image != "" ||
+			trimmed.Spec.Containers[0].Env != nil || trimmed.Annotations != nil {
+			t.Errorf("trimPod kept what the reconciler does not read: %+v", trimmed)
+		}
+	}
+}
