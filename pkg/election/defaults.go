@@ -36,6 +36,11 @@ const (
 	EnvPodName      = "POD_NAME"
 	EnvPodNamespace = "POD_NAMESPACE"
 
+	// AnnotationHolderPod is written on the lock object by a leader that
+	// labels its pod: the pod's name, so that the next leader can label it
+	// standby even when participant IDs are not pod names.
+	AnnotationHolderPod = "elector.vapor.io/holder-pod"
+
 	// PathStatus and the other Path constants are the HTTP API's endpoints.
 	PathStatus  = "/"
 	PathLeader  = "/leader"
@@ -46,9 +51,24 @@ const (
 
 	// DefaultTTL is the lease duration when -ttl is not given: upstream's.
 	DefaultTTL = 10 * time.Second
-	// MinTTL is the shortest lease accepted. Leases are stored in whole
-	// seconds, so anything shorter cannot be written down.
-	MinTTL = time.Second
+	// MinTTL is the shortest lease accepted. A lease is stored in whole
+	// seconds, and a renewal is visible to every follower only once it
+	// lands in a new second (see RecordPrecision), so a leader needs a renew
+	// deadline of more than a second, and the lease a margin beyond that.
+	MinTTL = 2 * time.Second
+
+	// RecordPrecision is the precision at which every follower is sure to
+	// see a change of the record: ConfigMap and Endpoints records store
+	// whole seconds, and older client-go followers compare Lease records at
+	// that precision too. A leader therefore never sends a renewal that
+	// falls in the same second as its last one (it waits for the next
+	// second), and a renew deadline must leave room for that wait.
+	RecordPrecision = time.Second
+
+	// minRenewDeadline is the shortest renew deadline DefaultTimings gives:
+	// more than 1.2 x RecordPrecision, the longest a healthy leader may
+	// wait between two renewals that followers can tell apart.
+	minRenewDeadline = 1500 * time.Millisecond
 )
 
 // LockType names the kind of Kubernetes object that holds the election.
@@ -92,29 +112,40 @@ func ValidateName(name string) error {
 }
 
 // DefaultTimings derives the renew deadline and retry period from the lease
-// duration the way upstream k8s-elector does: ttl/3 and ttl/6. The ratios
-// leave a leader two retries to renew before it steps down, and a third of
-// the lease between its stepping down and anyone else taking over.
+// duration the way upstream k8s-elector does, ttl/3 and ttl/6, with one
+// difference: the renew deadline is at least 1.5s. The ratios leave a
+// leader two retries to renew before it steps down, and a third of the
+// lease between its stepping down and anyone else taking over; the floor
+// leaves room for the wait of up to a second between renewals that
+// followers can tell apart (RecordPrecision), which upstream ignored and
+// which let two participants lead at once with short TTLs.
 func DefaultTimings(ttl time.Duration) (renewDeadline, retryPeriod time.Duration) {
-	return ttl / 3, ttl / 6
+	return max(ttl/3, minRenewDeadline), ttl / 6
 }
 
-// ValidateTimings checks the rules that keep two leaders apart (the same as
-// client-go's): ttl of at least MinTTL, ttl > renew deadline, and
-// renew deadline > 1.2 x retry period (the retry period is jittered by up to
-// 20%).
+// ValidateTimings checks the rules that keep two leaders apart:
+//   - ttl of at least MinTTL, in whole seconds (the lease stores seconds);
+//   - renew deadline < ttl, so a leader that cannot renew stops calling
+//     itself leader before any follower may start;
+//   - renew deadline > 1.2 x max(retry period, RecordPrecision): a healthy
+//     leader renews at least that often in a way every follower sees (the
+//     retry is jittered by up to 20%), or it would step down between
+//     renewals.
 func ValidateTimings(ttl, renewDeadline, retryPeriod time.Duration) error {
+	defRenew, defRetry := DefaultTimings(max(ttl, MinTTL))
 	switch {
 	case ttl < MinTTL:
 		return fmt.Errorf("ttl %s is under the minimum %s (example: 10s)", ttl, MinTTL)
 	case ttl%time.Second != 0:
 		return fmt.Errorf("ttl %s is not a whole number of seconds, which is how the lease stores it (example: 10s)", ttl)
 	case retryPeriod <= 0:
-		return fmt.Errorf("retry period %s must be positive (example: %s)", retryPeriod, ttl/6)
+		return fmt.Errorf("retry period %s must be positive (example: %s)", retryPeriod, defRetry)
 	case renewDeadline >= ttl:
-		return fmt.Errorf("renew deadline %s must be shorter than the ttl %s (example: %s)", renewDeadline, ttl, ttl/3)
-	case float64(renewDeadline) <= 1.2*float64(retryPeriod):
-		return fmt.Errorf("renew deadline %s must be more than 1.2 x the retry period %s (example: renew deadline %s, retry period %s)", renewDeadline, retryPeriod, ttl/3, ttl/6)
+		return fmt.Errorf("renew deadline %s must be shorter than the ttl %s (example: %s)", renewDeadline, ttl, defRenew)
+	case float64(renewDeadline) <= 1.2*float64(max(retryPeriod, RecordPrecision)):
+		return fmt.Errorf("renew deadline %s must be more than 1.2 x the longer of the retry period %s and %s, "+
+			"the precision at which followers see a renewal (example: renew deadline %s, retry period %s)",
+			renewDeadline, retryPeriod, RecordPrecision, defRenew, defRetry)
 	}
 	return nil
 }

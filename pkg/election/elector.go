@@ -3,10 +3,13 @@ package election
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -19,6 +22,19 @@ const releaseTimeout = 750 * time.Millisecond
 
 // Elector is one participant in an election. Create it with New and start it
 // with Run; Status may be called at any time from any goroutine.
+//
+// Two rules keep two participants from leading at once, whatever the API
+// server, the network or the other participants do:
+//   - A follower times a lease from its own observation of the last change
+//     of the record, on its monotonic clock, and waits at least its own TTL
+//     (or the record's lease, if longer). A missing lock object counts as
+//     held by an unknown leader for that long, from when this participant
+//     first saw it missing: a leader cut off from the API server may still
+//     believe it holds the lock that was deleted.
+//   - A leader calls itself leader only until RenewDeadline after it sent
+//     its last successful write, and every write it sends changes the
+//     record at RecordPrecision, so that every follower sees it as a change
+//     and restarts its timer no earlier than the leader restarted its own.
 type Elector struct {
 	cfg     Config
 	lock    *Lock
@@ -32,21 +48,28 @@ type Elector struct {
 
 	mu sync.Mutex
 	// observed is the newest version of the lock seen by any means, and
-	// observedAt when its record last changed, on the monotonic clock.
-	observed   *observation
-	observedAt time.Time
+	// observedAt when its record last changed, on the monotonic clock. An
+	// observation without an object means the lock is missing: absentSince
+	// is when this participant first saw that.
+	observed    *observation
+	observedAt  time.Time
+	absentSince time.Time
 	// leading is set while this participant holds the lock; mine is the
 	// version it last wrote and renewedAt when it sent that write. It may
 	// call itself leader only until renewedAt + RenewDeadline.
 	leading   bool
 	mine      *observation
 	renewedAt time.Time
-	// previous is the holder this participant last took the lock from.
-	previous string
-	// reachable: the API server answered at least once (lastOK), and the
-	// last request failed or not (lastFailed).
-	lastOK     time.Time
-	lastFailed bool
+	// unconfirmed are the records this participant sent since its last
+	// confirmed write whose outcome it does not know (the request timed
+	// out, say): finding one of them in the lock is finding its own write,
+	// not another process with its ID.
+	unconfirmed []Record
+	// previousPod is the pod of the holder this participant last took the
+	// lock from, to be labelled standby.
+	previousPod string
+	// running is set while Run runs; it is what /readyz reports.
+	running bool
 	// subscribers are woken on every change of Status.
 	subscribers map[chan struct{}]struct{}
 }
@@ -60,6 +83,9 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	lock, err := NewLock(cfg.LockType, clients, cfg.Namespace, cfg.Election)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.PodLabel != "" {
+		lock.holderPod = cfg.PodName
 	}
 	if metrics == nil {
 		metrics = NewMetrics()
@@ -84,6 +110,8 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 // returns nil after a clean stop.
 func (e *Elector) Run(ctx context.Context) error {
 	e.log.Info("joining election", "ttl", e.cfg.TTL, "renewDeadline", e.cfg.RenewDeadline, "retryPeriod", e.cfg.RetryPeriod)
+	e.setRunning(true)
+	defer e.setRunning(false)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.watchLock(ctx) })
 	if e.labels != nil {
@@ -121,46 +149,98 @@ func (e *Elector) follow(ctx context.Context) bool {
 // wait before the lease can have expired. It makes no request while the
 // lease it observed is still running.
 func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
-	obs, observedAt := e.snapshot()
 	now := time.Now()
-	if obs != nil && obs.record.HolderIdentity != "" && obs.record.HolderIdentity != e.cfg.ID {
-		if expires := observedAt.Add(obs.record.LeaseDuration()); now.Before(expires) {
-			// Followers all wake at expiry; a little jitter spreads their
-			// attempts, and the compare-and-swap picks one.
-			return false, expires.Sub(now) + jitter(e.cfg.RetryPeriod/10)
-		}
+	if wait := e.leaseLeft(now); wait > 0 {
+		// Followers all wake at expiry; a little jitter spreads their
+		// attempts, and the compare-and-swap picks one.
+		return false, wait + jitter(e.cfg.RetryPeriod/10) - e.cfg.RetryPeriod/10
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 	defer cancel()
-	if obs == nil || obs.object == nil {
-		// Nothing seen yet, or the object was deleted: read it, or create it.
+	obs, _ := e.snapshot()
+	switch {
+	case obs == nil:
+		// Nothing seen yet: read the lock first.
 		got, err := e.lock.get(rctx)
 		switch {
-		case apierrors.IsNotFound(err) && (obs == nil || !e.held(obs, observedAt)):
-			created, err := e.lock.create(rctx, e.newRecord(Record{}, now))
-			return e.acquired(created, err, now, "")
+		case apierrors.IsNotFound(err):
+			e.apiResult("get", nil)
+			e.observeAbsent()
 		case err != nil:
 			e.apiResult("get", err)
 			e.log.V(1).Info("could not read the lock", "err", err.Error())
 			return false, jitter(e.cfg.RetryPeriod)
+		default:
+			e.apiResult("get", nil)
+			e.observeNewest(got)
 		}
-		e.apiResult("get", nil)
-		e.observe(got)
 		return false, 0
+	case obs.object == nil:
+		// Missing for a full lease: make it.
+		rec := e.newRecord(Record{}, now, true)
+		e.sent(rec)
+		created, err := e.lock.create(rctx, rec)
+		return e.acquired(rctx, created, err, now, "")
+	default:
+		rec := e.newRecord(obs.record, now, false)
+		e.sent(rec)
+		updated, err := e.lock.update(rctx, obs, rec)
+		return e.acquired(rctx, updated, err, now, e.lock.holderPodOf(obs))
 	}
-	updated, err := e.lock.update(rctx, obs, e.newRecord(obs.record, now))
-	return e.acquired(updated, err, now, obs.record.HolderIdentity)
+}
+
+// leaseLeft is how long this participant must still wait before it may
+// take the lock: until the lease of the holder it observed has run out, or,
+// for a missing lock, a full lease after it first saw it missing.
+func (e *Elector) leaseLeft(now time.Time) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	obs := e.observed
+	switch {
+	case obs == nil:
+		return 0
+	case obs.object == nil:
+		return e.absentSince.Add(e.holdFor(obs.record)).Sub(now)
+	case obs.record.HolderIdentity == "" && obs.readErr == nil:
+		return 0
+	default:
+		// A holder with this participant's own ID that it did not write
+		// (it is not leading) is another process, or an earlier life of
+		// this one: its lease runs its course like any other.
+		return e.observedAt.Add(e.holdFor(obs.record)).Sub(now)
+	}
+}
+
+// holdFor is how long a record holds the lock from when it was observed:
+// its own lease, but never less than this participant's TTL, so that a
+// record with a short or garbled lease does not let anyone in early.
+func (e *Elector) holdFor(rec Record) time.Duration {
+	return max(rec.LeaseDuration(), e.cfg.TTL)
 }
 
 // acquired finishes an attempt, sent at sent, to take the lock from the
-// holder previous.
-func (e *Elector) acquired(obs *observation, err error, sent time.Time, previous string) (bool, time.Duration) {
+// holder whose pod is previousPod.
+func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sent time.Time, previousPod string) (bool, time.Duration) {
 	if err != nil {
 		e.apiResult("acquire", err)
-		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err) {
-			// Someone else wrote first: read what they wrote and judge again.
-			e.forget()
+		switch {
+		case apierrors.IsNotFound(err):
+			e.observeAbsent()
+			return false, 0
+		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+			// Someone else wrote first: read what they wrote and judge
+			// again, timing their lease from now.
+			got, gerr := e.lock.get(ctx)
+			switch {
+			case apierrors.IsNotFound(gerr):
+				e.observeAbsent()
+			case gerr != nil:
+				e.apiResult("get", gerr)
+				return false, jitter(e.cfg.RetryPeriod)
+			default:
+				e.observeNewest(got)
+			}
 			return false, 0
 		}
 		e.log.V(1).Info("could not take the lock", "err", err.Error())
@@ -169,15 +249,16 @@ func (e *Elector) acquired(obs *observation, err error, sent time.Time, previous
 	e.apiResult("acquire", nil)
 	e.observe(obs)
 	e.mu.Lock()
-	e.leading, e.mine, e.renewedAt, e.previous = true, obs, sent, previous
+	e.leading, e.mine, e.renewedAt, e.previousPod = true, obs, sent, previousPod
+	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
 	e.metrics.renewed(time.Now())
 	return true, 0
 }
 
 // newRecord is the record this participant writes to take the lock over
-// prev.
-func (e *Elector) newRecord(prev Record, now time.Time) Record {
+// prev (create: to make a missing lock).
+func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 	rec := Record{
 		HolderIdentity:       e.cfg.ID,
 		LeaseDurationSeconds: int(e.cfg.TTL / time.Second),
@@ -185,27 +266,36 @@ func (e *Elector) newRecord(prev Record, now time.Time) Record {
 		RenewTime:            metav1.NewTime(now),
 		LeaderTransitions:    prev.LeaderTransitions + 1,
 	}
+	if create {
+		// client-go counts from 0 on a new lock.
+		rec.LeaderTransitions = 0
+	}
 	if prev.HolderIdentity == e.cfg.ID {
-		// Taking back our own lease (after a restart, or after stepping down
-		// while the API server was away) is a renewal, not a transition.
+		// Taking back a lease with our own ID (after a restart) is not a
+		// transition; the renew time must still move on by a whole second,
+		// or followers would not see the write.
 		rec.AcquireTime, rec.LeaderTransitions = prev.AcquireTime, prev.LeaderTransitions
+		if next := prev.RenewTime.Add(RecordPrecision); now.Before(next) {
+			rec.RenewTime = metav1.NewTime(next)
+		}
 	}
 	return rec
 }
 
 // lead renews the lock every retry period until ctx is done (then it
-// releases it) or a renewal fails past the renew deadline (then it steps
-// down).
+// releases it), a renewal fails past the renew deadline, or the lock is
+// seen to be lost (then it steps down).
 func (e *Elector) lead(ctx context.Context) {
 	e.log.Info("became leader")
 	e.metrics.leading(true)
 	e.notify()
-	e.event("LeaderElection", e.cfg.ID+" became leader")
+	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" became leader")
 	if e.labels != nil {
-		// Demote the pod this leader took over from first (its ID is its
-		// pod name by default): it may not have managed to itself.
+		// Demote the pod this leader took over from first (it may not have
+		// managed to itself), then promote its own: the labeler writes in
+		// that order, so no two pods carry the leader label.
 		e.mu.Lock()
-		previous := e.previous
+		previous := e.previousPod
 		e.mu.Unlock()
 		if previous != "" && previous != e.cfg.PodName {
 			e.labels.set(previous, standby)
@@ -229,12 +319,14 @@ func (e *Elector) lead(ctx context.Context) {
 			e.stepDown("could not renew the lease within the renew deadline")
 			return
 		case <-e.changed:
-			// A version written by someone else may have arrived. Renew now:
-			// if the lock really changed, the compare-and-swap tells.
-			if obs, _ := e.snapshot(); obs == nil || obs.record.HolderIdentity == e.cfg.ID {
-				stepDown.Stop()
-				continue
+			// Stepping down is always safe: do it as soon as a version that
+			// is not ours is seen, without waiting for the next renewal.
+			stepDown.Stop()
+			if lost := e.lostByObservation(); lost != "" {
+				e.stepDown(lost)
+				return
 			}
+			continue
 		case <-next.C:
 		}
 		stepDown.Stop()
@@ -247,42 +339,80 @@ func (e *Elector) lead(ctx context.Context) {
 	}
 }
 
+// lostByObservation says why the newest observed version of the lock
+// shows that this leader lost it, or "" when it does not.
+func (e *Elector) lostByObservation() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	obs := e.observed
+	switch {
+	case obs == nil:
+		return ""
+	case obs.object == nil:
+		return "the lock object was deleted"
+	case obs.record.HolderIdentity != e.cfg.ID:
+		return "the lock was taken by " + holderName(obs.record.HolderIdentity)
+	case !obs.record.equal(e.mine.record) && !e.wasSentLocked(obs.record):
+		return e.duplicateLocked()
+	}
+	return ""
+}
+
 // renew writes a new renew time over the version this leader last wrote. It
 // returns when to renew next, or why leadership is lost.
 func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration, string) {
+	now := time.Now()
 	e.mu.Lock()
-	mine := e.mine
+	mine, sinceWrite := e.mine, now.Sub(e.renewedAt)
 	e.mu.Unlock()
+
+	renewTime, wait := nextRenewTime(mine.record.RenewTime.Time, now, sinceWrite)
+	if wait > 0 {
+		// The renewal would land in the same second as the last one, and a
+		// follower that compares whole seconds would not see it: send it
+		// once it will be seen.
+		return wait, ""
+	}
+	rec := mine.record
+	rec.RenewTime = metav1.NewTime(renewTime)
+	rec.LeaseDurationSeconds = int(e.cfg.TTL / time.Second)
+
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-
-	sent := time.Now()
-	rec := mine.record
-	rec.RenewTime = metav1.NewTime(sent)
-	rec.LeaseDurationSeconds = int(e.cfg.TTL / time.Second)
+	e.sent(rec)
 	obs, err := e.lock.update(rctx, mine, rec)
-	e.metrics.renewLatency(time.Since(sent), err)
-	if apierrors.IsConflict(err) {
-		// The object changed under us. If we still hold it (someone touched
-		// a label, say), renew over the new version; if not, we lost it.
+	e.metrics.renewLatency(time.Since(now), err)
+	switch {
+	case apierrors.IsConflict(err):
+		// The object changed under us: a label on it, a write of ours whose
+		// answer was lost, another holder, or another process with our ID.
 		got, gerr := e.lock.get(rctx)
+		if apierrors.IsNotFound(gerr) {
+			e.observeAbsent()
+			return 0, "the lock object was deleted"
+		}
 		if gerr != nil {
 			e.apiResult("get", gerr)
 			return e.cfg.RetryPeriod / 2, ""
 		}
-		e.observe(got)
-		if got.record.HolderIdentity != e.cfg.ID {
-			return 0, "the lock was taken by " + got.record.HolderIdentity
-		}
+		e.observeNewest(got)
 		e.mu.Lock()
-		e.mine = got
-		e.mu.Unlock()
-		return 0, ""
-	}
-	if apierrors.IsNotFound(err) {
+		defer e.mu.Unlock()
+		switch {
+		case got.record.HolderIdentity != e.cfg.ID:
+			return 0, "the lock was taken by " + holderName(got.record.HolderIdentity)
+		case got.record.equal(mine.record) || e.wasSentLocked(got.record):
+			// Still ours: renew over the new version. renewedAt stays at the
+			// last write known to have landed.
+			e.mine = got
+			return 0, ""
+		default:
+			return 0, e.duplicateLocked()
+		}
+	case apierrors.IsNotFound(err):
+		e.observeAbsent()
 		return 0, "the lock object was deleted"
-	}
-	if err != nil {
+	case err != nil:
 		e.apiResult("renew", err)
 		e.log.V(1).Info("renewal failed", "err", err.Error(), "stepDownIn", time.Until(deadline).Round(time.Millisecond))
 		return e.cfg.RetryPeriod / 2, ""
@@ -290,10 +420,66 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 	e.apiResult("renew", nil)
 	e.observe(obs)
 	e.mu.Lock()
-	e.mine, e.renewedAt = obs, sent
+	e.mine, e.renewedAt = obs, now
+	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
 	e.metrics.renewed(time.Now())
 	return e.cfg.RetryPeriod, ""
+}
+
+// nextRenewTime is the renew time of a renewal at now, after one with the
+// renew time last that was sent sinceWrite ago; or, when that renewal would
+// fall in the same second as the last one, how long to wait first. Renew
+// times always move on by a whole second, even when the wall clock was set
+// back: then the record runs ahead of the clock, by at most the step.
+func nextRenewTime(last, now time.Time, sinceWrite time.Duration) (time.Time, time.Duration) {
+	switch {
+	case now.Unix() > last.Unix():
+		return now, 0
+	case sinceWrite >= RecordPrecision:
+		return time.Unix(last.Unix()+1, 0), 0
+	}
+	// A few milliseconds past the boundary, so that the renewal is not sent
+	// a hair before it.
+	const margin = 5 * time.Millisecond
+	toNextSecond := now.Truncate(time.Second).Add(time.Second).Sub(now)
+	return time.Time{}, min(toNextSecond, RecordPrecision-sinceWrite) + margin
+}
+
+// duplicateLocked reports another process writing this participant's ID
+// into the lock, and returns the reason to step down. e.mu is held.
+func (e *Elector) duplicateLocked() string {
+	e.metrics.duplicateID()
+	msg := "another process renews the lock with this participant's ID " + strconv.Quote(e.cfg.ID) +
+		"; give every participant its own -" + FlagID
+	e.event(corev1.EventTypeWarning, "DuplicateID", msg)
+	return msg
+}
+
+// holderName is a holder ID for messages.
+func holderName(id string) string {
+	if id == "" {
+		return "nobody (released)"
+	}
+	return strconv.Quote(id)
+}
+
+// sent remembers a record before it is written, until a write is
+// confirmed.
+func (e *Elector) sent(rec Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// A handful is enough: every confirmed write clears them.
+	if len(e.unconfirmed) >= 16 {
+		e.unconfirmed = e.unconfirmed[1:]
+	}
+	e.unconfirmed = append(e.unconfirmed, rec)
+}
+
+// wasSentLocked reports whether rec is one this participant sent and has
+// not seen confirmed. e.mu is held.
+func (e *Elector) wasSentLocked(rec Record) bool {
+	return slices.ContainsFunc(e.unconfirmed, rec.equal)
 }
 
 // stepDown stops leading at once; the loop then rejoins as a follower.
@@ -304,7 +490,7 @@ func (e *Elector) stepDown(reason string) {
 	e.log.Info("stopped leading", "reason", reason)
 	e.metrics.leading(false)
 	e.notify()
-	e.event("LeaderElection", e.cfg.ID+" stopped leading: "+reason)
+	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" stopped leading: "+reason)
 	if e.labels != nil {
 		e.labels.keepOnly(e.cfg.PodName)
 		e.labels.set(e.cfg.PodName, standby)
@@ -312,8 +498,8 @@ func (e *Elector) stepDown(reason string) {
 }
 
 // release gives the lock up on shutdown: it stops calling itself leader
-// first, then writes a record with no holder, which every follower's watch
-// sees at once.
+// first, labels its pod standby, then writes a record with no holder, which
+// every follower's watch sees at once.
 func (e *Elector) release() {
 	e.mu.Lock()
 	e.leading = false
@@ -324,6 +510,15 @@ func (e *Elector) release() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
+	if e.labels != nil {
+		// Before the release, not beside it: the next leader labels its own
+		// pod as soon as it has the lock, and two pods must not carry the
+		// leader label at once. It gets half the time; if it fails, the
+		// next leader demotes this pod before promoting its own.
+		lctx, lcancel := context.WithTimeout(ctx, releaseTimeout/2)
+		_ = e.labels.patch(lctx, e.cfg.PodName, standby)
+		lcancel()
+	}
 	now := metav1.NewTime(time.Now())
 	rec := Record{
 		// A holder-less record with a one-second lease: what client-go
@@ -333,17 +528,17 @@ func (e *Elector) release() {
 		RenewTime:            now,
 		LeaderTransitions:    mine.record.LeaderTransitions,
 	}
-	if e.labels != nil {
-		// The labeler's loop has stopped with ctx; the label is set here,
-		// beside the release, so a Service stops sending to this pod.
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		wg.Go(func() { e.labels.patch(ctx, e.cfg.PodName, standby) })
-	}
 	_, err := e.lock.update(ctx, mine, rec)
 	if apierrors.IsConflict(err) {
 		var got *observation
-		if got, err = e.lock.get(ctx); err == nil && got.record.HolderIdentity == e.cfg.ID {
+		if got, err = e.lock.get(ctx); err == nil {
+			e.mu.Lock()
+			ours := got.record.HolderIdentity == e.cfg.ID && (got.record.equal(mine.record) || e.wasSentLocked(got.record))
+			e.mu.Unlock()
+			if !ours {
+				e.log.Info("not releasing the lock: it is no longer this participant's", "holder", got.record.HolderIdentity)
+				return
+			}
 			_, err = e.lock.update(ctx, got, rec)
 		}
 	}
@@ -352,19 +547,34 @@ func (e *Elector) release() {
 		return
 	}
 	e.log.Info("released the lock")
-	e.eventSync(ctx, "LeaderElection", e.cfg.ID+" stopped leading: shutting down")
+	e.eventSync(ctx, corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" stopped leading: shutting down")
 }
 
-// observe records a version of the lock. observedAt moves only when the
-// record changes: that is the moment a lease is timed from.
+// observe records a version of the lock from a watch event. An event older
+// than what was already observed (it arrived after the answer to a later
+// write) is dropped.
 func (e *Elector) observe(obs *observation) {
 	e.mu.Lock()
 	prev := e.observed
-	changed := prev == nil || !prev.record.equal(obs.record)
+	older := prev != nil && prev.object != nil && olderVersion(obs.object, prev.object)
+	e.mu.Unlock()
+	if !older {
+		e.observeNewest(obs)
+	}
+}
+
+// observeNewest records a version of the lock known to be the newest: a
+// read, or a write's answer. observedAt moves only when the record changes:
+// that is the moment a lease is timed from.
+func (e *Elector) observeNewest(obs *observation) {
+	e.mu.Lock()
+	prev := e.observed
+	changed := prev == nil || prev.object == nil || !prev.record.equal(obs.record)
 	if changed {
 		e.observedAt = time.Now()
 	}
 	e.observed = obs
+	e.absentSince = time.Time{}
 	e.mu.Unlock()
 	if changed {
 		if prev == nil || prev.record.HolderIdentity != obs.record.HolderIdentity {
@@ -375,25 +585,23 @@ func (e *Elector) observe(obs *observation) {
 	}
 }
 
-// observeDeleted records that the lock object is gone. The last holder's
-// lease still runs its course, so a leader that has not seen the deletion
-// yet is not joined by a second.
-func (e *Elector) observeDeleted() {
+// observeAbsent records that the lock object is missing. Until a full lease
+// after this participant first saw it missing, nobody may make it again: a
+// leader that has not seen the deletion yet is not joined by a second.
+func (e *Elector) observeAbsent() {
 	e.mu.Lock()
-	if e.observed != nil && e.observed.object != nil {
-		e.observed = &observation{record: e.observed.record}
+	if e.observed == nil || e.observed.object != nil {
+		var last Record
+		if e.observed != nil {
+			last = e.observed.record
+		}
+		e.observed = &observation{record: last}
 		e.observedAt = time.Now()
+		e.absentSince = e.observedAt
 	}
 	e.mu.Unlock()
 	e.wake()
 	e.notify()
-}
-
-// forget drops what was observed, so the next attempt reads the lock first.
-func (e *Elector) forget() {
-	e.mu.Lock()
-	e.observed = nil
-	e.mu.Unlock()
 }
 
 func (e *Elector) snapshot() (*observation, time.Time) {
@@ -402,9 +610,10 @@ func (e *Elector) snapshot() (*observation, time.Time) {
 	return e.observed, e.observedAt
 }
 
-// held reports whether obs names a holder whose lease has not run out.
-func (e *Elector) held(obs *observation, observedAt time.Time) bool {
-	return obs.record.HolderIdentity != "" && time.Now().Before(observedAt.Add(obs.record.LeaseDuration()))
+func (e *Elector) setRunning(on bool) {
+	e.mu.Lock()
+	e.running = on
+	e.mu.Unlock()
 }
 
 // wake tells the loop that something changed; it never blocks.
@@ -415,15 +624,8 @@ func (e *Elector) wake() {
 	}
 }
 
-// apiResult keeps the readiness state and the error metric.
+// apiResult counts failed requests for the metrics.
 func (e *Elector) apiResult(op string, err error) {
-	e.mu.Lock()
-	if err == nil {
-		e.lastOK, e.lastFailed = time.Now(), false
-	} else {
-		e.lastFailed = true
-	}
-	e.mu.Unlock()
 	if err != nil {
 		e.metrics.apiError(op)
 	}

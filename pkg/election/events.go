@@ -13,17 +13,18 @@ import (
 // `kubectl describe`; the election never waits on them.
 const eventTimeout = 5 * time.Second
 
-// event posts a Normal Event about the lock object in the background.
-func (e *Elector) event(reason, message string) {
+// event posts an Event of type typ (Normal or Warning) about the lock object
+// in the background.
+func (e *Elector) event(typ, reason, message string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 		defer cancel()
-		e.eventSync(ctx, reason, message)
+		e.eventSync(ctx, typ, reason, message)
 	}()
 }
 
 // eventSync posts the Event and returns when it is written or ctx is done.
-func (e *Elector) eventSync(ctx context.Context, reason, message string) {
+func (e *Elector) eventSync(ctx context.Context, typ, reason, message string) {
 	obs, _ := e.snapshot()
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
@@ -34,7 +35,7 @@ func (e *Elector) eventSync(ctx context.Context, reason, message string) {
 		InvolvedObject:      e.lock.reference(obs),
 		Reason:              reason,
 		Message:             message,
-		Type:                corev1.EventTypeNormal,
+		Type:                typ,
 		Source:              corev1.EventSource{Component: "k8s-elector"},
 		ReportingController: "vapor.io/k8s-elector",
 		ReportingInstance:   e.cfg.ID,

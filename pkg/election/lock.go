@@ -27,6 +27,9 @@ type object interface {
 type observation struct {
 	record Record
 	object object
+	// readErr is set when the object holds a record that cannot be read
+	// (written by hand, say): it counts as held by an unknown leader.
+	readErr error
 }
 
 // lockKind is what differs between lock types: where the record is kept.
@@ -45,6 +48,10 @@ type Lock struct {
 	namespace string
 	name      string
 	kind      lockKind
+	// holderPod, when set, is written into AnnotationHolderPod with every
+	// record this participant writes as holder, so that the next leader
+	// knows which pod to label standby whatever the participants' IDs.
+	holderPod string
 }
 
 // NewLock returns the lock of the given type for the election name in
@@ -70,12 +77,43 @@ func (l *Lock) String() string {
 	return l.kind.resource + "/" + l.namespace + "/" + l.name
 }
 
-func (l *Lock) observe(obj object) (*observation, error) {
+// observe reads the record of one version of the lock object. A record that
+// cannot be read is kept as readErr rather than returned as an error: that
+// version is still the newest, and it must be timed like any other.
+func (l *Lock) observe(obj object) *observation {
 	rec, err := l.kind.read(obj)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", l, err)
+		return &observation{object: obj, readErr: fmt.Errorf("%s: %w", l, err)}
 	}
-	return &observation{record: rec, object: obj}, nil
+	return &observation{record: rec, object: obj}
+}
+
+// holderPodOf is the pod of the holder of obs: the one its holder wrote
+// down, or else its ID, which is the pod name by default.
+func (l *Lock) holderPodOf(obs *observation) string {
+	if pod := obs.object.GetAnnotations()[AnnotationHolderPod]; pod != "" {
+		return pod
+	}
+	return obs.record.HolderIdentity
+}
+
+// write puts rec, and this participant's pod while it holds the lock, into
+// obj.
+func (l *Lock) write(obj object, rec Record) error {
+	if err := l.kind.write(obj, rec); err != nil {
+		return err
+	}
+	annotations := obj.GetAnnotations()
+	if rec.HolderIdentity != "" && l.holderPod != "" {
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[AnnotationHolderPod] = l.holderPod
+	} else {
+		delete(annotations, AnnotationHolderPod)
+	}
+	obj.SetAnnotations(annotations)
+	return nil
 }
 
 // get reads the lock object. It returns a NotFound API error when there is
@@ -86,7 +124,7 @@ func (l *Lock) get(ctx context.Context) (*observation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.observe(obj)
+	return l.observe(obj), nil
 }
 
 // create makes the lock object holding rec. It fails with an AlreadyExists
@@ -95,7 +133,7 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 	obj := l.kind.newObject()
 	obj.SetNamespace(l.namespace)
 	obj.SetName(l.name)
-	if err := l.kind.write(obj, rec); err != nil {
+	if err := l.write(obj, rec); err != nil {
 		return nil, err
 	}
 	out := l.kind.newObject()
@@ -103,7 +141,7 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.observe(out)
+	return l.observe(out), nil
 }
 
 // update replaces the record on the version of the object in prev. The API
@@ -111,7 +149,7 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 // Everything else on the object (labels, other annotations, data) is kept.
 func (l *Lock) update(ctx context.Context, prev *observation, rec Record) (*observation, error) {
 	obj := prev.object.DeepCopyObject().(object)
-	if err := l.kind.write(obj, rec); err != nil {
+	if err := l.write(obj, rec); err != nil {
 		return nil, err
 	}
 	out := l.kind.newObject()
@@ -121,7 +159,7 @@ func (l *Lock) update(ctx context.Context, prev *observation, rec Record) (*obse
 	}
 	// Read the record back rather than keep rec: the server stores times at
 	// its own precision, and the watch will deliver this same version.
-	return l.observe(out)
+	return l.observe(out), nil
 }
 
 // watch streams changes of the lock object after resourceVersion; from ""
@@ -151,7 +189,7 @@ func (l *Lock) reference(o *observation) corev1.ObjectReference {
 		Namespace:  l.namespace,
 		Name:       l.name,
 	}
-	if o != nil {
+	if o != nil && o.object != nil {
 		ref.UID = o.object.GetUID()
 		ref.ResourceVersion = o.object.GetResourceVersion()
 	}

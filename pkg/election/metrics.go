@@ -30,6 +30,7 @@ type Metrics struct {
 	lastRenew   float64
 	apiErrors   map[string]uint64
 	renew       map[string]*histogram
+	duplicates  uint64
 }
 
 // renewBuckets are the upper bounds, in seconds, of the renewal latency
@@ -91,6 +92,12 @@ func (m *Metrics) renewed(at time.Time) {
 	m.lastRenew = float64(at.UnixNano()) / 1e9
 }
 
+func (m *Metrics) duplicateID() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.duplicates++
+}
+
 func (m *Metrics) apiError(op string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -105,6 +112,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	p.metric("elector_is_leader", "gauge", "1 while this participant leads the election, 0 otherwise.", "", m.isLeader)
 	p.metric("elector_leader_transitions_total", "counter", "Changes of the election's leader observed by this participant.", "", float64(m.transitions))
 	p.metric("elector_last_renew_timestamp_seconds", "gauge", "Unix time of this participant's last successful renewal.", "", m.lastRenew)
+	p.metric("elector_duplicate_id_total", "counter", "Times this participant found another process renewing the lock with its ID.", "", float64(m.duplicates))
 	p.help("elector_api_errors_total", "counter", "Failed requests to the API server, by operation.")
 	for _, op := range slices.Sorted(maps.Keys(m.apiErrors)) {
 		p.sample("elector_api_errors_total", `operation="`+op+`"`, float64(m.apiErrors[op]))

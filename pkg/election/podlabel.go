@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +21,10 @@ const (
 
 // podLabeler keeps the -pod-label label on pods as the election wants it.
 // Every wanted value is retried until it is written (or the pod is gone), so
-// a failed patch cannot leave two pods labelled leader for good.
+// a failed patch cannot leave two pods labelled leader for good. Labels are
+// written in the order they were asked for, and a failure holds back the
+// ones after it: a new leader's own pod is labelled leader only once the
+// pod it took over from is labelled standby.
 type podLabeler struct {
 	client    rest.Interface
 	namespace string
@@ -29,23 +33,27 @@ type podLabeler struct {
 	metrics   *Metrics
 
 	mu      sync.Mutex
-	pending map[string]string // pod name -> wanted value
+	pending []podLabel // in the order to write them; one per pod
 	kick    chan struct{}
 }
+
+// podLabel is a wanted value of the label on one pod.
+type podLabel struct{ pod, value string }
 
 func newPodLabeler(client rest.Interface, namespace, key string, log logr.Logger, metrics *Metrics) *podLabeler {
 	return &podLabeler{
 		client: client, namespace: namespace, key: key, log: log, metrics: metrics,
-		pending: map[string]string{},
-		kick:    make(chan struct{}, 1),
+		kick: make(chan struct{}, 1),
 	}
 }
 
-// set asks for the label on pod to be value. A later call for the same pod
-// replaces an earlier one that has not been written yet.
+// set asks for the label on pod to be value, after what is pending for
+// other pods. A later call for the same pod replaces an earlier one that has
+// not been written yet.
 func (p *podLabeler) set(pod, value string) {
 	p.mu.Lock()
-	p.pending[pod] = value
+	p.pending = slices.DeleteFunc(p.pending, func(l podLabel) bool { return l.pod == pod })
+	p.pending = append(p.pending, podLabel{pod, value})
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
@@ -59,11 +67,7 @@ func (p *podLabeler) set(pod, value string) {
 func (p *podLabeler) keepOnly(pod string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for name := range p.pending {
-		if name != pod {
-			delete(p.pending, name)
-		}
-	}
+	p.pending = slices.DeleteFunc(p.pending, func(l podLabel) bool { return l.pod != pod })
 }
 
 // run writes what is pending until ctx is done, retrying failures with a
@@ -89,30 +93,29 @@ func (p *podLabeler) run(ctx context.Context) {
 	}
 }
 
-// flush writes every pending label; it reports whether all were written.
+// flush writes the pending labels in order, and stops at the first that
+// fails; it reports whether all were written.
 func (p *podLabeler) flush(ctx context.Context) bool {
-	p.mu.Lock()
-	work := make(map[string]string, len(p.pending))
-	for pod, value := range p.pending {
-		work[pod] = value
-	}
-	p.mu.Unlock()
-	ok := true
-	for pod, value := range work {
+	for {
+		p.mu.Lock()
+		if len(p.pending) == 0 {
+			p.mu.Unlock()
+			return true
+		}
+		next := p.pending[0]
+		p.mu.Unlock()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := p.patch(pctx, pod, value)
+		err := p.patch(pctx, next.pod, next.value)
 		cancel()
-		if err != nil && !apierrors.IsNotFound(err) {
-			ok = false
-			continue
+		if err != nil && !permanent(err) {
+			return false
 		}
 		p.mu.Lock()
-		if p.pending[pod] == value {
-			delete(p.pending, pod)
+		if len(p.pending) > 0 && p.pending[0] == next {
+			p.pending = p.pending[1:]
 		}
 		p.mu.Unlock()
 	}
-	return ok
 }
 
 // patch sets the label on one pod with a merge patch, which touches no other
@@ -133,4 +136,11 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 		p.log.V(1).Info("labelled pod", "pod", pod, "label", p.key+"="+value)
 	}
 	return err
+}
+
+// permanent reports an error that retrying will not fix: the pod is gone, or
+// the elector may not label it (a policy denies it). It is logged, and the
+// labels after it go ahead.
+func permanent(err error) bool {
+	return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }

@@ -4,18 +4,23 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
 )
 
-func TestPodLabelerKeepOnly(t *testing.T) {
+func TestPodLabelerOrder(t *testing.T) {
 	p := newPodLabeler(nil, "ns", "role", logr.Discard(), NewMetrics())
+	p.set("me", standby)
 	p.set("old-leader", standby)
 	p.set("me", leader)
-	p.keepOnly("me")
-	if len(p.pending) != 1 || p.pending["me"] != leader {
-		t.Errorf("pending = %v, want only me=leader", p.pending)
+	// The previous leader's demotion goes first; the later value for "me"
+	// replaces the unwritten one and goes after it.
+	want := []podLabel{{"old-leader", standby}, {"me", leader}}
+	if diff := cmp.Diff(want, p.pending, cmp.AllowUnexported(podLabel{})); diff != "" {
+		t.Errorf("pending (-want +got):\n%s", diff)
 	}
-	p.set("me", standby)
-	if p.pending["me"] != standby {
-		t.Errorf("a later value must replace an unwritten one: %v", p.pending)
+	p.keepOnly("me")
+	want = []podLabel{{"me", leader}}
+	if diff := cmp.Diff(want, p.pending, cmp.AllowUnexported(podLabel{})); diff != "" {
+		t.Errorf("after keepOnly (-want +got):\n%s", diff)
 	}
 }

@@ -3,6 +3,7 @@ package election
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -99,4 +100,17 @@ func (r Record) annotation() (string, error) {
 		return "", fmt.Errorf("encode leader election record: %w", err)
 	}
 	return string(b), nil
+}
+
+// olderVersion reports whether a is an older version of the lock object
+// than b. Resource versions are etcd revisions, which only grow; one that
+// does not parse as a number is taken as newer, as is any after the object
+// was made anew.
+func olderVersion(a, b object) bool {
+	if a == nil || b == nil || a.GetUID() != b.GetUID() {
+		return false
+	}
+	av, aerr := strconv.ParseUint(a.GetResourceVersion(), 10, 64)
+	bv, berr := strconv.ParseUint(b.GetResourceVersion(), 10, 64)
+	return aerr == nil && berr == nil && av < bv
 }

@@ -1,6 +1,7 @@
 package election
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,20 @@ func TestLeaseRoundTrip(t *testing.T) {
 	if spec.PreferredHolder == nil || *spec.PreferredHolder != "b" {
 		t.Errorf("a field the record does not own was dropped: %+v", spec)
 	}
-	got := recordFromLease(&spec)
+	// Through JSON, as the API server stores it: MicroTime keeps
+	// microseconds, and nothing else may be lost on the way.
+	raw, err := json.Marshal(&coordinationv1.Lease{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded coordinationv1.Lease
+	if err := json.Unmarshal(raw, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	got := recordFromLease(&decoded.Spec)
+	if !got.RenewTime.Equal(&rec.RenewTime) {
+		t.Errorf("renew time %s came back as %s", rec.RenewTime.Format(time.RFC3339Nano), got.RenewTime.Format(time.RFC3339Nano))
+	}
 	if diff := cmp.Diff(rec.annotationOrDie(t), got.annotationOrDie(t)); diff != "" || !got.equal(rec) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
@@ -79,18 +93,59 @@ func TestValidateTimings(t *testing.T) {
 		wantErr           string
 	}{
 		{10 * time.Second, 10 * time.Second / 3, 10 * time.Second / 6, ""},
-		{time.Second, time.Second / 3, time.Second / 6, ""},
-		{999 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond, "under the minimum"},
-		{1500 * time.Millisecond, 500 * time.Millisecond, 250 * time.Millisecond, "whole number of seconds"},
+		{2 * time.Second, 1500 * time.Millisecond, time.Second / 3, ""},
+		{3 * time.Second, 2 * time.Second, 500 * time.Millisecond, ""},
+		{time.Second, time.Second / 3, time.Second / 6, "under the minimum"},
+		{2500 * time.Millisecond, 1500 * time.Millisecond, 250 * time.Millisecond, "whole number of seconds"},
 		{10 * time.Second, 10 * time.Second, time.Second, "shorter than the ttl"},
-		{10 * time.Second, 3 * time.Second, 2500 * time.Millisecond, "1.2 x the retry period"},
+		{10 * time.Second, 3 * time.Second, 2500 * time.Millisecond, "1.2 x the longer of the retry period"},
 		{10 * time.Second, 3 * time.Second, 0, "must be positive"},
+		// A renewal is seen only in a new second: a renew deadline of a
+		// second or so would let the leader run out between two of them.
+		{3 * time.Second, time.Second, 500 * time.Millisecond, "the precision at which followers see a renewal"},
+		{5 * time.Second, 1100 * time.Millisecond, 100 * time.Millisecond, "the precision at which followers see a renewal"},
 	}
 	for _, tt := range tests {
 		err := ValidateTimings(tt.ttl, tt.renew, tt.retry)
 		if (err == nil) != (tt.wantErr == "") || err != nil && !contains(err.Error(), tt.wantErr) {
 			t.Errorf("ValidateTimings(%s, %s, %s) = %v, want %q", tt.ttl, tt.renew, tt.retry, err, tt.wantErr)
 		}
+	}
+}
+
+func TestDefaultTimingsAreValid(t *testing.T) {
+	for ttl := MinTTL; ttl <= 10*time.Minute; ttl += time.Second {
+		renew, retry := DefaultTimings(ttl)
+		if err := ValidateTimings(ttl, renew, retry); err != nil {
+			t.Errorf("DefaultTimings(%s) = %s, %s: %v", ttl, renew, retry, err)
+		}
+	}
+}
+
+func TestNextRenewTime(t *testing.T) {
+	last := time.Date(2026, 1, 2, 3, 4, 5, 900_000_000, time.UTC)
+	tests := []struct {
+		name       string
+		now        time.Time
+		sinceWrite time.Duration
+		want       time.Time
+		wantWait   time.Duration
+	}{
+		{"next second", last.Add(200 * time.Millisecond), 200 * time.Millisecond, last.Add(200 * time.Millisecond), 0},
+		{"same second waits for the next", last.Add(-400 * time.Millisecond), 100 * time.Millisecond, time.Time{}, 500*time.Millisecond + 5*time.Millisecond},
+		{"clock set back moves on by a second", last.Add(-time.Hour), 1200 * time.Millisecond, time.Date(2026, 1, 2, 3, 4, 6, 0, time.UTC), 0},
+		{"clock set back looks again at the next second", last.Add(-time.Hour), 300 * time.Millisecond, time.Time{}, 100*time.Millisecond + 5*time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, wait := nextRenewTime(last, tt.now, tt.sinceWrite)
+			if !got.Equal(tt.want) || wait != tt.wantWait {
+				t.Errorf("nextRenewTime = %s, %s; want %s, %s", got, wait, tt.want, tt.wantWait)
+			}
+			if wait == 0 && got.Unix() <= last.Unix() {
+				t.Errorf("renew time %s is not in a later second than %s", got, last)
+			}
+		})
 	}
 }
 

@@ -29,9 +29,11 @@ func (e *Elector) Status() Status {
 	switch {
 	case e.isLeaderLocked(now):
 		s.IsLeader, s.Leader = true, e.cfg.ID
-	case e.observed != nil && e.observed.record.HolderIdentity != e.cfg.ID &&
+	case e.observed != nil && e.observed.object != nil && e.observed.readErr == nil &&
 		e.observed.record.HolderIdentity != "" &&
 		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())):
+		// Possibly this participant's own ID, held by another process or an
+		// earlier life of this one: is_leader says which.
 		s.Leader = e.observed.record.HolderIdentity
 	}
 	return s
@@ -48,16 +50,16 @@ func (e *Elector) isLeaderLocked(now time.Time) bool {
 	return e.leading && now.Sub(e.renewedAt) < e.cfg.RenewDeadline
 }
 
-// Ready reports whether the API server has answered at least once and the
-// last request either succeeded or failed within the renew deadline of the
-// last success.
+// Ready reports whether the election loop runs: it is what /readyz answers.
+// It does not depend on the API server on purpose: the readiness of a pod's
+// sidecar gates the whole pod, and an API-server outage must not take every
+// elected application out of its Services. An elector that cannot reach
+// the API server is not leader (is_leader says so) and counts its failed
+// requests in elector_api_errors_total.
 func (e *Elector) Ready() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.lastOK.IsZero() {
-		return false
-	}
-	return !e.lastFailed || time.Since(e.lastOK) < e.cfg.RenewDeadline
+	return e.running
 }
 
 // Subscribe returns a channel that receives a value whenever the election's

@@ -9,15 +9,25 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
+// pollWithoutWatch is how long an elector without the right to watch its
+// lock reads it by GET before it tries to watch again (its RBAC may have
+// been fixed in the meantime).
+const pollWithoutWatch = 5 * time.Minute
+
 // watchLock keeps a watch on the lock object and feeds every version it sees
 // to observe, until ctx is done. A watch from no resourceVersion starts with
-// the object as it is, so no list (and no list permission) is needed. This is how followers learn of renewals and
-// releases without polling: a leader's renewal costs the API server one write
-// and one watch event per follower, whatever the size of the election.
+// the object as it is, so no list (and no list permission) is needed. This
+// is how followers learn of renewals and releases without polling: a
+// leader's renewal costs the API server one write and one watch event per
+// follower, whatever the size of the election.
+//
+// Without the right to watch (the Roles of upstream k8s-elector granted
+// none), it reads the lock every retry period instead, so a follower still
+// sees every renewal and release within a retry period.
 //
 // The watch only makes things faster. Safety does not depend on it: a
-// follower that missed an event acts on an older version, and the
-// compare-and-swap on resourceVersion rejects that.
+// follower that missed an event times the lease from a later observation,
+// and the compare-and-swap on resourceVersion rejects a stale write.
 func (e *Elector) watchLock(ctx context.Context) {
 	const minBackoff = 100 * time.Millisecond
 	backoff := minBackoff
@@ -29,31 +39,47 @@ func (e *Elector) watchLock(ctx context.Context) {
 		w, err := e.lock.watch(ctx, resourceVersion, timeout)
 		if err != nil {
 			e.apiResult("watch", err)
-			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-				resourceVersion = ""
+			// Whatever went wrong (the version is too old, or too new after
+			// an etcd restore), start again from the object as it is.
+			resourceVersion = ""
+			if apierrors.IsForbidden(err) {
+				e.poll(ctx, pollWithoutWatch)
+				continue
 			}
 			e.log.V(1).Info("could not watch the lock", "err", err.Error(), "retryIn", backoff)
 			backoff = sleep(ctx, backoff, e.cfg.RetryPeriod)
 			continue
 		}
-		e.apiResult("watch", nil)
-		var events int
-		resourceVersion, events = e.consume(w, resourceVersion)
+		next, events, ok := e.consume(w, resourceVersion)
 		w.Stop()
-		if events > 0 {
-			backoff = minBackoff
-		} else if ctx.Err() == nil {
+		switch {
+		case !ok:
+			// An error event: back off, and start again from the object as
+			// it is. The backoff is reset only by a watch that worked.
+			resourceVersion = ""
 			backoff = sleep(ctx, backoff, e.cfg.RetryPeriod)
+		case events > 0:
+			resourceVersion = next
+			backoff = minBackoff
+		default:
+			resourceVersion = next
+			if ctx.Err() == nil {
+				backoff = sleep(ctx, backoff, e.cfg.RetryPeriod)
+			}
 		}
 	}
 }
 
 // consume reads one watch until it ends. It returns the resourceVersion to
-// watch from next ("" to list again) and how many events it read.
-func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, int) {
+// watch from next, how many versions it read, and false if it ended with an
+// error event.
+func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, int, bool) {
+	// A watch from no version starts with the object as it is now: that
+	// first version is taken as the newest, whatever its number (after an
+	// etcd restore, numbers start again lower).
+	fresh := resourceVersion == ""
 	var events int
 	for ev := range w.ResultChan() {
-		events++
 		switch ev.Type {
 		case watch.Added, watch.Modified, watch.Deleted, watch.Bookmark:
 			obj, ok := ev.Object.(object)
@@ -63,25 +89,52 @@ func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, in
 			resourceVersion = obj.GetResourceVersion()
 			switch ev.Type {
 			case watch.Deleted:
-				e.observeDeleted()
+				e.observeAbsent()
 			case watch.Added, watch.Modified:
-				obs, err := e.lock.observe(obj)
-				if err != nil {
-					e.log.Error(err, "ignoring a version of the lock that cannot be read")
-					continue
+				obs := e.lock.observe(obj)
+				if obs.readErr != nil {
+					e.log.Error(obs.readErr, "the lock holds a record that cannot be read; it counts as held until a full lease has passed")
 				}
-				e.observe(obs)
+				if fresh {
+					e.observeNewest(obs)
+				} else {
+					e.observe(obs)
+				}
+			}
+			if ev.Type != watch.Bookmark {
+				events++
+				fresh = false
 			}
 		case watch.Error:
 			err := apierrors.FromObject(ev.Object)
-			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-				return "", events
-			}
+			e.apiResult("watch", err)
 			e.log.V(1).Info("watch error", "err", err.Error())
-			return resourceVersion, events
+			return "", events, false
 		}
 	}
-	return resourceVersion, events
+	return resourceVersion, events, true
+}
+
+// poll reads the lock every retry period for d, or until ctx is done.
+func (e *Elector) poll(ctx context.Context, d time.Duration) {
+	e.log.Info("no right to watch the lock; reading it every retry period instead (grant watch for faster failover)", "retryPeriod", e.cfg.RetryPeriod)
+	until := time.Now().Add(d)
+	for ctx.Err() == nil && time.Now().Before(until) {
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
+		got, err := e.lock.get(rctx)
+		cancel()
+		switch {
+		case apierrors.IsNotFound(err):
+			e.apiResult("get", nil)
+			e.observeAbsent()
+		case err != nil:
+			e.apiResult("get", err)
+		default:
+			e.apiResult("get", nil)
+			e.observeNewest(got)
+		}
+		sleep(ctx, jitter(e.cfg.RetryPeriod), 0)
+	}
 }
 
 // sleep waits d or until ctx is done, and returns the next backoff: double,
