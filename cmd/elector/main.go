@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -95,18 +97,24 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.kubeconfig, election.FlagKubeconfig, "", "The kubeconfig file to use. If not set, in-cluster config will be used.")
 	fs.StringVar(&lockType, election.FlagLockType, string(election.LockLeases), "The type of Kubernetes object to use for the lock (leases, endpoints, configmaps)")
 	fs.StringVar(&o.cfg.Namespace, election.FlagNamespace, "default", "The Kubernetes namespace to run the election in. If not set, $"+election.EnvPodNamespace+" is used, then the pod's own namespace when in a cluster, then the default namespace.")
-	fs.DurationVar(&o.cfg.TTL, election.FlagTTL, election.DefaultTTL, "The TTL for the election.")
-	fs.DurationVar(&o.cfg.RenewDeadline, election.FlagRenewDeadline, 0, "How long a leader keeps leading without a successful renewal. If not set, ttl/3.")
+	fs.DurationVar(&o.cfg.TTL, election.FlagTTL, election.DefaultTTL, "The TTL for the election: a whole number of seconds, at least 2s.")
+	fs.DurationVar(&o.cfg.RenewDeadline, election.FlagRenewDeadline, 0, "How long a leader keeps leading without a successful renewal. If not set, ttl/3, and at least 1.5s.")
 	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
 	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
-	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used.")
+	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
 	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
+	// Registered after the others, so -h can leave them out.
+	shown := flag.NewFlagSet("elector", flag.ContinueOnError)
+	fs.VisitAll(func(f *flag.Flag) { shown.Var(f.Value, f.Name, f.Usage) })
+	klogNames := addKlogFlags(fs)
 	fs.Usage = func() {
+		shown.SetOutput(fs.Output())
 		fmt.Fprintf(fs.Output(), "Usage of elector:\n")
-		fs.PrintDefaults()
+		shown.PrintDefaults()
 		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set with an environment variable %s<FLAG>, for example %sELECTION or %sLOCK_TYPE; a flag on the command line wins.\n", election.EnvPrefix, election.EnvPrefix, election.EnvPrefix)
+		fmt.Fprintf(fs.Output(), "Upstream k8s-elector's klog flags (-%s) are accepted and ignored.\n", strings.Join(klogNames, ", -"))
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -132,6 +140,15 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	})
 	if envErr != nil {
 		return nil, envErr
+	}
+	if ignored := setKlogFlags(fs, klogNames); len(ignored) > 0 {
+		fmt.Fprintf(stderr, "elector: ignoring klog flags %s: the elector logs to stderr, set by -%s and -%s\n",
+			strings.Join(ignored, " "), election.FlagVerbosity, election.FlagLogFormat)
+	}
+	if _, ok := os.LookupEnv(upstreamPodNameEnv); ok && !set[election.FlagPodLabel] {
+		// Upstream k8s-elector labelled its pod whenever it was given the
+		// pod's name this way, and Services may select on that label.
+		o.cfg.PodLabel = upstreamPodLabel
 	}
 	if o.version {
 		return o, nil
@@ -185,6 +202,56 @@ func (o *options) validate() error {
 		return usageError{err.Error()}
 	}
 	return nil
+}
+
+// Upstream k8s-elector labels its pod upstreamPodLabel=leader|standby when
+// upstreamPodNameEnv names the pod; -pod-name reads the same variable.
+const (
+	upstreamPodNameEnv = election.EnvPrefix + "POD_NAME"
+	upstreamPodLabel   = "k8s-elector/status"
+)
+
+// klogFlags are the logging flags upstream k8s-elector registered from klog
+// v1, with their kind. Manifests written for it pass them, so they are
+// accepted: -v maps to the elector's own -v, the others only change where
+// and how klog wrote its files, and are ignored with one warning.
+var klogFlags = map[string]bool{ // name -> is a boolean flag
+	"logtostderr":       true,
+	"alsologtostderr":   true,
+	"skip_headers":      true,
+	"skip_log_headers":  true,
+	"add_dir_header":    true,
+	"one_output":        true,
+	"stderrthreshold":   false,
+	"log_dir":           false,
+	"log_file":          false,
+	"log_file_max_size": false,
+	"vmodule":           false,
+	"log_backtrace_at":  false,
+}
+
+// addKlogFlags registers klogFlags on fs.
+func addKlogFlags(fs *flag.FlagSet) []string {
+	names := slices.Sorted(maps.Keys(klogFlags))
+	for _, name := range names {
+		if klogFlags[name] {
+			fs.Bool(name, false, "Accepted for upstream k8s-elector's command lines, and ignored.")
+		} else {
+			fs.String(name, "", "Accepted for upstream k8s-elector's command lines, and ignored.")
+		}
+	}
+	return names
+}
+
+// setKlogFlags lists the klog flags given on the command line.
+func setKlogFlags(fs *flag.FlagSet, names []string) []string {
+	var given []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(names, f.Name) {
+			given = append(given, "-"+f.Name)
+		}
+	})
+	return given
 }
 
 // defaultNamespace is $POD_NAMESPACE, then the pod's own namespace, then

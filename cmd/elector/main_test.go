@@ -27,9 +27,10 @@ func TestBadInput(t *testing.T) {
 		{"missing election", []string{"-kubeconfig=" + kubeconfig}, nil, "-election: is required"},
 		{"bad election name", []string{"-election=My_App", "-kubeconfig=" + kubeconfig}, nil, `-election: "My_App" is not a valid Kubernetes object name`},
 		{"unknown lock type", []string{"-election=a", "-lock-type=etcd", "-kubeconfig=" + kubeconfig}, nil, `-lock-type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`},
-		{"ttl under 1s", []string{"-election=a", "-ttl=500ms", "-kubeconfig=" + kubeconfig}, nil, "ttl 500ms is under the minimum 1s"},
+		{"ttl under 2s", []string{"-election=a", "-ttl=1s", "-kubeconfig=" + kubeconfig}, nil, "ttl 1s is under the minimum 2s"},
 		{"renew deadline not under ttl", []string{"-election=a", "-ttl=10s", "-renew-deadline=10s", "-kubeconfig=" + kubeconfig}, nil, "renew deadline 10s must be shorter than the ttl 10s"},
-		{"retry period too long", []string{"-election=a", "-ttl=10s", "-renew-deadline=3s", "-retry-period=3s", "-kubeconfig=" + kubeconfig}, nil, "must be more than 1.2 x the retry period"},
+		{"retry period too long", []string{"-election=a", "-ttl=10s", "-renew-deadline=3s", "-retry-period=3s", "-kubeconfig=" + kubeconfig}, nil, "must be more than 1.2 x the longer of the retry period"},
+		{"renew deadline within a second", []string{"-election=a", "-ttl=3s", "-renew-deadline=1s", "-retry-period=200ms", "-kubeconfig=" + kubeconfig}, nil, "the precision at which followers see a renewal"},
 		{"bad duration", []string{"-election=a", "-ttl=ten"}, nil, `invalid value "ten" for flag -ttl`},
 		{"bad http address", []string{"-election=a", "-http=nonsense", "-kubeconfig=" + kubeconfig}, nil, `-http: "nonsense" is not a host:port address`},
 		{"http address in use", []string{"-election=a", "-http=" + busy, "-kubeconfig=" + kubeconfig}, nil, "-http: cannot listen on"},
@@ -91,6 +92,46 @@ func TestEnvironmentDefaults(t *testing.T) {
 	}
 	if o.cfg.Namespace != "explicit" {
 		t.Errorf("namespace = %s, want the flag's", o.cfg.Namespace)
+	}
+}
+
+// TestUpstreamCommandLines checks that manifests written for upstream
+// k8s-elector keep working: its klog flags are accepted (with one warning
+// line) and $ELECTOR_POD_NAME keeps its pod label.
+func TestUpstreamCommandLines(t *testing.T) {
+	t.Setenv("POD_NAME", "")
+	var stderr bytes.Buffer
+	args := []string{"-election=a", "-logtostderr", "-alsologtostderr=false", "-v=2", "-stderrthreshold=INFO",
+		"-log_dir=/tmp", "-log_file=x.log", "-log_file_max_size=1800", "-vmodule=foo=2", "-skip_headers",
+		"-skip_log_headers", "-add_dir_header", "-one_output", "-log_backtrace_at=:0"}
+	o, err := parse(args, &stderr)
+	if err != nil {
+		t.Fatalf("upstream's klog flags: %v", err)
+	}
+	if o.verbosity != 2 {
+		t.Errorf("-v = %d, want 2", o.verbosity)
+	}
+	if lines := strings.Count(stderr.String(), "\n"); lines != 1 || !strings.Contains(stderr.String(), "ignoring klog flags") {
+		t.Errorf("want one warning line, got:\n%s", stderr.String())
+	}
+	if o.cfg.PodLabel != "" {
+		t.Errorf("pod label %q without $ELECTOR_POD_NAME", o.cfg.PodLabel)
+	}
+
+	t.Setenv("ELECTOR_POD_NAME", "web-0")
+	o, err = parse([]string{"-election=a"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.PodLabel != "k8s-elector/status" || o.cfg.PodName != "web-0" {
+		t.Errorf("with $ELECTOR_POD_NAME: pod label %q on pod %q, want k8s-elector/status on web-0", o.cfg.PodLabel, o.cfg.PodName)
+	}
+	o, err = parse([]string{"-election=a", "-pod-label=example.com/role"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.PodLabel != "example.com/role" {
+		t.Errorf("-pod-label must win over upstream's label, got %q", o.cfg.PodLabel)
 	}
 }
 
