@@ -7,14 +7,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/test/testenv"
@@ -40,7 +43,8 @@ func TestKustomizations(t *testing.T) {
 		dir   string
 		kinds []string // kinds it must contain
 	}{
-		{"config/default", []string{"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration"}},
+		{"config/default", []string{"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
+		{"config/policy", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"config/samples/injected", []string{"Deployment", "Service"}},
 		{"config/samples/standalone", []string{"Deployment", "ServiceAccount", "Role", "RoleBinding"}},
 		{"config/elector", []string{"Role"}},
@@ -90,7 +94,62 @@ func TestCertManagerComponent(t *testing.T) {
 			objs = append(objs, o)
 		}
 	}
+	// cert-manager writes the Secret: the injector keeps no Secret right.
+	role := find(t, objs, "Role", "k8s-elector-injector")
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "secrets") {
+			t.Errorf("with config/certmanager, the injector's Role still grants %v on secrets", r.Verbs)
+		}
+	}
+	if len(role.Rules) == 0 {
+		t.Errorf("with config/certmanager, the injector's Role lost its Lease rules too")
+	}
 	dryRun(t, objs, env.Namespace(t))
+}
+
+// TestEndpointsComponent: Endpoints locks exist only with
+// config/components/endpoints, which allows them in the injector and gives
+// it the rights to grant them; config/default has neither.
+func TestEndpointsComponent(t *testing.T) {
+	for _, tt := range []struct {
+		dir  string
+		want bool
+	}{
+		{"../../config/default", false},
+		{"testdata/endpoints", true},
+	} {
+		t.Run(tt.dir, func(t *testing.T) {
+			out, err := render.RenderUnrestricted(tt.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := decode(t, out)
+			role := find(t, objs, "ClusterRole", "k8s-elector-injector")
+			granted := slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "endpoints") })
+			allowed := strings.Contains(out, "-allowed-lock-types=leases,configmaps,endpoints")
+			if granted != tt.want || allowed != tt.want {
+				t.Errorf("the injector's ClusterRole has endpoints: %v, its args allow endpoints: %v; want both %v", granted, allowed, tt.want)
+			}
+			dryRun(t, objs, env.Namespace(t))
+		})
+	}
+}
+
+// find returns the Role or ClusterRole kind/name among objs, as a Role.
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *rbacv1.Role {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != kind || o.GetName() != name {
+			continue
+		}
+		var role rbacv1.Role
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+			t.Fatal(err)
+		}
+		return &role
+	}
+	t.Fatalf("no %s %s", kind, name)
+	return nil
 }
 
 func decode(t *testing.T, stream string) []*unstructured.Unstructured {
@@ -130,4 +189,5 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured, fallbackNS string) 
 // clusterScoped are the kinds in config/ that have no namespace.
 var clusterScoped = map[string]bool{
 	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "MutatingWebhookConfiguration": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }
