@@ -16,7 +16,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-elector-image="}, "-elector-image"},
 		{[]string{"-port=0"}, "-port: 0 is not a port number"},
 		{[]string{"-webhook-port=70000"}, "-webhook-port"},
-		{[]string{"-ttl=1500ms"}, "-ttl: ttl 1.5s is not a whole number of seconds"},
+		{[]string{"-ttl=2500ms"}, "-ttl: ttl 2.5s is not a whole number of seconds"},
 		{[]string{"-lock-type=secrets"}, `-lock-type: "secrets" is not a lock type`},
 		{[]string{"-cpu-request=lots"}, "-cpu-request: not a resource quantity"},
 		{[]string{"-memory-limit=-1Mi"}, "-memory-limit: must not be negative"},

@@ -1,10 +1,12 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -120,9 +123,9 @@ func decodePod(req admission.Request) (*corev1.Pod, error) {
 // injectionPatch returns the JSON patch that turns pod, as the API server
 // sent it, into injected, Inject's result. Inject stays the only place that
 // decides what a pod gets: the patch is read off the few places Inject
-// changes (a sidecar inserted first among the init containers or appended to
-// the containers, a volume appended, the service account named, an
-// annotation and a label set). It is much cheaper than diffing the whole pod
+// changes (a sidecar inserted among the init containers or appended to the
+// containers, a volume appended, the service account named, an annotation
+// and a label set). It is much cheaper than diffing the whole pod
 // as JSON, which was most of the handler's time. TestHandlePatches applies
 // the patch to the raw request and checks that it gives Inject's pod.
 func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
@@ -145,10 +148,11 @@ func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
 }
 
 // listPatch returns the operations that turn the list before into after,
-// where after is before with items inserted at its start or appended at its
-// end, the two ways Inject grows a list. Items are told apart by name, which
-// the API server requires to be unique in each of these lists; anything else
-// is an error rather than a wrong patch.
+// where after is before with items inserted at one index (its start, its
+// end, or anywhere between), the way Inject grows a list. Items are told
+// apart by name; Inject refuses a pod that already uses the name of an item
+// it adds, so the inserted items start at the first name that differs.
+// Anything else is an error rather than a wrong patch.
 func listPatch[T any](path string, before, after []T, name func(T) string) ([]patchOp, error) {
 	added := len(after) - len(before)
 	switch {
@@ -158,20 +162,24 @@ func listPatch[T any](path string, before, after []T, name func(T) string) ([]pa
 		// The field may be absent from the request, and a JSON patch cannot
 		// add to a list that is not there: add the whole list.
 		return []patchOp{addOp(path, after)}, nil
-	case added > 0 && sameNames(before, after[:len(before)], name):
-		ops := make([]patchOp, 0, added)
-		for _, item := range after[len(before):] {
-			ops = append(ops, addOp(path+"/-", item))
+	case added > 0:
+		at := 0
+		for at < len(before) && name(before[at]) == name(after[at]) {
+			at++
 		}
-		return ops, nil
-	case added > 0 && sameNames(before, after[added:], name):
+		if !sameNames(before[at:], after[at+added:], name) {
+			break
+		}
+		// Each "add" at an index shifts what follows, so the items go in
+		// one after another: at, at+1, ... (an index equal to the list's
+		// length appends).
 		ops := make([]patchOp, 0, added)
-		for i, item := range after[:added] {
-			ops = append(ops, addOp(path+"/"+strconv.Itoa(i), item))
+		for i, item := range after[at : at+added] {
+			ops = append(ops, addOp(path+"/"+strconv.Itoa(at+i), item))
 		}
 		return ops, nil
 	}
-	return nil, fmt.Errorf("%s: the injected list is not the pod's with items added at its start or end, so no patch is made for it", path)
+	return nil, fmt.Errorf("%s: the injected list is not the pod's with items inserted at one place, so no patch is made for it", path)
 }
 
 func sameNames[T any](a, b []T, name func(T) string) bool {
@@ -223,4 +231,159 @@ func escapePointer(key string) string {
 // having a field that it leaves out when empty.
 func addOp(path string, value any) patchOp {
 	return patchOp{Op: "add", Path: path, Value: value}
+}
+
+// MaxReviewSize is the largest admission review, in bytes, that the webhook
+// decodes: controller-runtime's limit, 7 MiB (an old and a new object of up
+// to 3 MiB each, plus the rest of the review).
+const MaxReviewSize = 7 << 20
+
+// maxDrain bounds how much of an oversize review is read, only to count its
+// size, after the first MaxReviewSize bytes.
+const maxDrain = 64 << 20
+
+// NewHTTPHandler returns what the webhook server serves at the webhook's
+// path: controller-runtime's admission webhook around h, behind a check of
+// the review's size. controller-runtime reads at most MaxReviewSize bytes
+// and answers a larger review with an error that carries no request UID,
+// which the API server reports as "received invalid webhook response" and
+// not as a reason the user can act on. A pod declaring every port, with the
+// managedFields the API server adds for each, is that large; so such a
+// review is answered here, with a denial that names the cause.
+func NewHTTPHandler(h admission.Handler) http.Handler {
+	return &sizeGuard{next: &admission.Webhook{Handler: h}, limit: MaxReviewSize}
+}
+
+// sizeGuard answers reviews larger than limit, and hands the others to next.
+type sizeGuard struct {
+	next  http.Handler
+	limit int64
+}
+
+func (g *sizeGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	defer r.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(r.Body, g.limit+1))
+	if err != nil {
+		g.write(w, r, "", admission.Errored(http.StatusBadRequest, fmt.Errorf("reading the admission review: %w", err)).AdmissionResponse)
+		return
+	}
+	if int64(len(body)) <= g.limit {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		g.next.ServeHTTP(w, r)
+		return
+	}
+
+	// The API server writes the request's UID near the start of the review,
+	// so it is in what was read; the rest is only counted.
+	apiVersion, uid := reviewIdentity(body)
+	rest, _ := io.Copy(io.Discard, io.LimitReader(r.Body, maxDrain))
+	size := fmt.Sprintf("%d bytes", int64(len(body))+rest)
+	if rest == maxDrain {
+		size = "more than " + size
+	}
+	msg := fmt.Sprintf("the pod is too large for the elector injector: its admission review is %s, above the injector's limit of %d bytes; "+
+		"a pod this large (thousands of container ports or environment variables, and the managedFields the API server records for each) is refused; "+
+		"make the pod smaller, or remove its %s annotations", size, g.limit, AnnotationPrefix)
+	log := logf.FromContext(r.Context())
+	log.Info("Denied an oversize admission review", "uid", uid, "size", size)
+	g.write(w, r, apiVersion, admissionv1.AdmissionResponse{
+		UID:     uid,
+		Allowed: false,
+		Result: &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Code:    http.StatusRequestEntityTooLarge,
+			Reason:  metav1.StatusReasonRequestEntityTooLarge,
+			Message: msg,
+		},
+	})
+}
+
+// reviewIdentity reads the apiVersion and the request's UID from the start
+// of an admission review, token by token, so that a review cut short (or
+// too large to decode) still yields them when they come first, as the API
+// server writes them. What it cannot find is returned empty.
+func reviewIdentity(prefix []byte) (apiVersion string, uid types.UID) {
+	dec := json.NewDecoder(bytes.NewReader(prefix))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return apiVersion, ""
+		}
+		switch key {
+		case "apiVersion":
+			if err := dec.Decode(&apiVersion); err != nil {
+				return "", ""
+			}
+		case "request":
+			if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+				return apiVersion, ""
+			}
+			for dec.More() {
+				key, err := dec.Token()
+				if err != nil {
+					return apiVersion, ""
+				}
+				if key == "uid" {
+					var s string
+					if err := dec.Decode(&s); err != nil {
+						return apiVersion, ""
+					}
+					return apiVersion, types.UID(s)
+				}
+				if err := skipValue(dec); err != nil {
+					return apiVersion, ""
+				}
+			}
+			return apiVersion, ""
+		default:
+			if err := skipValue(dec); err != nil {
+				return apiVersion, ""
+			}
+		}
+	}
+	return apiVersion, ""
+}
+
+// skipValue reads past the next JSON value.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+// write answers with resp in an AdmissionReview of apiVersion: the
+// request's own, as the API server requires, or v1 when it is not known.
+func (g *sizeGuard) write(w http.ResponseWriter, r *http.Request, apiVersion string, resp admissionv1.AdmissionResponse) {
+	if apiVersion != "admission.k8s.io/v1beta1" {
+		apiVersion = admissionv1.SchemeGroupVersion.String()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	err := json.NewEncoder(w).Encode(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
+		Response: &resp,
+	})
+	if err != nil {
+		// The connection is gone; the API server applies the failurePolicy.
+		logf.FromContext(r.Context()).Error(err, "Writing the admission response", "uid", resp.UID)
+	}
 }

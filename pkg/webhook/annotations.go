@@ -29,6 +29,8 @@ const (
 	AnnotationImage         = AnnotationPrefix + "image"
 	AnnotationCPU           = AnnotationPrefix + "cpu"
 	AnnotationMemory        = AnnotationPrefix + "memory"
+	AnnotationCPULimit      = AnnotationPrefix + "cpu-limit"
+	AnnotationMemoryLimit   = AnnotationPrefix + "memory-limit"
 	AnnotationNativeSidecar = AnnotationPrefix + "native-sidecar"
 	AnnotationPodLabel      = AnnotationPrefix + "pod-label"
 
@@ -55,13 +57,15 @@ type Annotation struct {
 var Annotations = []Annotation{
 	{AnnotationElection, "my-app", "Election name, and the name of the lock object. Required; its presence asks for the sidecar."},
 	{AnnotationPort, "4040", "Port of the elector's HTTP API (default: the injector's, 4040). Must not be a containerPort of the pod."},
-	{AnnotationTTL, "10s", "Lease duration, a whole number of seconds, at least 1s (default: the elector's, 10s)."},
-	{AnnotationLockType, "leases", "Lock object kind: leases, configmaps or endpoints (default: the injector's, else leases)."},
+	{AnnotationTTL, "10s", "Lease duration, a whole number of seconds, at least " + election.MinTTL.String() + " (default: the elector's, " + election.DefaultTTL.String() + ")."},
+	{AnnotationLockType, "leases", "Lock object kind: leases, configmaps or endpoints, if the injector's `-allowed-lock-types` allows it (by default leases and configmaps) (default: the injector's, else leases)."},
 	{AnnotationImage, "ghcr.io/vapor-ware/k8s-elector:v1.0.0", "Elector image (default: the injector's)."},
-	{AnnotationCPU, "10m", "CPU request of the sidecar (default: 10m)."},
-	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: 24Mi). Also raises the memory limit (default: 64Mi) when larger than it."},
-	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
-	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none)."},
+	{AnnotationCPU, "10m", "CPU request of the sidecar (default: 10m). Also raises the CPU limit when larger than it."},
+	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: 24Mi). Also raises the memory limit when larger than it."},
+	{AnnotationCPULimit, "200m", "CPU limit of the sidecar, 0 for none (default: the injector's, 100m). Must not be below the CPU request."},
+	{AnnotationMemoryLimit, "128Mi", "Memory limit of the sidecar, 0 for none (default: the injector's, 64Mi). Must not be below the memory request."},
+	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
+	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
 }
 
@@ -79,7 +83,8 @@ type Options struct {
 	Image         string
 	CPURequest    resource.Quantity
 	MemoryRequest resource.Quantity
-	// MemoryLimit is not set on the container when zero.
+	// CPULimit and MemoryLimit are not set on the container when zero.
+	CPULimit      resource.Quantity
 	MemoryLimit   resource.Quantity
 	NativeSidecar bool
 	// PodLabel is passed to the elector only when non-empty.
@@ -111,6 +116,7 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 		Image:         s.ElectorImage,
 		CPURequest:    s.CPURequest.DeepCopy(),
 		MemoryRequest: s.MemoryRequest.DeepCopy(),
+		CPULimit:      s.CPULimit.DeepCopy(),
 		MemoryLimit:   s.MemoryLimit.DeepCopy(),
 		NativeSidecar: s.NativeSidecars,
 	}
@@ -160,6 +166,10 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				fail(a.Key, "%w", err)
 				break
 			}
+			if !s.lockTypeAllowed(t) {
+				fail(a.Key, "%q is not allowed by this injector (allowed: %s); use one of those, or ask the cluster admin to add it to the injector's -allowed-lock-types flag", v, joinLockTypes(s.AllowedLockTypes))
+				break
+			}
 			o.LockType = t
 		case AnnotationImage:
 			if err := validateImage(v); err != nil {
@@ -167,23 +177,21 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			o.Image = v
-		case AnnotationCPU:
-			if q, err := parseQuantity(v, a.Example); err != nil {
-				fail(a.Key, "%w", err)
-			} else {
-				o.CPURequest = q
-			}
-		case AnnotationMemory:
+		case AnnotationCPU, AnnotationMemory, AnnotationCPULimit, AnnotationMemoryLimit:
 			q, err := parseQuantity(v, a.Example)
 			if err != nil {
 				fail(a.Key, "%w", err)
 				break
 			}
-			o.MemoryRequest = q
-			// A request above the limit is an invalid pod, so a larger
-			// request carries the limit up with it rather than failing.
-			if !o.MemoryLimit.IsZero() && q.Cmp(o.MemoryLimit) > 0 {
-				o.MemoryLimit = q.DeepCopy()
+			switch a.Key {
+			case AnnotationCPU:
+				o.CPURequest = q
+			case AnnotationMemory:
+				o.MemoryRequest = q
+			case AnnotationCPULimit:
+				o.CPULimit = q
+			case AnnotationMemoryLimit:
+				o.MemoryLimit = q
 			}
 		case AnnotationNativeSidecar:
 			// Only the two spellings, not strconv.ParseBool's "1" or "T":
@@ -211,6 +219,26 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 		}
 	}
 
+	// A request above the limit is an invalid pod. A request annotation
+	// carries the injector's default limit up with it; a limit the pod set
+	// itself is the pod's mistake, reported with both values.
+	for _, r := range []struct {
+		request, limit       *resource.Quantity
+		requestKey, limitKey string
+	}{
+		{&o.CPURequest, &o.CPULimit, AnnotationCPU, AnnotationCPULimit},
+		{&o.MemoryRequest, &o.MemoryLimit, AnnotationMemory, AnnotationMemoryLimit},
+	} {
+		if r.limit.IsZero() || r.request.Cmp(*r.limit) <= 0 {
+			continue
+		}
+		if _, set := annotations[r.limitKey]; set {
+			fail(r.limitKey, "%s is below the request %s (annotation %s, or the injector's default); raise the limit, lower the request, or set the limit to 0 for none", r.limit.String(), r.request.String(), r.requestKey)
+			continue
+		}
+		*r.limit = r.request.DeepCopy()
+	}
+
 	var unknown []string
 	for k := range annotations {
 		if strings.HasPrefix(k, AnnotationPrefix) && !slices.ContainsFunc(Annotations, func(a Annotation) bool { return a.Key == k }) {
@@ -218,12 +246,19 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 		}
 	}
 	slices.Sort(unknown)
-	for _, k := range unknown {
+	// A few are listed, so that the message stays readable whatever the pod.
+	for _, k := range unknown[:min(len(unknown), maxUnknownListed)] {
 		errs = append(errs, fmt.Errorf("annotation %s is not a known annotation (known: %s)", k, strings.Join(annotationKeys(), ", ")))
+	}
+	if n := len(unknown) - maxUnknownListed; n > 0 {
+		errs = append(errs, fmt.Errorf("and %d more unknown annotations under %s", n, AnnotationPrefix))
 	}
 
 	return o, errors.Join(errs...)
 }
+
+// maxUnknownListed is how many unknown annotation keys an error names.
+const maxUnknownListed = 5
 
 // annotationKeys returns the keys of Annotations, for error messages.
 func annotationKeys() []string {

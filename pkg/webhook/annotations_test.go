@@ -18,6 +18,7 @@ func TestParseOptions(t *testing.T) {
 			Image:         "ghcr.io/vapor-ware/k8s-elector:test",
 			CPURequest:    resource.MustParse("10m"),
 			MemoryRequest: resource.MustParse("24Mi"),
+			CPULimit:      resource.MustParse("100m"),
 			MemoryLimit:   resource.MustParse("64Mi"),
 			NativeSidecar: true,
 		}
@@ -54,12 +55,37 @@ func TestParseOptions(t *testing.T) {
 			}),
 		},
 		{
+			name: "cpu over the limit raises it",
+			annotations: map[string]string{
+				AnnotationElection: "web",
+				AnnotationCPU:      "250m",
+			},
+			want: defaults(func(o *Options) {
+				o.CPURequest = resource.MustParse("250m")
+				o.CPULimit = resource.MustParse("250m")
+			}),
+		},
+		{
+			name: "limits of none",
+			annotations: map[string]string{
+				AnnotationElection:    "web",
+				AnnotationCPU:         "2",
+				AnnotationCPULimit:    "0",
+				AnnotationMemoryLimit: "0",
+			},
+			want: defaults(func(o *Options) {
+				o.CPURequest = resource.MustParse("2")
+				o.CPULimit = resource.MustParse("0")
+				o.MemoryLimit = resource.MustParse("0")
+			}),
+		},
+		{
 			name: "every override",
 			annotations: map[string]string{
 				AnnotationElection:      "web",
 				AnnotationPort:          "9090",
 				AnnotationTTL:           "1m30s",
-				AnnotationLockType:      "endpoints",
+				AnnotationLockType:      "configmaps",
 				AnnotationImage:         "example.com/elector:v2",
 				AnnotationCPU:           "0.1",
 				AnnotationNativeSidecar: "false",
@@ -69,7 +95,7 @@ func TestParseOptions(t *testing.T) {
 			want: defaults(func(o *Options) {
 				o.Port = 9090
 				o.TTL = 90 * time.Second
-				o.LockType = "endpoints"
+				o.LockType = "configmaps"
 				o.Image = "example.com/elector:v2"
 				o.CPURequest = resource.MustParse("100m")
 				o.NativeSidecar = false

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -24,10 +25,6 @@ const (
 	// the token, CA and namespace.
 	APIAccessMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 )
-
-// The sidecar runs as this user: "nonroot" in distroless images, and not 0,
-// which Pod Security "restricted" refuses.
-const electorUID = 65532
 
 // tokenExpirationSeconds is what the ServiceAccount admission plugin uses for
 // its own kube-api-access volume: a one-hour token, plus seven seconds that
@@ -58,7 +55,8 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	o, err := ParseOptions(pod.Annotations, s)
 	errs := []error{err}
 	errs = append(errs, checkReservedNames(pod)...)
-	if o.Port != 0 {
+	errs = append(errs, checkHostNetwork(pod), checkPodLabel(pod, o.PodLabel))
+	if o.Port != 0 && !pod.Spec.HostNetwork {
 		errs = append(errs, checkPortFree(pod, o.Port))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -66,11 +64,17 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	}
 
 	// 3. Add the sidecar, its volume, and the marks of an injected pod.
+	if guaranteed(pod) {
+		o.guarantee()
+	}
 	c := sidecar(o)
 	if o.NativeSidecar {
-		// First, so that it runs before the other init containers and they
-		// (and the app) can use it.
-		out.Spec.InitContainers = slices.Insert(out.Spec.InitContainers, 0, c)
+		// After the pod's own native sidecars, before its other init
+		// containers: a mesh proxy declared earlier starts before the
+		// elector (whose traffic may need it) and, as native sidecars stop
+		// in reverse order, stops after it; init containers after it, and
+		// the app, can already ask the elector who leads.
+		out.Spec.InitContainers = slices.Insert(out.Spec.InitContainers, nativeSidecarsEnd(pod.Spec.InitContainers), c)
 	} else {
 		out.Spec.Containers = append(out.Spec.Containers, c)
 	}
@@ -119,36 +123,131 @@ func checkReservedNames(pod *corev1.Pod) []error {
 	return errs
 }
 
+// nativeSidecarsEnd returns the index just after the last native sidecar
+// (an init container with restartPolicy Always) in inits, or 0.
+func nativeSidecarsEnd(inits []corev1.Container) int {
+	end := 0
+	for i, c := range inits {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			end = i + 1
+		}
+	}
+	return end
+}
+
+// checkHostNetwork refuses a pod on the node's network. The elector's
+// containerPort would be a port of the node: a second replica on the same
+// node could not listen (the scheduler, counting it as a hostPort, would
+// leave it Pending instead), and the elector's API would be open to
+// anything that reaches the node.
+func checkHostNetwork(pod *corev1.Pod) error {
+	if !pod.Spec.HostNetwork {
+		return nil
+	}
+	return fmt.Errorf("spec.hostNetwork: the elector sidecar is not injected into pods on the node's network, where its port would be taken on the node itself (a second replica on the node could not start) and its API open to the node's network; run the pod without hostNetwork, or remove the %s annotations", AnnotationPrefix)
+}
+
+// checkPodLabel refuses a pod-label key that the pod already carries: the
+// elector would overwrite it with leader or standby, and a label its
+// controller selects on (app, pod-template-hash) would take the pod out of
+// its ReplicaSet, which would then make another.
+func checkPodLabel(pod *corev1.Pod, key string) error {
+	if key == "" {
+		return nil
+	}
+	if _, ok := pod.Labels[key]; !ok {
+		return nil
+	}
+	return fmt.Errorf("annotation %s: the pod already has the label %q, which the elector would overwrite with leader or standby (taking the pod out of any selector that uses it, such as its ReplicaSet's); choose a key the pod does not carry (example: example.com/role)", AnnotationPodLabel, key)
+}
+
 // checkPortFree refuses a port that a container of the pod declares: the
 // containers share one network namespace, so the elector, or the app, would
 // fail to listen. Ports a container uses without declaring them cannot be
-// seen here.
+// seen here. Its cost is linear in the pod's ports, however many there are.
 func checkPortFree(pod *corev1.Pod, port int32) error {
-	used := map[int32]bool{}
 	owner := ""
 	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		for _, p := range c.Ports {
-			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
-				continue
-			}
-			used[p.ContainerPort] = true
-			if p.ContainerPort == port && owner == "" {
-				owner = c.Name
-			}
+		if slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return isTCP(p) && p.ContainerPort == port }) {
+			owner = c.Name
+			break
 		}
 	}
 	if owner == "" {
 		return nil
 	}
-	// Suggest the next port up that no container declares.
-	free := port
-	for used[free] {
-		free = free%65535 + 1
+	hint := "; but every TCP port is declared by the pod's containers, so declare fewer"
+	if free, ok := freePort(pod, port); ok {
+		hint = fmt.Sprintf(" (example: %d)", free)
 	}
 	if _, set := pod.Annotations[AnnotationPort]; set {
-		return fmt.Errorf("annotation %s: port %d is already used by container %q; choose a free port (example: %d)", AnnotationPort, port, owner, free)
+		return fmt.Errorf("annotation %s: port %d is already used by container %q; choose a free port%s", AnnotationPort, port, owner, hint)
 	}
-	return fmt.Errorf("the elector's default port %d is already used by container %q; set annotation %s to a free port (example: %d)", port, owner, AnnotationPort, free)
+	return fmt.Errorf("the elector's default port %d is already used by container %q; set annotation %s to a free port%s", port, owner, AnnotationPort, hint)
+}
+
+// freePort returns the first port after port, wrapping round after 65535,
+// that no container of the pod declares for TCP. The search visits each
+// port at most once, so a pod that declares all of them gets ok false.
+func freePort(pod *corev1.Pod, port int32) (free int32, ok bool) {
+	var used [65536 / 64]uint64
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, p := range c.Ports {
+			if isTCP(p) && p.ContainerPort >= 1 && p.ContainerPort <= 65535 {
+				used[p.ContainerPort/64] |= 1 << (p.ContainerPort % 64)
+			}
+		}
+	}
+	for range 65535 {
+		port = port%65535 + 1
+		if used[port/64]&(1<<(port%64)) == 0 {
+			return port, true
+		}
+	}
+	return 0, false
+}
+
+func isTCP(p corev1.ContainerPort) bool {
+	return p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
+}
+
+// guaranteed reports whether every container of the pod is of the
+// Guaranteed QoS class: CPU and memory limits, and requests equal to them
+// (a request left out defaults to its limit). The API server refuses a pod
+// whose class changes, so it cannot change later either.
+func guaranteed(pod *corev1.Pod) bool {
+	if len(pod.Spec.Containers) == 0 {
+		return false
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			limit, ok := c.Resources.Limits[r]
+			if !ok || limit.Sign() <= 0 {
+				return false
+			}
+			if request, ok := c.Resources.Requests[r]; ok && request.Cmp(limit) != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// guarantee makes the sidecar's requests equal to its limits, so that it
+// keeps a Guaranteed pod Guaranteed (and on the kubelet's exclusive CPUs,
+// if it has a static CPU manager policy). A limit of none takes the
+// request's value instead.
+func (o *Options) guarantee() {
+	for _, r := range []struct{ request, limit *resource.Quantity }{
+		{&o.CPURequest, &o.CPULimit},
+		{&o.MemoryRequest, &o.MemoryLimit},
+	} {
+		if r.limit.IsZero() {
+			*r.limit = r.request.DeepCopy()
+		} else {
+			*r.request = r.limit.DeepCopy()
+		}
+	}
 }
 
 // sidecar builds the elector container.
@@ -173,8 +272,13 @@ func sidecar(o Options) corev1.Container {
 			corev1.ResourceMemory: o.MemoryRequest,
 		},
 	}
-	if !o.MemoryLimit.IsZero() {
-		resources.Limits = corev1.ResourceList{corev1.ResourceMemory: o.MemoryLimit}
+	for name, limit := range map[corev1.ResourceName]resource.Quantity{corev1.ResourceCPU: o.CPULimit, corev1.ResourceMemory: o.MemoryLimit} {
+		if !limit.IsZero() {
+			if resources.Limits == nil {
+				resources.Limits = corev1.ResourceList{}
+			}
+			resources.Limits[name] = limit
+		}
 	}
 
 	c := corev1.Container{
@@ -196,6 +300,12 @@ func sidecar(o Options) corev1.Container {
 		// defaults (10s, 3 failures).
 		ReadinessProbe: httpProbe(election.PathReadyz, o.Port, 5, 3),
 		LivenessProbe:  httpProbe(election.PathHealthz, o.Port, 10, 3),
+		// Up to 30s for the elector to come up, during which the liveness
+		// probe waits rather than restarting a slow start. A native sidecar's
+		// also holds back the next container until it passes, so that the
+		// app can ask the elector who leads from its first moment; a plain
+		// container's holds back nothing.
+		StartupProbe: httpProbe(election.PathHealthz, o.Port, 1, 30),
 		VolumeMounts: []corev1.VolumeMount{{
 			Name:      APIAccessVolumeName,
 			MountPath: APIAccessMountPath,
@@ -203,9 +313,11 @@ func sidecar(o Options) corev1.Container {
 		}},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		// Enough for Pod Security "restricted", which many namespaces enforce.
+		// No runAsUser: the image's USER is numeric (65532), which the
+		// kubelet checks against runAsNonRoot, and a platform that assigns
+		// users (OpenShift's restricted SCC) can set its own.
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](electorUID),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -214,10 +326,6 @@ func sidecar(o Options) corev1.Container {
 	}
 	if o.NativeSidecar {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
-		// The kubelet starts the next container only once a native sidecar's
-		// startup probe passes: up to 30s for the elector to come up, so the
-		// app can ask it who leads from its first moment.
-		c.StartupProbe = httpProbe(election.PathHealthz, o.Port, 1, 30)
 	}
 	return c
 }

@@ -91,6 +91,15 @@ func TestInjectGolden(t *testing.T) {
 	}
 }
 
+// allPorts declares every TCP port, 1 to 65535.
+func allPorts() []corev1.ContainerPort {
+	ports := make([]corev1.ContainerPort, 0, 65535)
+	for p := int32(1); p <= 65535; p++ {
+		ports = append(ports, corev1.ContainerPort{ContainerPort: p})
+	}
+	return ports
+}
+
 func readPod(t *testing.T, path string) *corev1.Pod {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -129,7 +138,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/status)"
 
 	tests := []struct {
 		name        string
@@ -156,12 +165,12 @@ func TestInjectErrors(t *testing.T) {
 		{
 			name:        "ttl too short",
 			annotations: withElection(AnnotationTTL, "500ms"),
-			want:        `annotation elector.vapor.io/ttl: "500ms": ttl 500ms is under the minimum 1s (example: 10s)`,
+			want:        `annotation elector.vapor.io/ttl: "500ms": ttl 500ms is under the minimum 2s (example: 10s)`,
 		},
 		{
 			name:        "ttl not whole seconds",
-			annotations: withElection(AnnotationTTL, "1500ms"),
-			want:        `annotation elector.vapor.io/ttl: "1500ms": ttl 1.5s is not a whole number of seconds, which is how the lease stores it (example: 10s)`,
+			annotations: withElection(AnnotationTTL, "2500ms"),
+			want:        `annotation elector.vapor.io/ttl: "2500ms": ttl 2.5s is not a whole number of seconds, which is how the lease stores it (example: 10s)`,
 		},
 		{
 			name:        "port not a number",
@@ -190,6 +199,64 @@ func TestInjectErrors(t *testing.T) {
 				p.Spec.InitContainers = []corev1.Container{{Name: "proxy", Image: "envoy", Ports: []corev1.ContainerPort{{ContainerPort: 4040}, {ContainerPort: 4041}}}}
 			},
 			want: `the elector's default port 4040 is already used by container "proxy"; set annotation elector.vapor.io/port to a free port (example: 4042)`,
+		},
+		{
+			name:        "port suggestion wraps round",
+			annotations: withElection(AnnotationPort, "65535"),
+			modify: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 65535}, {ContainerPort: 1}, {ContainerPort: 2, Protocol: corev1.ProtocolUDP}}
+			},
+			want: `annotation elector.vapor.io/port: port 65535 is already used by container "web"; choose a free port (example: 2)`,
+		},
+		{
+			// Every TCP port: the search for a free one must end.
+			name:        "every port declared",
+			annotations: withElection(),
+			modify: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Ports = allPorts()
+			},
+			want: `the elector's default port 4040 is already used by container "web"; set annotation elector.vapor.io/port to a free port; but every TCP port is declared by the pod's containers, so declare fewer`,
+		},
+		{
+			name:        "host network",
+			annotations: withElection(),
+			modify:      func(p *corev1.Pod) { p.Spec.HostNetwork = true },
+			want:        `spec.hostNetwork: the elector sidecar is not injected into pods on the node's network, where its port would be taken on the node itself (a second replica on the node could not start) and its API open to the node's network; run the pod without hostNetwork, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name:        "pod-label the pod already carries",
+			annotations: withElection(AnnotationPodLabel, "pod-template-hash"),
+			modify: func(p *corev1.Pod) {
+				p.Labels = map[string]string{"app": "web", "pod-template-hash": "7c9d8f6b5"}
+			},
+			want: `annotation elector.vapor.io/pod-label: the pod already has the label "pod-template-hash", which the elector would overwrite with leader or standby (taking the pod out of any selector that uses it, such as its ReplicaSet's); choose a key the pod does not carry (example: example.com/role)`,
+		},
+		{
+			name:        "lock type the injector does not allow",
+			annotations: withElection(AnnotationLockType, "endpoints"),
+			want:        `annotation elector.vapor.io/lock-type: "endpoints" is not allowed by this injector (allowed: leases,configmaps); use one of those, or ask the cluster admin to add it to the injector's -allowed-lock-types flag`,
+		},
+		{
+			name:        "cpu limit below the default request",
+			annotations: withElection(AnnotationCPULimit, "5m"),
+			want:        `annotation elector.vapor.io/cpu-limit: 5m is below the request 10m (annotation elector.vapor.io/cpu, or the injector's default); raise the limit, lower the request, or set the limit to 0 for none`,
+		},
+		{
+			name:        "memory limit below the memory annotation",
+			annotations: withElection(AnnotationMemory, "100Mi", AnnotationMemoryLimit, "64Mi"),
+			want:        `annotation elector.vapor.io/memory-limit: 64Mi is below the request 100Mi (annotation elector.vapor.io/memory, or the injector's default); raise the limit, lower the request, or set the limit to 0 for none`,
+		},
+		{
+			name:        "many unknown keys are summed up",
+			annotations: withElection("elector.vapor.io/a", "", "elector.vapor.io/b", "", "elector.vapor.io/c", "", "elector.vapor.io/d", "", "elector.vapor.io/e", "", "elector.vapor.io/f", "", "elector.vapor.io/g", ""),
+			want: strings.Join([]string{
+				`annotation elector.vapor.io/a is not a known annotation ` + known,
+				`annotation elector.vapor.io/b is not a known annotation ` + known,
+				`annotation elector.vapor.io/c is not a known annotation ` + known,
+				`annotation elector.vapor.io/d is not a known annotation ` + known,
+				`annotation elector.vapor.io/e is not a known annotation ` + known,
+				`and 2 more unknown annotations under elector.vapor.io/`,
+			}, "\n"),
 		},
 		{
 			name:        "bad lock type",

@@ -3,6 +3,8 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -23,15 +25,29 @@ type Settings struct {
 	TTL time.Duration
 	// LockType is the lock object kind; empty leaves it to the elector (leases).
 	LockType election.LockType
+	// AllowedLockTypes are the lock types pods may use, leases and configmaps
+	// by default (the injector's -allowed-lock-types flag). Endpoints is the
+	// cluster admin's choice: the Role that lets an elector update an
+	// Endpoints object lets it steer a Service's traffic, so a pod asking for
+	// it is refused unless the admin allowed it. LockType, or leases when it
+	// is empty, must be one of them.
+	AllowedLockTypes []election.LockType
 	// CPURequest and MemoryRequest are the sidecar's requests. The elector
 	// renews a lease every few seconds and idles in between, so 10m and 24Mi
 	// cover it; they are kept small because they are paid once per pod.
 	CPURequest    resource.Quantity
 	MemoryRequest resource.Quantity
+	// CPULimit caps the sidecar's CPU, 100m by default, so that a namespace
+	// whose ResourceQuota counts limits.cpu admits injected pods; zero sets
+	// no limit. 100m does not throttle a renewing elector: a renewal costs
+	// about a millisecond of CPU, and a 100m quota still gives 10ms in every
+	// 100ms CFS period, so even a burst (a new TLS connection, a GC cycle) is
+	// delayed by a period or two, far inside the shortest renew deadline
+	// (1.5s). A limit near the request (10m, 1ms per period) would be.
+	CPULimit resource.Quantity
 	// MemoryLimit caps the sidecar, 64Mi by default, so that a leak kills
 	// the elector (which restarts) and not the node's other pods; zero sets
-	// no limit. There is no CPU limit: throttling the elector could make it
-	// miss a renewal and lose the lease.
+	// no limit.
 	MemoryLimit resource.Quantity
 	// NativeSidecars says whether the API server supports native sidecars
 	// (init containers with restartPolicy Always, on by default since
@@ -46,10 +62,12 @@ type Settings struct {
 // still set ElectorImage.
 func DefaultSettings() Settings {
 	return Settings{
-		Port:          4040,
-		CPURequest:    resource.MustParse("10m"),
-		MemoryRequest: resource.MustParse("24Mi"),
-		MemoryLimit:   resource.MustParse("64Mi"),
+		Port:             4040,
+		AllowedLockTypes: []election.LockType{election.LockLeases, election.LockConfigMaps},
+		CPURequest:       resource.MustParse("10m"),
+		MemoryRequest:    resource.MustParse("24Mi"),
+		CPULimit:         resource.MustParse("100m"),
+		MemoryLimit:      resource.MustParse("64Mi"),
 	}
 }
 
@@ -68,10 +86,18 @@ func (s Settings) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.LockType != "" {
-		if _, err := election.ParseLockType(string(s.LockType)); err != nil {
-			errs = append(errs, fmt.Errorf("lock type: %w", err))
+	if len(s.AllowedLockTypes) == 0 {
+		errs = append(errs, errors.New("allowed lock types: none; allow at least one (example: leases,configmaps)"))
+	}
+	for _, t := range s.AllowedLockTypes {
+		if _, err := election.ParseLockType(string(t)); err != nil {
+			errs = append(errs, fmt.Errorf("allowed lock types: %w", err))
 		}
+	}
+	if _, err := election.ParseLockType(string(s.lockType())); err != nil {
+		errs = append(errs, fmt.Errorf("lock type: %w", err))
+	} else if len(s.AllowedLockTypes) > 0 && !s.lockTypeAllowed(s.lockType()) {
+		errs = append(errs, fmt.Errorf("lock type %s is not one of the allowed lock types %s; allow it, or choose one of them", s.lockType(), joinLockTypes(s.AllowedLockTypes)))
 	}
 	for _, q := range []struct {
 		name    string
@@ -80,14 +106,39 @@ func (s Settings) Validate() error {
 	}{
 		{"cpu request", s.CPURequest, "10m"},
 		{"memory request", s.MemoryRequest, "24Mi"},
+		{"cpu limit", s.CPULimit, "100m"},
 		{"memory limit", s.MemoryLimit, "64Mi"},
 	} {
 		if q.q.Sign() < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative (example: %s)", q.name, q.q.String(), q.example))
 		}
 	}
+	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
+		errs = append(errs, fmt.Errorf("cpu request %s is above the cpu limit %s; raise the limit or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String()))
+	}
 	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
 		errs = append(errs, fmt.Errorf("memory request %s is above the memory limit %s; raise the limit or set it to 0 for none", s.MemoryRequest.String(), s.MemoryLimit.String()))
 	}
 	return errors.Join(errs...)
+}
+
+// lockType is the lock type of an elector whose pod does not choose one:
+// LockType, or the elector's own default when it is empty.
+func (s Settings) lockType() election.LockType {
+	if s.LockType == "" {
+		return election.LockTypes[0]
+	}
+	return s.LockType
+}
+
+func (s Settings) lockTypeAllowed(t election.LockType) bool {
+	return slices.Contains(s.AllowedLockTypes, t)
+}
+
+func joinLockTypes(types []election.LockType) string {
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = string(t)
+	}
+	return strings.Join(names, ",")
 }

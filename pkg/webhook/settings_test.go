@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
 func TestSettingsValidate(t *testing.T) {
@@ -15,7 +17,12 @@ func TestSettingsValidate(t *testing.T) {
 		want   string // "" for valid
 	}{
 		{name: "defaults with an image", modify: func(*Settings) {}},
-		{name: "ttl and lock type", modify: func(s *Settings) { s.TTL = 15 * time.Second; s.LockType = "endpoints" }},
+		{name: "ttl and lock type", modify: func(s *Settings) { s.TTL = 15 * time.Second; s.LockType = "configmaps" }},
+		{name: "endpoints allowed", modify: func(s *Settings) {
+			s.LockType = "endpoints"
+			s.AllowedLockTypes = []election.LockType{"leases", "configmaps", "endpoints"}
+		}},
+		{name: "no cpu limit", modify: func(s *Settings) { s.CPULimit = resource.Quantity{} }},
 		{name: "no memory limit", modify: func(s *Settings) { s.MemoryLimit = resource.Quantity{} }},
 		{
 			name:   "no image",
@@ -30,12 +37,37 @@ func TestSettingsValidate(t *testing.T) {
 		{
 			name:   "ttl too short",
 			modify: func(s *Settings) { s.TTL = time.Millisecond },
-			want:   `ttl 1ms is under the minimum 1s (example: 10s)`,
+			want:   `ttl 1ms is under the minimum 2s (example: 10s)`,
 		},
 		{
 			name:   "bad lock type",
 			modify: func(s *Settings) { s.LockType = "etcd" },
 			want:   `lock type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`,
+		},
+		{
+			name:   "lock type not allowed",
+			modify: func(s *Settings) { s.LockType = "endpoints" },
+			want:   `lock type endpoints is not one of the allowed lock types leases,configmaps; allow it, or choose one of them`,
+		},
+		{
+			name:   "default lock type not allowed",
+			modify: func(s *Settings) { s.AllowedLockTypes = []election.LockType{"configmaps"} },
+			want:   `lock type leases is not one of the allowed lock types configmaps; allow it, or choose one of them`,
+		},
+		{
+			name:   "no allowed lock types",
+			modify: func(s *Settings) { s.AllowedLockTypes = nil },
+			want:   `allowed lock types: none; allow at least one (example: leases,configmaps)`,
+		},
+		{
+			name:   "bad allowed lock type",
+			modify: func(s *Settings) { s.AllowedLockTypes = []election.LockType{"leases", "secrets"} },
+			want:   `allowed lock types: "secrets" is not a lock type (valid: leases, configmaps, endpoints)`,
+		},
+		{
+			name:   "cpu request above limit",
+			modify: func(s *Settings) { s.CPURequest = resource.MustParse("1") },
+			want:   `cpu request 1 is above the cpu limit 100m; raise the limit or set it to 0 for none`,
 		},
 		{
 			name:   "negative cpu",
