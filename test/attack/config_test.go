@@ -1,0 +1,137 @@
+package attack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+// configDir is config/ of this tree.
+const configDir = "../../config"
+
+// renderConfig renders config/default, with the component config/<component>
+// added when component is not empty, as a user would by listing it under
+// components: in a kustomization of their own.
+func renderConfig(dir, component string) ([]*unstructured.Unstructured, error) {
+	base, err := filepath.Abs(filepath.Join(configDir, "default"))
+	if err != nil {
+		return nil, err
+	}
+	var out string
+	if component == "" {
+		out, err = render.Render(base, "", "")
+	} else {
+		comp, absErr := filepath.Abs(filepath.Join(configDir, component))
+		if absErr != nil {
+			return nil, absErr
+		}
+		overlay := filepath.Join(dir, "overlay")
+		if err := os.MkdirAll(overlay, 0o700); err != nil {
+			return nil, err
+		}
+		k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", base, comp)
+		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o600); err != nil {
+			return nil, err
+		}
+		out, err = render.RenderUnrestricted(overlay)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return testenv.Decode([]byte(out))
+}
+
+// componentFor finds the kustomize Component under config/ whose files
+// mention every one of words, such as the one that turns on Endpoints
+// locks. It names what it looked for when there is none.
+func componentFor(words ...string) (string, error) {
+	dirs, err := os.ReadDir(configDir)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		k, err := os.ReadFile(filepath.Join(configDir, d.Name(), "kustomization.yaml"))
+		if err != nil || !strings.Contains(string(k), "kind: Component") {
+			continue
+		}
+		var all strings.Builder
+		files, _ := filepath.Glob(filepath.Join(configDir, d.Name(), "*.yaml"))
+		for _, f := range files {
+			raw, _ := os.ReadFile(f)
+			all.Write(raw)
+		}
+		found := true
+		for _, w := range words {
+			found = found && strings.Contains(all.String(), w)
+		}
+		if found {
+			return d.Name(), nil
+		}
+	}
+	return "", fmt.Errorf("no kustomize Component under config/ mentions %q", words)
+}
+
+// deleteMissing deletes the objects of old that next does not have.
+func deleteMissing(old, next []*unstructured.Unstructured) error {
+	key := func(o *unstructured.Unstructured) string {
+		return o.GroupVersionKind().GroupKind().String() + "/" + o.GetNamespace() + "/" + o.GetName()
+	}
+	have := map[string]bool{}
+	for _, o := range next {
+		have[key(o)] = true
+	}
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(env.Client.Discovery()))
+	var errs []error
+	for _, o := range old {
+		if have[key(o)] {
+			continue
+		}
+		gvk := o.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
+		}
+		if err := ri.Delete(context.Background(), o.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", key(o), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// shipped returns the objects of config/default of a kind, such as the
+// ValidatingAdmissionPolicies, by name.
+func shipped(kind string) map[string]*unstructured.Unstructured {
+	out := map[string]*unstructured.Unstructured{}
+	for _, o := range current.objs {
+		if o.GetKind() == kind {
+			out[o.GetName()] = o
+		}
+	}
+	return out
+}

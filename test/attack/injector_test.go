@@ -1,0 +1,326 @@
+package attack
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+)
+
+// byEscalation is RBAC's escalation check: a Role or RoleBinding that
+// would grant rights its author does not hold itself.
+var byEscalation = refusal{
+	name: "RBAC's escalation check",
+	match: func(err error) bool {
+		return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "is attempting to grant RBAC permissions not currently held")
+	},
+}
+
+// TestInjectorTokenIsNoMasterKey: the injector's token is the most
+// valuable one the product adds (it runs in every cluster, with rights in
+// every namespace). Stolen, it must not rewrite pods, read Secrets, take
+// Leases, rewrite the kubernetes Service's Endpoints, or hand its rights
+// on to another account; its own work (its leader Lease, its certificate
+// Secret, the grants) must still go through.
+func TestInjectorTokenIsNoMasterKey(t *testing.T) {
+	a := newApp(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	a.account("web")
+	a.pod("web-0", "web", map[string]string{webhook.AnnotationElection: "web"})
+	victimLease(t, a.ns, "web")
+	victimLease(t, "kube-system", "kube-controller-manager")
+	victimConfigMap(t, a.ns, "app-settings", map[string]string{"mode": "safe"})
+	kube := systemPod(t, "attack-target-"+a.ns)
+	for _, ns := range []string{"kube-system", a.ns} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "attack-target-" + a.ns}, StringData: map[string]string{"key": "secret"}}
+		if _, err := env.Client.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The API server keeps the kubernetes Service's Endpoints itself.
+	eventually(t, 30*time.Second, func() error {
+		_, err := env.Client.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		return err
+	})
+	inj := injectorClient(t)
+	anyPolicy := byPolicy(policyPrefix)
+
+	t.Run("legitimate", func(t *testing.T) {
+		l, err := env.Client.CoordinationV1().Leases(injectorNamespace).Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the injector holds no leader Lease: %v", err)
+		}
+		_, err = inj.CoordinationV1().Leases(injectorNamespace).Update(ctx, l, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		allowed(t, "the injector renewing its leader Lease (dry run)", err)
+		_, err = inj.CoreV1().Secrets(injectorNamespace).Get(ctx, "k8s-elector-injector-cert", metav1.GetOptions{})
+		allowed(t, "the injector reading its certificate Secret", err)
+		_, err = inj.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+		allowed(t, "the injector reading its webhook configuration", err)
+	})
+
+	attacks := []struct {
+		name string
+		do   func() error
+		by   []refusal
+	}{
+		{"changes a kube-system pod's image", func() error {
+			return setImage(ctx, inj, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
+		}, []refusal{byRBAC("patch", "pods"), anyPolicy}},
+		{"labels an app's pod", func() error {
+			return mergePatch(ctx, inj, a.ns, "web-0", labels(map[string]any{"app": "other"}))
+		}, []refusal{byRBAC("patch", "pods"), anyPolicy}},
+		{"creates a pod in kube-system", func() error {
+			_, err := inj.CoreV1().Pods("kube-system").Create(ctx, plainPod("miner", "attack-target", nil), metav1.CreateOptions{})
+			return err
+		}, []refusal{byRBAC("create", "pods")}},
+		{"rewrites default/kubernetes Endpoints", func() error {
+			ep, err := env.Client.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ep.Subsets = []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+				Addresses: []corev1.EndpointAddress{{IP: "192.0.2.66"}},
+				Ports:     []corev1.EndpointPort{{Name: "https", Port: 443}},
+			}}
+			_, err = inj.CoreV1().Endpoints("default").Update(ctx, ep, metav1.UpdateOptions{})
+			return err
+		}, []refusal{byRBAC("update", "endpoints"), anyPolicy}},
+		{"reads a kube-system Secret", func() error {
+			_, err := inj.CoreV1().Secrets("kube-system").Get(ctx, "attack-target-"+a.ns, metav1.GetOptions{})
+			return err
+		}, []refusal{byRBAC("get", "secrets")}},
+		{"reads an app's Secret", func() error {
+			_, err := inj.CoreV1().Secrets(a.ns).Get(ctx, "attack-target-"+a.ns, metav1.GetOptions{})
+			return err
+		}, []refusal{byRBAC("get", "secrets")}},
+		{"lists every Secret", func() error {
+			_, err := inj.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+			return err
+		}, []refusal{byRBAC("list", "secrets")}},
+		{"takes an app's election Lease", func() error { return takeLease(ctx, inj, a.ns, "web") }, []refusal{byRBAC("update", "leases"), anyPolicy}},
+		{"takes kube-system's kube-controller-manager Lease", func() error {
+			return takeLease(ctx, inj, "kube-system", "kube-controller-manager")
+		}, []refusal{byRBAC("update", "leases"), anyPolicy}},
+		{"creates a Lease in an app's namespace", func() error {
+			_, err := inj.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "squat"}}, metav1.CreateOptions{})
+			return err
+		}, []refusal{byRBAC("create", "leases"), anyPolicy}},
+		{"rewrites an app's ConfigMap", func() error {
+			cm, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, "app-settings", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cm.Data["mode"] = "attacker"
+			_, err = inj.CoreV1().ConfigMaps(a.ns).Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		}, []refusal{byRBAC("update", "configmaps"), anyPolicy}},
+		{"creates a ConfigMap in kube-system", func() error {
+			_, err := inj.CoreV1().ConfigMaps("kube-system").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "squat-" + a.ns}}, metav1.CreateOptions{})
+			return err
+		}, []refusal{byRBAC("create", "configmaps"), anyPolicy}},
+		{"binds itself to cluster-admin", func() error {
+			_, err := inj.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "escalate-" + a.ns},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace}},
+			}, metav1.CreateOptions{})
+			return err
+		}, []refusal{byRBAC("create", "clusterrolebindings")}},
+		{"binds itself to cluster-admin in kube-system", func() error {
+			_, err := inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: "escalate-" + a.ns},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace}},
+			}, metav1.CreateOptions{})
+			return err
+		}, []refusal{byEscalation, anyPolicy}},
+		{"adds a subject to the deployer's RoleBinding", func() error {
+			rb, err := env.Client.RbacV1().RoleBindings(a.ns).Get(ctx, "deployer", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			rb.Subjects = append(rb.Subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace})
+			_, err = inj.RbacV1().RoleBindings(a.ns).Update(ctx, rb, metav1.UpdateOptions{})
+			return err
+		}, []refusal{byEscalation, anyPolicy}},
+		{"widens its ClusterRole", func() error {
+			cr, err := env.Client.RbacV1().ClusterRoles().Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cr.Rules = append(cr.Rules, rbacv1.PolicyRule{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}})
+			_, err = inj.RbacV1().ClusterRoles().Update(ctx, cr, metav1.UpdateOptions{})
+			return err
+		}, []refusal{byRBAC("update", "clusterroles")}},
+		{"deletes the shipped admission policies", func() error {
+			var errs []error
+			for name := range shipped("ValidatingAdmissionPolicy") {
+				errs = append(errs, inj.AdmissionregistrationV1().ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}))
+			}
+			if len(errs) == 0 {
+				return errors.New("config/default ships no ValidatingAdmissionPolicy")
+			}
+			return errs[0]
+		}, []refusal{byRBAC("delete", "validatingadmissionpolicies")}},
+		{"mints a token of a kube-system account", func() error {
+			_, err := inj.CoreV1().ServiceAccounts("kube-system").CreateToken(ctx, "attack-target", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+			return err
+		}, []refusal{byRBAC("create", "serviceaccounts/token")}},
+		{"turns its webhook on kube-system", func() error {
+			whc, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for i := range whc.Webhooks {
+				whc.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{}
+				whc.Webhooks[i].MatchConditions = nil
+				whc.Webhooks[i].FailurePolicy = new(admissionregistrationv1.Ignore)
+			}
+			_, err = inj.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, whc, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		}, []refusal{anyPolicy}},
+	}
+	for _, at := range attacks {
+		t.Run(at.name, func(t *testing.T) {
+			refused(t, "the injector's token "+at.name, at.do(), at.by...)
+		})
+	}
+	if got := imageOf(t, "kube-system", kube.Name, "app"); got != "registry.k8s.io/pause:3.10" {
+		t.Errorf("the kube-system pod runs %s now", got)
+	}
+	for ns, name := range map[string]string{a.ns: "web", "kube-system": "kube-controller-manager"} {
+		if h := holder(t, ns, name); h != "victim" {
+			t.Errorf("Lease %s/%s is held by %q now", ns, name, h)
+		}
+	}
+}
+
+// TestInjectorCannotGrantByProxy: the injector may make Roles and
+// RoleBindings (the grants are its job), so a stolen injector token could
+// try to hand rights to an account the attacker holds, such as the
+// deployer's, instead of using them itself. Each chain must break
+// somewhere, and the kube-system objects it aims at stay as they were.
+func TestInjectorCannotGrantByProxy(t *testing.T) {
+	a := newApp(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	inj := injectorClient(t)
+	victimLease(t, "kube-system", "kube-scheduler")
+	kube := systemPod(t, "attack-target-"+a.ns)
+	deployer := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "deployer", Namespace: a.ns}
+	anyPolicy := byPolicy(policyPrefix)
+	cleanup := func(ns, name string) {
+		t.Cleanup(func() {
+			_ = env.Client.RbacV1().RoleBindings(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+			_ = env.Client.RbacV1().Roles(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
+	}
+
+	t.Run("a Role over kube-system's Leases for the deployer", func(t *testing.T) {
+		name := "proxy-leases-" + a.ns
+		cleanup("kube-system", name)
+		err := func() error {
+			_, err := inj.RbacV1().Roles("kube-system").Create(ctx, &rbacv1.Role{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+				Subjects:   []rbacv1.Subject{deployer},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			// Let RBAC's cache see the binding before the deployer uses it.
+			waitFor(t, func() bool {
+				return can(t, a.deployer, "kube-system", "update", "coordination.k8s.io", "leases", "kube-scheduler")
+			})
+			return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
+		}()
+		refused(t, "the injector's token hands the deployer kube-system's Leases", err,
+			byEscalation, byRBAC("create", "roles"), byRBAC("create", "rolebindings"), byRBAC("update", "leases"), anyPolicy)
+		if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
+			t.Errorf("kube-system's kube-scheduler Lease is held by %q now", h)
+		}
+	})
+
+	t.Run("the pod-label ClusterRole in kube-system for the deployer", func(t *testing.T) {
+		name := "proxy-pods-" + a.ns
+		cleanup("kube-system", name)
+		err := func() error {
+			_, err := inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "k8s-elector-pod-label"},
+				Subjects:   []rbacv1.Subject{deployer},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			waitFor(t, func() bool { return can(t, a.deployer, "kube-system", "patch", "", "pods", kube.Name) })
+			return setImage(ctx, a.deployer, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
+		}()
+		refused(t, "the injector's token lets the deployer patch kube-system pods", err,
+			byEscalation, byRBAC("create", "rolebindings"), byRBAC("patch", "pods"), anyPolicy)
+		if got := imageOf(t, "kube-system", kube.Name, "app"); got != "registry.k8s.io/pause:3.10" {
+			t.Errorf("the kube-system pod runs %s now", got)
+		}
+	})
+
+	t.Run("a Role the reconciler would make, for an account of another namespace", func(t *testing.T) {
+		name := "proxy-grant-" + a.ns
+		cleanup("kube-system", name)
+		err := func() error {
+			_, err := inj.RbacV1().Roles("kube-system").Create(ctx, &rbacv1.Role{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}},
+				Rules: []rbacv1.PolicyRule{{
+					APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
+					ResourceNames: []string{"kube-scheduler"}, Verbs: []string{"get", "update", "watch"},
+				}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+				Subjects:   []rbacv1.Subject{deployer},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			waitFor(t, func() bool {
+				return can(t, a.deployer, "kube-system", "update", "coordination.k8s.io", "leases", "kube-scheduler")
+			})
+			return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
+		}()
+		refused(t, "the injector's token grants kube-system's kube-scheduler Lease like an election", err,
+			byEscalation, byRBAC("create", "roles"), byRBAC("create", "rolebindings"), byRBAC("update", "leases"), anyPolicy)
+		if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
+			t.Errorf("kube-system's kube-scheduler Lease is held by %q now", h)
+		}
+	})
+}
+
+// waitFor waits up to ten seconds for ok, and goes on either way: the step
+// after it reports what it finds.
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
