@@ -4,12 +4,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +102,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	d := webhook.DefaultSettings()
 	o := &options{settings: d}
 	var lockType string
-	cpu, mem, memLimit := quantity{d.CPURequest}, quantity{d.MemoryRequest}, quantity{d.MemoryLimit}
+	allowed := lockTypes(d.AllowedLockTypes)
+	cpu, mem := quantity{d.CPURequest}, quantity{d.MemoryRequest}
+	cpuLimit, memLimit := quantity{d.CPULimit}, quantity{d.MemoryLimit}
 	var port int
 
 	fs := flag.NewFlagSet("injector", flag.ContinueOnError)
@@ -108,9 +112,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.settings.ElectorImage, "elector-image", "ghcr.io/vapor-ware/k8s-elector:"+version, "The elector sidecar's image; by default the elector of the injector's release.")
 	fs.IntVar(&port, "port", int(d.Port), "The elector's HTTP port in injected pods.")
 	fs.DurationVar(&o.settings.TTL, "ttl", 0, "The lease duration of injected electors. If not set, the elector's default, "+election.DefaultTTL.String()+".")
-	fs.StringVar(&lockType, "lock-type", "", "The lock object kind of injected electors: leases, configmaps or endpoints. If not set, the elector's default, leases.")
+	fs.StringVar(&lockType, "lock-type", "", "The lock object kind of injected electors: leases, configmaps or endpoints; one of -allowed-lock-types. If not set, the elector's default, leases.")
+	fs.Var(&allowed, "allowed-lock-types", "The comma-separated lock object kinds pods may use. Endpoints is off by default: the right to update an Endpoints object is the right to steer its Service's traffic.")
 	fs.Var(&cpu, "cpu-request", "The sidecar's CPU request.")
 	fs.Var(&mem, "memory-request", "The sidecar's memory request.")
+	fs.Var(&cpuLimit, "cpu-limit", "The sidecar's CPU limit; 0 for none. Well above what a renewing elector uses, so that it is never throttled into losing its lease.")
 	fs.Var(&memLimit, "memory-limit", "The sidecar's memory limit; 0 for none.")
 	fs.StringVar(&o.nativeSidecar, "native-sidecars", "auto", "Inject the elector as a native sidecar (an init container with restartPolicy Always): true, false, or auto to ask the API server once at start-up (1.29 or later).")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "The kubeconfig file to use. If not set, $KUBECONFIG, then the in-cluster config.")
@@ -141,7 +147,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.settings.Port = int32(port)
 	o.settings.LockType = election.LockType(lockType)
-	o.settings.CPURequest, o.settings.MemoryRequest, o.settings.MemoryLimit = cpu.q, mem.q, memLimit.q
+	o.settings.AllowedLockTypes = allowed
+	o.settings.CPURequest, o.settings.MemoryRequest = cpu.q, mem.q
+	o.settings.CPULimit, o.settings.MemoryLimit = cpuLimit.q, memLimit.q
 	return o, o.validate(port)
 }
 
@@ -175,6 +183,15 @@ func (o *options) validate(port int) error {
 			return usagef("-lock-type: %v", err)
 		}
 	}
+	if len(s.AllowedLockTypes) == 0 {
+		return usagef("-allowed-lock-types: empty; allow at least one lock type (example: leases,configmaps)")
+	}
+	if t := cmp.Or(s.LockType, election.LockTypes[0]); !slices.Contains(s.AllowedLockTypes, t) {
+		return usagef("-lock-type: %s is not one of -allowed-lock-types %s; add it to -allowed-lock-types, or set -lock-type to one of them", t, lockTypes(s.AllowedLockTypes).String())
+	}
+	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
+		return usagef("-cpu-request: %s is above -cpu-limit %s; raise the limit, or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String())
+	}
 	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
 		return usagef("-memory-request: %s is above -memory-limit %s; raise the limit, or set it to 0 for none", s.MemoryRequest.String(), s.MemoryLimit.String())
 	}
@@ -182,6 +199,32 @@ func (o *options) validate(port int) error {
 	if err := s.Validate(); err != nil {
 		return usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	return nil
+}
+
+// lockTypes is a flag holding a comma-separated list of lock types.
+type lockTypes []election.LockType
+
+func (f lockTypes) String() string {
+	names := make([]string, len(f))
+	for i, t := range f {
+		names[i] = string(t)
+	}
+	return strings.Join(names, ",")
+}
+
+func (f *lockTypes) Set(s string) error {
+	var types lockTypes
+	for name := range strings.SplitSeq(s, ",") {
+		t, err := election.ParseLockType(strings.TrimSpace(name))
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(types, t) {
+			types = append(types, t)
+		}
+	}
+	*f = types
 	return nil
 }
 

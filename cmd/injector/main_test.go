@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
 // TestBadFlags checks that each bad flag stops the injector with exit code 2
@@ -18,6 +22,12 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-webhook-port=70000"}, "-webhook-port"},
 		{[]string{"-ttl=2500ms"}, "-ttl: ttl 2.5s is not a whole number of seconds"},
 		{[]string{"-lock-type=secrets"}, `-lock-type: "secrets" is not a lock type`},
+		{[]string{"-allowed-lock-types=leases,secrets"}, `-allowed-lock-types: "secrets" is not a lock type`},
+		{[]string{"-allowed-lock-types="}, `-allowed-lock-types: "" is not a lock type`},
+		{[]string{"-lock-type=endpoints"}, "-lock-type: endpoints is not one of -allowed-lock-types leases,configmaps; add it to -allowed-lock-types"},
+		{[]string{"-allowed-lock-types=configmaps"}, "-lock-type: leases is not one of -allowed-lock-types configmaps"},
+		{[]string{"-cpu-limit=lots"}, "-cpu-limit: not a resource quantity"},
+		{[]string{"-cpu-request=200m"}, "-cpu-request: 200m is above -cpu-limit 100m"},
 		{[]string{"-cpu-request=lots"}, "-cpu-request: not a resource quantity"},
 		{[]string{"-memory-limit=-1Mi"}, "-memory-limit: must not be negative"},
 		{[]string{"-memory-request=128Mi"}, "-memory-request: 128Mi is above -memory-limit 64Mi"},
@@ -55,5 +65,27 @@ func TestDefaults(t *testing.T) {
 	if o.settings.ElectorImage != "ghcr.io/vapor-ware/k8s-elector:"+version || o.settings.Port != 4040 ||
 		o.webhookPort != 9443 || o.namespace != "k8s-elector-system" || o.certManagement != certsSelf {
 		t.Errorf("defaults = %+v", o)
+	}
+	if diff := cmp.Diff([]election.LockType{"leases", "configmaps"}, o.settings.AllowedLockTypes); diff != "" {
+		t.Errorf("default -allowed-lock-types (-want +got):\n%s", diff)
+	}
+	if got := o.settings.CPULimit.String(); got != "100m" {
+		t.Errorf("default -cpu-limit = %s, want 100m", got)
+	}
+}
+
+// TestAllowedLockTypes: the kustomize component that allows endpoints
+// passes exactly this flag.
+func TestAllowedLockTypes(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "k8s-elector-system")
+	o, err := parse([]string{"-allowed-lock-types=leases,configmaps,endpoints", "-lock-type=endpoints"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]election.LockType{"leases", "configmaps", "endpoints"}, o.settings.AllowedLockTypes); diff != "" {
+		t.Errorf("-allowed-lock-types (-want +got):\n%s", diff)
+	}
+	if o.settings.LockType != "endpoints" {
+		t.Errorf("-lock-type = %s, want endpoints", o.settings.LockType)
 	}
 }

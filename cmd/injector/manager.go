@@ -98,7 +98,9 @@ func (o *options) run(ctx context.Context) error {
 			c.NextProtos = []string{"http/1.1"}
 		}},
 	})
-	srv.Register(WebhookPath, &crwebhook.Admission{Handler: handler})
+	// Behind a size check: a review too large to decode is denied with its
+	// cause, instead of an answer the API server cannot match to the pod.
+	srv.Register(WebhookPath, webhook.NewHTTPHandler(handler))
 	if err := mgr.Add(afterReady{ready: ready, srv: srv}); err != nil {
 		return err
 	}
