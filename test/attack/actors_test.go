@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -64,9 +65,10 @@ func injectorClient(t *testing.T) kubernetes.Interface {
 // may do anything to pods there, and nothing else, as a CI pipeline's or a
 // developer's account commonly may.
 type app struct {
-	t        *testing.T
-	ns       string
-	deployer kubernetes.Interface
+	t              *testing.T
+	ns             string
+	deployer       kubernetes.Interface
+	deployerConfig *rest.Config
 }
 
 func newApp(t *testing.T) *app {
@@ -96,6 +98,7 @@ func newApp(t *testing.T) *app {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.deployerConfig = tokenConfig(token)
 	a.deployer = clientFor(t, token)
 	return a
 }
@@ -164,7 +167,31 @@ func (a *app) barrier() {
 	name := fmt.Sprintf("barrier-%d", n)
 	a.account(name)
 	p := a.pod(name, name, map[string]string{webhook.AnnotationElection: name})
-	waitAllowed(a.t, a.elector(p), a.ns, "update", "coordination.k8s.io", "leases", name)
+	group, resource := lockOf(a.t, p)
+	waitAllowed(a.t, a.elector(p), a.ns, "update", group, resource, name)
+}
+
+// lockOf reads the lock resource from the -lock-type of pod's elector, as
+// the injector wrote it: leases when there is none.
+func lockOf(t *testing.T, pod *corev1.Pod) (group, resource string) {
+	t.Helper()
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		if c.Name != webhook.ContainerName {
+			continue
+		}
+		resource = "leases"
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, "-"+election.FlagLockType+"="); ok {
+				resource = v
+			}
+		}
+		if resource == "leases" {
+			group = "coordination.k8s.io"
+		}
+		return group, resource
+	}
+	t.Fatalf("pod %s has no %s container", pod.Name, webhook.ContainerName)
+	return "", ""
 }
 
 // plainPod is a pod that passes Pod Security "restricted" and runs as sa.

@@ -1,0 +1,178 @@
+package attack
+
+import (
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+)
+
+// TestElectionsWork: with nothing but the grants the injector made, each
+// lock type allowed by default runs a whole election, pod labels and
+// Events included.
+func TestElectionsWork(t *testing.T) {
+	for _, lockType := range []string{"leases", "configmaps"} {
+		t.Run(lockType, func(t *testing.T) {
+			a := newApp(t)
+			a.account("web")
+			electAndHandOver(t, a, "web", "web", map[string]string{webhook.AnnotationLockType: lockType})
+		})
+	}
+}
+
+// TestEndpointsLocksAreOptIn: an elector allowed to update an Endpoints
+// object can steer a Service's traffic, so the lock type is refused at
+// admission, with the flag that allows it named, until the cluster admin
+// turns it on with the shipped component. Then it works, and still reaches
+// no other Endpoints: not a Service's of its namespace, not the API
+// server's own.
+func TestEndpointsLocksAreOptIn(t *testing.T) {
+	a := newApp(t)
+	a.account("web")
+	ctx := ctxFor(t, 5*time.Minute)
+	_, err := a.createPod("web-0", "web", map[string]string{webhook.AnnotationElection: "web", webhook.AnnotationLockType: "endpoints"})
+	refused(t, "a pod asks for an Endpoints lock from the default injector", err, byWebhook("endpoints", "-allowed-lock-types"))
+
+	component, err := componentFor("allowed-lock-types", "endpoints")
+	if err != nil {
+		t.Fatal(err)
+	}
+	useInjector(t, component, nil)
+	service := &corev1.Endpoints{ //nolint:staticcheck // the object under attack
+		ObjectMeta: metav1.ObjectMeta{Name: "frontend", Namespace: a.ns},
+		Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+			Addresses: []corev1.EndpointAddress{{IP: "10.0.0.10"}},
+			Ports:     []corev1.EndpointPort{{Name: "http", Port: 80}},
+		}},
+	}
+	if _, err := env.Client.CoreV1().Endpoints(a.ns).Create(ctx, service, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("legitimate", func(t *testing.T) {
+		electAndHandOver(t, a, "web", "web", map[string]string{webhook.AnnotationLockType: "endpoints"})
+	})
+
+	cs := a.elector(a.get("web-0"))
+	inj := injectorClient(t)
+	steer := func(ns, name string) func() error {
+		return func() error {
+			ep, err := env.Client.CoreV1().Endpoints(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ep.Subsets = []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+				Addresses: []corev1.EndpointAddress{{IP: "192.0.2.66"}},
+				Ports:     []corev1.EndpointPort{{Name: "https", Port: 443}},
+			}}
+			_, err = cs.CoreV1().Endpoints(ns).Update(ctx, ep, metav1.UpdateOptions{})
+			return err
+		}
+	}
+	t.Run("the elector steers a Service of its namespace", func(t *testing.T) {
+		refused(t, "an Endpoints elector rewrites Endpoints frontend", steer(a.ns, "frontend")(), byRBAC("update", "endpoints"))
+	})
+	t.Run("the elector steers the API server's Service", func(t *testing.T) {
+		refused(t, "an Endpoints elector rewrites default/kubernetes", steer("default", "kubernetes")(), byRBAC("update", "endpoints"))
+	})
+	cs = inj
+	t.Run("the injector steers the API server's Service", func(t *testing.T) {
+		refused(t, "the injector's token, with Endpoints on, rewrites default/kubernetes", steer("default", "kubernetes")(),
+			byRBAC("update", "endpoints"), byPolicy(policyPrefix))
+	})
+	t.Run("the injector steers a Service of an app", func(t *testing.T) {
+		refused(t, "the injector's token, with Endpoints on, rewrites an app's Endpoints", steer(a.ns, "frontend")(),
+			byRBAC("update", "endpoints"), byPolicy(policyPrefix))
+	})
+}
+
+// TestLockTypeDefaultChangeKeepsRunningPods: the injector's -lock-type
+// default applies to pods injected after it changed. A pod injected
+// before runs the lock its elector container names (or the elector's
+// default, leases), and must keep the rights to it; the first release
+// recomputed them from the new default and left running electors
+// forbidden.
+func TestLockTypeDefaultChangeKeepsRunningPods(t *testing.T) {
+	a := newApp(t)
+	a.account("old")
+	a.account("new")
+	ctx := ctxFor(t, 3*time.Minute)
+	old := a.pod("old-0", "old", map[string]string{webhook.AnnotationElection: "old", webhook.AnnotationPodLabel: roleKey})
+	asOld := a.elector(old)
+	waitAllowed(t, asOld, a.ns, "update", "coordination.k8s.io", "leases", "old")
+
+	useInjector(t, "", map[string]string{"-lock-type": "configmaps"})
+	a.barrier()
+	newPod := a.pod("new-0", "new", map[string]string{webhook.AnnotationElection: "new"})
+	waitAllowed(t, a.elector(newPod), a.ns, "update", "", "configmaps", "new")
+
+	// The running elector still renews its Lease and labels its pod.
+	lease, err := asOld.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "old"},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: new("old-0")},
+	}, metav1.CreateOptions{})
+	allowed(t, "the running elector creating its Lease", err)
+	if err == nil {
+		lease.Spec.LeaseDurationSeconds = new(int32(10))
+		_, err = asOld.CoordinationV1().Leases(a.ns).Update(ctx, lease, metav1.UpdateOptions{})
+		allowed(t, "the running elector renewing its Lease", err)
+	}
+	allowed(t, "the running elector labelling its pod", mergePatch(ctx, asOld, a.ns, "old-0", labels(map[string]any{roleKey: "leader"})))
+	s := runSidecar(t, a.get("old-0"))
+	if leader(t, s) != s {
+		t.Error("the running elector does not lead its election")
+	}
+}
+
+// TestLockNamedLikeAnotherObject: the election names the lock object, so a
+// deployer can name an object that is no lock: the app's settings
+// ConfigMap, or kube-root-ca.crt, the CA bundle every pod of the namespace
+// trusts. The pod may be refused; if it is not, its elector may still
+// change nothing in the object's data, nor delete it.
+func TestLockNamedLikeAnotherObject(t *testing.T) {
+	a := newApp(t)
+	a.account("web")
+	ctx := ctxFor(t, 2*time.Minute)
+	victims := map[string]map[string]string{
+		"app-settings":     {"database": "prod.example:5432"},
+		"kube-root-ca.crt": {"ca.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+	}
+	for name, data := range victims {
+		victimConfigMap(t, a.ns, name, data)
+	}
+	for name, data := range victims {
+		t.Run(name, func(t *testing.T) {
+			pod, err := a.createPod("lock-"+name[:3], "web", map[string]string{webhook.AnnotationElection: name, webhook.AnnotationLockType: "configmaps"})
+			if err != nil {
+				refused(t, "a pod whose election names ConfigMap "+name, err, byWebhook(name), byPolicy(policyPrefix))
+				return
+			}
+			cs := a.elector(pod)
+			waitAllowed(t, cs, a.ns, "create", "", "configmaps", "")
+			cm, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k := range cm.Data {
+				cm.Data[k] = "attacker"
+			}
+			_, err = cs.CoreV1().ConfigMaps(a.ns).Update(ctx, cm, metav1.UpdateOptions{})
+			refused(t, "an elector rewrites the data of ConfigMap "+name, err, byPolicy(policyPrefix))
+			err = cs.CoreV1().ConfigMaps(a.ns).Delete(ctx, name, metav1.DeleteOptions{})
+			refused(t, "an elector deletes ConfigMap "+name, err, byRBAC("delete", "configmaps"))
+			got, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range data {
+				if got.Data[k] != v {
+					t.Errorf("ConfigMap %s has %s=%q now", name, k, got.Data[k])
+				}
+			}
+		})
+	}
+}
