@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,35 +58,39 @@ func renderConfig(dir, component string) ([]*unstructured.Unstructured, error) {
 
 // componentFor finds the kustomize Component under config/ whose files
 // mention every one of words, such as the one that turns on Endpoints
-// locks. It names what it looked for when there is none.
+// locks, and returns its folder relative to config/. It names what it
+// looked for when there is none.
 func componentFor(words ...string) (string, error) {
-	dirs, err := os.ReadDir(configDir)
-	if err != nil {
-		return "", err
-	}
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
+	var found string
+	err := filepath.WalkDir(configDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || found != "" || !d.IsDir() {
+			return err
 		}
-		k, err := os.ReadFile(filepath.Join(configDir, d.Name(), "kustomization.yaml"))
+		k, err := os.ReadFile(filepath.Join(path, "kustomization.yaml"))
 		if err != nil || !strings.Contains(string(k), "kind: Component") {
-			continue
+			return nil
 		}
 		var all strings.Builder
-		files, _ := filepath.Glob(filepath.Join(configDir, d.Name(), "*.yaml"))
+		files, _ := filepath.Glob(filepath.Join(path, "*.yaml"))
 		for _, f := range files {
 			raw, _ := os.ReadFile(f)
 			all.Write(raw)
 		}
-		found := true
 		for _, w := range words {
-			found = found && strings.Contains(all.String(), w)
+			if !strings.Contains(all.String(), w) {
+				return nil
+			}
 		}
-		if found {
-			return d.Name(), nil
-		}
+		found, err = filepath.Rel(configDir, path)
+		return err
+	})
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("no kustomize Component under config/ mentions %q", words)
+	if found == "" {
+		return "", fmt.Errorf("no kustomize Component under config/ mentions %q", words)
+	}
+	return found, nil
 }
 
 // deleteMissing deletes the objects of old that next does not have.

@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -206,113 +207,140 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 	}
 }
 
-// TestInjectorCannotGrantByProxy: the injector may make Roles and
+// TestInjectorCannotGrantByProxy: the injector may write Roles and
 // RoleBindings (the grants are its job), so a stolen injector token could
-// try to hand rights to an account the attacker holds, such as the
-// deployer's, instead of using them itself. Each chain must break
-// somewhere, and the kube-system objects it aims at stay as they were.
+// hand rights to an account the thief holds instead of using them itself:
+// the deployer's, or that of an application pod it broke into (here
+// "bystander", which runs no elector; or "web", which runs one). Each
+// chain must break somewhere, and what it aims at stays as it was.
 func TestInjectorCannotGrantByProxy(t *testing.T) {
 	a := newApp(t)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := ctxFor(t, 3*time.Minute)
 	inj := injectorClient(t)
+	a.account("bystander")
+	a.account("web")
+	a.pod("plain-0", "bystander", nil)
+	web := a.pod("web-0", "web", map[string]string{webhook.AnnotationElection: "web", webhook.AnnotationPodLabel: roleKey})
+	bystander := a.elector(a.get("plain-0"))
+	asWeb := a.elector(web)
 	victimLease(t, "kube-system", "kube-scheduler")
+	victimLease(t, a.ns, "cert-manager-leader")
 	kube := systemPod(t, "attack-target-"+a.ns)
 	deployer := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "deployer", Namespace: a.ns}
-	anyPolicy := byPolicy(policyPrefix)
+	managed := map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}
 	cleanup := func(ns, name string) {
 		t.Cleanup(func() {
 			_ = env.Client.RbacV1().RoleBindings(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 			_ = env.Client.RbacV1().Roles(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 		})
 	}
+	// grant writes a Role (when rules are given) and a RoleBinding of the
+	// same name as the injector, and waits for RBAC to let user do check.
+	grant := func(ns, name string, rules []rbacv1.PolicyRule, ref rbacv1.RoleRef, subject rbacv1.Subject, user kubernetes.Interface, check [4]string) error {
+		cleanup(ns, name)
+		if rules != nil {
+			_, err := inj.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, Rules: rules}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+		}
+		_, err := inj.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, RoleRef: ref, Subjects: []rbacv1.Subject{subject},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		// Let RBAC's cache see the binding before it is used.
+		waitFor(t, func() bool { return can(t, user, ns, check[0], check[1], check[2], check[3]) })
+		return nil
+	}
+	leaseRule := func(names ...string) []rbacv1.PolicyRule {
+		r := rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update", "watch"}, ResourceNames: names}
+		return []rbacv1.PolicyRule{r}
+	}
+	podLabel := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "k8s-elector-pod-label"}
+	role := func(name string) rbacv1.RoleRef {
+		return rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
+	}
 
-	t.Run("a Role over kube-system's Leases for the deployer", func(t *testing.T) {
+	t.Run("any Role over kube-system's Leases, for the deployer", func(t *testing.T) {
 		name := "proxy-leases-" + a.ns
-		cleanup("kube-system", name)
-		err := func() error {
-			_, err := inj.RbacV1().Roles("kube-system").Create(ctx, &rbacv1.Role{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}}},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			_, err = inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
-				Subjects:   []rbacv1.Subject{deployer},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			// Let RBAC's cache see the binding before the deployer uses it.
-			waitFor(t, func() bool {
-				return can(t, a.deployer, "kube-system", "update", "coordination.k8s.io", "leases", "kube-scheduler")
-			})
-			return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
-		}()
-		refused(t, "the injector's token hands the deployer kube-system's Leases", err,
-			byEscalation, byRBAC("create", "roles"), byRBAC("create", "rolebindings"), byRBAC("update", "leases"), anyPolicy)
-		if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
-			t.Errorf("kube-system's kube-scheduler Lease is held by %q now", h)
+		err := grant("kube-system", name, []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}}},
+			role(name), deployer, a.deployer, [4]string{"update", "coordination.k8s.io", "leases", "kube-scheduler"})
+		if err == nil {
+			err = takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
 		}
+		refused(t, "the injector's token hands the deployer kube-system's Leases", err, byPolicy("k8s-elector-injector"), byEscalation)
 	})
 
-	t.Run("the pod-label ClusterRole in kube-system for the deployer", func(t *testing.T) {
-		name := "proxy-pods-" + a.ns
-		cleanup("kube-system", name)
-		err := func() error {
-			_, err := inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: name},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "k8s-elector-pod-label"},
-				Subjects:   []rbacv1.Subject{deployer},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			waitFor(t, func() bool { return can(t, a.deployer, "kube-system", "patch", "", "pods", kube.Name) })
-			return setImage(ctx, a.deployer, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
-		}()
-		refused(t, "the injector's token lets the deployer patch kube-system pods", err,
-			byEscalation, byRBAC("create", "rolebindings"), byRBAC("patch", "pods"), anyPolicy)
-		if got := imageOf(t, "kube-system", kube.Name, "app"); got != "registry.k8s.io/pause:3.10" {
-			t.Errorf("the kube-system pod runs %s now", got)
+	t.Run("a grant-shaped Role in kube-system, for an account of another namespace", func(t *testing.T) {
+		name := "k8s-elector-proxy-" + a.ns
+		err := grant("kube-system", name, leaseRule("kube-scheduler"), role(name), deployer, a.deployer, [4]string{"update", "coordination.k8s.io", "leases", "kube-scheduler"})
+		if err == nil {
+			err = takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
 		}
+		refused(t, "the injector's token grants the deployer kube-system's kube-scheduler Lease like an election", err, byPolicy("k8s-elector-injector"))
 	})
 
-	t.Run("a Role the reconciler would make, for an account of another namespace", func(t *testing.T) {
-		name := "proxy-grant-" + a.ns
-		cleanup("kube-system", name)
-		err := func() error {
-			_, err := inj.RbacV1().Roles("kube-system").Create(ctx, &rbacv1.Role{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}},
-				Rules: []rbacv1.PolicyRule{{
-					APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
-					ResourceNames: []string{"kube-scheduler"}, Verbs: []string{"get", "update", "watch"},
-				}},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			_, err = inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
-				Subjects:   []rbacv1.Subject{deployer},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return err
-			}
-			waitFor(t, func() bool {
-				return can(t, a.deployer, "kube-system", "update", "coordination.k8s.io", "leases", "kube-scheduler")
-			})
-			return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
-		}()
-		refused(t, "the injector's token grants kube-system's kube-scheduler Lease like an election", err,
-			byEscalation, byRBAC("create", "roles"), byRBAC("create", "rolebindings"), byRBAC("update", "leases"), anyPolicy)
-		if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
-			t.Errorf("kube-system's kube-scheduler Lease is held by %q now", h)
+	t.Run("the pod-label ClusterRole in kube-system, for the deployer", func(t *testing.T) {
+		err := grant("kube-system", "k8s-elector-deployer:pod-label", nil, podLabel, deployer, a.deployer, [4]string{"patch", "", "pods", kube.Name})
+		if err == nil {
+			err = setImage(ctx, a.deployer, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
 		}
+		refused(t, "the injector's token lets the deployer change a kube-system pod's image", err, byPolicy("k8s-elector-injector"))
 	})
+
+	t.Run("the pod-label ClusterRole, for an account that runs no elector", func(t *testing.T) {
+		// Shaped exactly like the reconciler's binding, in the namespace
+		// of the account: only the account's lack of an elector differs.
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-bystander:pod-label", nil, podLabel, subject, bystander, [4]string{"patch", "", "pods", "web-0"})
+		if err == nil {
+			err = setImage(ctx, bystander, a.ns, "web-0", "app", "attacker.example/miner:latest")
+		}
+		refused(t, "the injector's token lets an application's account change a pod's image", err,
+			byPolicy("k8s-elector-injector"), byPolicy(policyPodLabel), byRBAC("patch", "pods"))
+	})
+
+	t.Run("a grant-shaped Role over another controller's Lease, for an account that runs no elector", func(t *testing.T) {
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-bystander", leaseRule("cert-manager-leader"), role("k8s-elector-bystander"), subject, bystander,
+			[4]string{"update", "coordination.k8s.io", "leases", "cert-manager-leader"})
+		if err == nil {
+			err = takeLease(ctx, bystander, a.ns, "cert-manager-leader")
+		}
+		refused(t, "the injector's token lets an application's account take another controller's Lease", err,
+			byPolicy("k8s-elector-injector"), byRBAC("update", "leases"))
+	})
+
+	t.Run("the unrestricting marker, for an elector account that labels its pod", func(t *testing.T) {
+		// The pod-label policy spares accounts that hold update on the
+		// podlabels name "-", as wildcard rules (cluster-admin) do.
+		waitFor(t, func() bool { return can(t, asWeb, a.ns, "patch", "", "pods", "web-0") })
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "web", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-web-canary", []rbacv1.PolicyRule{{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: []string{"-"}, Verbs: []string{"update"}}},
+			role("k8s-elector-web-canary"), subject, asWeb, [4]string{"update", "elector.vapor.io", "podlabels", "-"})
+		if err == nil {
+			err = setImage(ctx, asWeb, a.ns, "plain-0", "app", "attacker.example/miner:latest")
+		}
+		refused(t, "the injector's token unrestricts an elector account, which then changes a pod's image", err,
+			byPolicy("k8s-elector-injector"), byPolicy(policyPodLabel))
+	})
+
+	if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
+		t.Errorf("kube-system's kube-scheduler Lease is held by %q now", h)
+	}
+	if h := holder(t, a.ns, "cert-manager-leader"); h != "victim" {
+		t.Errorf("Lease cert-manager-leader is held by %q now", h)
+	}
+	if got := imageOf(t, "kube-system", kube.Name, "app"); got != "registry.k8s.io/pause:3.10" {
+		t.Errorf("the kube-system pod runs %s now", got)
+	}
+	for _, p := range []string{"web-0", "plain-0"} {
+		if got := imageOf(t, a.ns, p, "app"); got != "registry.k8s.io/pause:3.10" {
+			t.Errorf("pod %s runs %s now", p, got)
+		}
+	}
 }
 
 // waitFor waits up to ten seconds for ok, and goes on either way: the step
