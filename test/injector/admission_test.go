@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -157,14 +158,13 @@ func TestDryRunCreatesNoRBAC(t *testing.T) {
 	if sidecarOf(pod) == nil {
 		t.Errorf("the dry-run pod was not injected")
 	}
-	// Nothing is there to reconcile; give the reconciler time to prove it.
-	for range 20 {
-		_, errRole := env.Client.RbacV1().Roles(ns).Get(ctx, webhook.RBACName, metav1.GetOptions{})
-		_, errBinding := env.Client.RbacV1().RoleBindings(ns).Get(ctx, webhook.RBACName, metav1.GetOptions{})
-		if !apierrors.IsNotFound(errRole) || !apierrors.IsNotFound(errBinding) {
-			t.Fatalf("after a dry run: Role: %v, RoleBinding: %v; want both not found", errRole, errBinding)
-		}
-		time.Sleep(100 * time.Millisecond)
+	// Nothing is there to reconcile: once the reconciler has caught up,
+	// app has no Role.
+	syncReconciler(t, ns)
+	_, errRole := env.Client.RbacV1().Roles(ns).Get(ctx, grants.RoleName("app"), metav1.GetOptions{})
+	_, errBinding := env.Client.RbacV1().RoleBindings(ns).Get(ctx, grants.RoleName("app"), metav1.GetOptions{})
+	if !apierrors.IsNotFound(errRole) || !apierrors.IsNotFound(errBinding) {
+		t.Fatalf("after a dry run: Role: %v, RoleBinding: %v; want both not found", errRole, errBinding)
 	}
 	if _, err := env.Client.CoreV1().Pods(ns).Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the dry-run pod exists: %v", err)

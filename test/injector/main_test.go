@@ -1,9 +1,10 @@
 // Package injector tests the injector against the local control plane, with
 // the API server calling the webhook over TLS: the MutatingWebhookConfiguration
 // of config/webhook is installed as shipped (envtest only points it at the
-// local server and fills its caBundle), and the handler and RBAC reconciler
+// local server and fills its caBundle), and the handler and grant reconciler
 // run in a controller-runtime manager under the injector's own service
-// account, bound to config/rbac.
+// account, bound to config/rbac, with the ValidatingAdmissionPolicies of
+// config/policy in force.
 package injector
 
 import (
@@ -41,6 +42,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
@@ -107,9 +109,11 @@ func run(m *testing.M) int {
 	}
 	defer env.Stop()
 
-	// 2. The injector's namespace and RBAC, as config/rbac ships them.
+	// 2. The injector's namespace and RBAC, as config/rbac ships them, and
+	// the policies of config/policy.
 	ctx := context.Background()
-	for _, f := range []string{"manager/namespace.yaml", "rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml", "rbac/namespace_role.yaml"} {
+	for _, f := range []string{"manager/namespace.yaml", "rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml", "rbac/namespace_role.yaml", "rbac/pod_label_role.yaml",
+		"policy/injected_label.yaml", "policy/pod_label.yaml", "policy/injector.yaml"} {
 		if err := apply(ctx, filepath.Join("../../config", f), false); err != nil {
 			return fail(err)
 		}
@@ -120,6 +124,13 @@ func run(m *testing.M) int {
 	}
 	injectorConfig = rest.AnonymousClientConfig(env.Config)
 	injectorConfig.BearerToken = token
+	injector, err := kubernetes.NewForConfig(injectorConfig)
+	if err != nil {
+		return fail(err)
+	}
+	if err := waitForPolicies(ctx, injector); err != nil {
+		return fail(err)
+	}
 
 	// 3. The handler and the reconciler in a manager, as cmd/injector
 	// wires them, and the webhook server on the port envtest chose.
@@ -167,7 +178,7 @@ func startManager(ctx context.Context, path string) (<-chan error, error) {
 	srv.Register(path, &crwebhook.Admission{Handler: requests.wrap(handler)})
 	mgr, err := ctrl.NewManager(injectorConfig, ctrl.Options{
 		Scheme:  clientgoscheme.Scheme,
-		Cache:   cache.Options{ByObject: webhook.RBACCacheByObject()},
+		Cache:   cache.Options{ByObject: grants.CacheByObject()},
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	if err != nil {
@@ -176,7 +187,12 @@ func startManager(ctx context.Context, path string) (<-chan error, error) {
 	if err := mgr.Add(srv); err != nil {
 		return nil, err
 	}
-	r := &webhook.RBACReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("k8s-elector-injector")}
+	r := &grants.Reconciler{
+		Client:           reconcilerCalls.client(mgr.GetClient()),
+		APIReader:        reconcilerCalls.reader(mgr.GetAPIReader()),
+		Recorder:         mgr.GetEventRecorder("k8s-elector-injector"),
+		AllowedLockTypes: settings.AllowedLockTypes,
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
