@@ -1,9 +1,12 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,9 +15,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 )
 
 // podRequest is the request the API server sends for creating pod.
@@ -62,6 +68,17 @@ func TestHandlePatches(t *testing.T) {
 			p.Labels = map[string]string{"app": "web", "example.com/tier": "front"}
 			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 			p.Spec.ServiceAccountName = "web"
+			return p
+		}(),
+		"after the pod's native sidecars": func() *corev1.Pod {
+			p := appPod(map[string]string{AnnotationElection: "web"})
+			always := ptr.To(corev1.ContainerRestartPolicyAlways)
+			p.Spec.InitContainers = []corev1.Container{
+				{Name: "proxy", Image: "envoy:1.31", RestartPolicy: always},
+				{Name: "migrate", Image: "nginx:1.27"},
+				{Name: "shipper", Image: "nginx:1.27", RestartPolicy: always},
+				{Name: "warm", Image: "nginx:1.27"},
+			}
 			return p
 		}(),
 		"existing init containers": func() *corev1.Pod {
@@ -261,4 +278,207 @@ func TestNewHandlerRefusesBadSettings(t *testing.T) {
 	if _, err := NewHandler(s); err == nil {
 		t.Fatal("NewHandler accepted port 0")
 	}
+}
+
+// review is the AdmissionReview the API server posts for req.
+func review(t testing.TB, req admission.Request) []byte {
+	t.Helper()
+	raw, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req.AdmissionRequest,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// serve posts body to NewHTTPHandler and decodes its answer.
+func serve(t *testing.T, body []byte) *admissionv1.AdmissionReview {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/mutate-v1-pod", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	NewHTTPHandler(newTestHandler(t)).ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("HTTP status %d: %s", w.Code, w.Body)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
+		t.Fatalf("the answer is not an AdmissionReview: %v: %.200s", err, w.Body)
+	}
+	if out.Response == nil {
+		t.Fatalf("the answer has no response: %.200s", w.Body)
+	}
+	return &out
+}
+
+// wedgePod declares every TCP port, with the managedFields the API server
+// records for each: its review is larger than MaxReviewSize.
+func wedgePod() *corev1.Pod {
+	pod := appPod(map[string]string{AnnotationElection: "web"})
+	pod.Spec.Containers[0].Ports = allPorts()
+	var fields strings.Builder
+	fields.WriteString(`{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{"f:ports":{`)
+	for p := 1; p <= 65535; p++ {
+		if p > 1 {
+			fields.WriteByte(',')
+		}
+		fmt.Fprintf(&fields, `"k:{\"containerPort\":%d,\"protocol\":\"TCP\"}":{".":{},"f:containerPort":{},"f:protocol":{}}`, p)
+	}
+	fields.WriteString(`}}}}}`)
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{
+		Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
+		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(fields.String())},
+	}}
+	return pod
+}
+
+func TestHTTPHandler(t *testing.T) {
+	t.Run("a review is handled", func(t *testing.T) {
+		req := podRequest(t, appPod(map[string]string{AnnotationElection: "web"}))
+		out := serve(t, review(t, req))
+		if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" {
+			t.Errorf("answer is a %s %s, want an admission.k8s.io/v1 AdmissionReview", out.APIVersion, out.Kind)
+		}
+		if out.Response.UID != req.UID || !out.Response.Allowed || len(out.Response.Patch) == 0 {
+			t.Errorf("response = uid %q, allowed %v, patch of %d bytes; want uid %q, allowed, a patch",
+				out.Response.UID, out.Response.Allowed, len(out.Response.Patch), req.UID)
+		}
+	})
+
+	t.Run("an oversize review is denied with its cause", func(t *testing.T) {
+		body := review(t, podRequest(t, wedgePod()))
+		if len(body) <= MaxReviewSize {
+			t.Fatalf("the wedge pod's review is %d bytes, not over the limit %d: the test does not test the limit", len(body), MaxReviewSize)
+		}
+		out := serve(t, body)
+		res := out.Response
+		if res.UID != "7f0c2d1e-0000-4000-8000-000000000001" || res.Allowed || res.Result == nil {
+			t.Fatalf("response = %+v; want a denial of the request's UID", res)
+		}
+		if res.Result.Code != http.StatusRequestEntityTooLarge {
+			t.Errorf("code = %d, want %d", res.Result.Code, http.StatusRequestEntityTooLarge)
+		}
+		for _, want := range []string{
+			"the pod is too large for the elector injector",
+			fmt.Sprintf("its admission review is %d bytes", len(body)),
+			fmt.Sprintf("limit of %d bytes", MaxReviewSize),
+			"remove its elector.vapor.io/ annotations",
+		} {
+			if !strings.Contains(res.Result.Message, want) {
+				t.Errorf("message %q does not contain %q", res.Result.Message, want)
+			}
+		}
+	})
+
+	t.Run("an oversize review keeps its apiVersion", func(t *testing.T) {
+		body := review(t, podRequest(t, wedgePod()))
+		body = bytes.Replace(body, []byte(`"admission.k8s.io/v1"`), []byte(`"admission.k8s.io/v1beta1"`), 1)
+		out := serve(t, body)
+		if out.APIVersion != "admission.k8s.io/v1beta1" || out.Response.UID == "" || out.Response.Allowed {
+			t.Errorf("answer = %s, uid %q, allowed %v; want a v1beta1 denial with the UID", out.APIVersion, out.Response.UID, out.Response.Allowed)
+		}
+	})
+
+	t.Run("an oversize body that is not a review is still answered", func(t *testing.T) {
+		out := serve(t, bytes.Repeat([]byte("x"), MaxReviewSize+1))
+		if out.Response.Allowed || out.Response.Result == nil || out.Response.Result.Code != http.StatusRequestEntityTooLarge {
+			t.Errorf("response = %+v, want a 413 denial", out.Response)
+		}
+	})
+}
+
+// TestHandleEveryPort: a pod that declares every port (small enough here,
+// without managedFields, to reach the handler) gets an answer, a denial.
+func TestHandleEveryPort(t *testing.T) {
+	pod := appPod(map[string]string{AnnotationElection: "web"})
+	pod.Spec.Containers[0].Ports = allPorts()
+	resp := newTestHandler(t).Handle(context.Background(), podRequest(t, pod))
+	if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, "every TCP port is declared") {
+		t.Errorf("response = %+v, want a denial for the declared ports", resp.Result)
+	}
+}
+
+// FuzzHandle: the handler answers every request promptly and never with an
+// internal error, and the patch it returns, applied to the request's JSON
+// as the API server applies it, gives exactly Inject's pod.
+//
+//	go test -run '^$' -fuzz FuzzHandle -fuzztime 5m ./pkg/webhook/
+func FuzzHandle(f *testing.F) {
+	addPodSeeds(f)
+	h, err := NewHandler(testSettings())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, ports uint16) {
+		// 1. Any bytes as the object, and as the start of a review that
+		// is too large: an answer, never a panic or a hang.
+		var resp admission.Response
+		within(t, "Handle of raw bytes", func() {
+			resp = h.Handle(context.Background(), rawRequest(raw))
+			reviewIdentity(raw)
+		})
+		if resp.Result != nil && resp.Result.Code >= http.StatusInternalServerError {
+			t.Fatalf("internal error on raw bytes: %s", resp.Result.Message)
+		}
+
+		// 2. The pod as the API server sends it: encoded from its typed
+		// object, so in one canonical form.
+		pod, ok := fuzzPod(raw, ports)
+		if !ok {
+			return
+		}
+		pod.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+		sent, err := json.Marshal(pod)
+		if err != nil {
+			t.Skip("not encodable:", err)
+		}
+		req := rawRequest(sent)
+		within(t, "Handle", func() {
+			resp = h.Handle(context.Background(), req)
+			err = resp.Complete(req)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Result != nil && resp.Result.Code >= http.StatusInternalServerError {
+			t.Fatalf("internal error: %s", resp.Result.Message)
+		}
+		decoded, err := decodePod(req)
+		if err != nil {
+			t.Fatalf("the handler accepted a pod it cannot decode again: %v", err)
+		}
+		want, injectErr := Inject(decoded, testSettings())
+		if injectErr != nil {
+			if resp.Allowed || resp.Result.Message != injectErr.Error() {
+				t.Fatalf("Inject refused the pod with %q, the handler answered allowed=%v %q", injectErr, resp.Allowed, resp.Result.Message)
+			}
+			return
+		}
+		if !resp.Allowed {
+			t.Fatalf("Inject accepted the pod, the handler denied it: %q", resp.Result.Message)
+		}
+		got := decoded
+		if len(resp.Patch) > 0 {
+			patch, err := jsonpatch.DecodePatch(resp.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := patch.Apply(sent)
+			if err != nil {
+				t.Fatalf("applying the response's patch: %v", err)
+			}
+			got = &corev1.Pod{}
+			if err := kjson.UnmarshalCaseSensitivePreserveInts(patched, got); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !equality.Semantic.DeepEqual(want, got) {
+			if len(sent) < 64<<10 {
+				t.Fatalf("patched pod differs from Inject's (-want +got):\n%s\npatch: %s", cmp.Diff(want, got), resp.Patch)
+			}
+			t.Fatal("patched pod differs from Inject's")
+		}
+	})
 }

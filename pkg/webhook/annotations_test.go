@@ -1,11 +1,16 @@
 package webhook
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
 // TestParseOptions checks how annotations override the settings; the
@@ -114,4 +119,69 @@ func TestParseOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseOptions: the annotation parser never panics, returns promptly,
+// is deterministic, and what it accepts builds a sidecar the API server
+// would take: a port in range, a valid election name, requests within
+// limits, an allowed lock type.
+//
+//	go test -run '^$' -fuzz FuzzParseOptions -fuzztime 5m ./pkg/webhook/
+func FuzzParseOptions(f *testing.F) {
+	// One annotation per line, key=value.
+	for _, seed := range []string{
+		"elector.vapor.io/election=web",
+		"elector.vapor.io/election=web\nelector.vapor.io/port=9090\nelector.vapor.io/ttl=15s\nelector.vapor.io/lock-type=configmaps",
+		"elector.vapor.io/election=web\nelector.vapor.io/cpu=250m\nelector.vapor.io/cpu-limit=0\nelector.vapor.io/memory=1Gi\nelector.vapor.io/memory-limit=2Gi",
+		"elector.vapor.io/election=web\nelector.vapor.io/memory=100Mi\nelector.vapor.io/memory-limit=64Mi",
+		"elector.vapor.io/election=web\nelector.vapor.io/image=registry.example.com/elector:v1\nelector.vapor.io/native-sidecar=false\nelector.vapor.io/pod-label=example.com/role",
+		"elector.vapor.io/election=My_App\nelector.vapor.io/port=http\nelector.vapor.io/ttl=5x\nelector.vapor.io/lock-type=endpoints\nelector.vapor.io/tll=1",
+		"elector.vapor.io/status=injected",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, lines string) {
+		annotations := map[string]string{}
+		for line := range strings.SplitSeq(lines, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			annotations[k] = v
+		}
+		s := testSettings()
+		var o, again Options
+		var err, errAgain error
+		within(t, "ParseOptions", func() {
+			o, err = ParseOptions(annotations, s)
+			again, errAgain = ParseOptions(annotations, s)
+		})
+		if fmt.Sprint(err) != fmt.Sprint(errAgain) || !cmp.Equal(o, again) {
+			t.Fatalf("ParseOptions is not deterministic: %v / %v", err, errAgain)
+		}
+		if err != nil {
+			return
+		}
+		if o.Port < 1 || o.Port > 65535 {
+			t.Errorf("accepted port %d", o.Port)
+		}
+		if e := election.ValidateName(o.Election); e != nil {
+			t.Errorf("accepted election %q: %v", o.Election, e)
+		}
+		if o.LockType != "" && !slices.Contains(s.AllowedLockTypes, o.LockType) {
+			t.Errorf("accepted lock type %q, not allowed", o.LockType)
+		}
+		if o.TTL != 0 && validateTTL(o.TTL) != nil {
+			t.Errorf("accepted ttl %s", o.TTL)
+		}
+		if validateImage(o.Image) != nil {
+			t.Errorf("accepted image %q", o.Image)
+		}
+		for _, q := range []struct{ request, limit resource.Quantity }{{o.CPURequest, o.CPULimit}, {o.MemoryRequest, o.MemoryLimit}} {
+			if q.request.Sign() < 0 || q.limit.Sign() < 0 || (!q.limit.IsZero() && q.request.Cmp(q.limit) > 0) {
+				t.Errorf("accepted request %s and limit %s", q.request.String(), q.limit.String())
+			}
+		}
+		c := sidecar(o)
+		if c.Name != ContainerName || len(c.Ports) != 1 || c.Ports[0].ContainerPort != o.Port {
+			t.Errorf("sidecar = %+v", c)
+		}
+	})
 }

@@ -4,12 +4,16 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -377,4 +381,125 @@ func TestInjectErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fuzzDeadline bounds one call under fuzzing. Inject and Handle take well
+// under a millisecond on a usual pod and tens of milliseconds on a 3 MB
+// one; the bound is generous, to catch hangs and costs that grow much
+// faster than the pod, not to measure speed.
+const fuzzDeadline = time.Second
+
+// within runs f, and fails if it has not returned after fuzzDeadline.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(fuzzDeadline):
+		t.Fatalf("%s did not return within %s", what, fuzzDeadline)
+	}
+}
+
+// addPodSeeds adds every golden input, as JSON, to f's corpus, once as it
+// is and once for basic.yaml with every TCP port (a pod of about 3 MB, the
+// one that once made Inject loop forever).
+func addPodSeeds(f *testing.F) {
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, in := range inputs {
+		if strings.HasSuffix(in, ".injected.yaml") {
+			continue
+		}
+		data, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		raw, err := yaml.YAMLToJSON(data)
+		if err != nil {
+			f.Fatalf("%s: %v", in, err)
+		}
+		f.Add(raw, uint16(0))
+		if filepath.Base(in) == "basic.yaml" {
+			f.Add(raw, uint16(65535))
+		}
+	}
+}
+
+// fuzzPod decodes a fuzzed pod as the handler does, and gives its first
+// container the TCP ports 1 to ports: a large pod the fuzzer would take
+// long to grow itself. ok is false for input that is not a pod.
+func fuzzPod(raw []byte, ports uint16) (pod *corev1.Pod, ok bool) {
+	pod = &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, pod); err != nil {
+		return nil, false
+	}
+	if ports > 0 {
+		if len(pod.Spec.Containers) == 0 {
+			pod.Spec.Containers = []corev1.Container{{Name: "app", Image: "nginx:1.27"}}
+		}
+		for p := int32(1); p <= int32(ports); p++ {
+			pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: p})
+		}
+	}
+	return pod, true
+}
+
+// FuzzInject: Inject never panics, returns promptly, leaves its input
+// alone, gives a pod one sidecar or an error (never both), and returns the
+// pod it injected unchanged.
+//
+//	go test -run '^$' -fuzz FuzzInject -fuzztime 5m ./pkg/webhook/
+func FuzzInject(f *testing.F) {
+	addPodSeeds(f)
+	f.Fuzz(func(t *testing.T, raw []byte, ports uint16) {
+		pod, ok := fuzzPod(raw, ports)
+		if !ok {
+			return
+		}
+		before := pod.DeepCopy()
+		var out *corev1.Pod
+		var err error
+		within(t, "Inject", func() { out, err = Inject(pod, testSettings()) })
+		if !equality.Semantic.DeepEqual(before, pod) {
+			t.Fatal("Inject modified its input")
+		}
+		if err != nil {
+			if out != nil {
+				t.Fatalf("Inject returned a pod with its error %q", err)
+			}
+			if err.Error() == "" {
+				t.Fatal("Inject returned an empty error")
+			}
+			return
+		}
+		if !wantsInjection(pod.Annotations) || alreadyInjected(pod) {
+			if !equality.Semantic.DeepEqual(pod, out) {
+				t.Fatal("Inject changed a pod it has nothing to inject into")
+			}
+			return
+		}
+		n := 0
+		for _, c := range slices.Concat(out.Spec.InitContainers, out.Spec.Containers) {
+			if c.Name == ContainerName {
+				n++
+			}
+		}
+		if n != 1 || !alreadyInjected(out) {
+			t.Fatalf("Inject gave the pod %d %s containers and status %q, want one and %q", n, ContainerName, out.Annotations[AnnotationStatus], StatusInjected)
+		}
+		var again *corev1.Pod
+		within(t, "Inject of an injected pod", func() { again, err = Inject(out, testSettings()) })
+		if err != nil {
+			t.Fatalf("Inject of its own output: %v", err)
+		}
+		if !equality.Semantic.DeepEqual(out, again) {
+			t.Fatal("Inject is not idempotent: it changed the pod it injected")
+		}
+	})
 }
