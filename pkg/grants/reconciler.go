@@ -282,11 +282,15 @@ func (r *Reconciler) recheckForeign(ctx context.Context, want client.Object, pre
 	switch {
 	case apierrors.IsNotFound(err):
 		r.setForeign(k, nil)
-		if err := r.Client.Create(ctx, want.DeepCopyObject().(client.Object)); err != nil && !apierrors.IsAlreadyExists(err) {
+		err := r.Client.Create(ctx, want.DeepCopyObject().(client.Object))
+		if apierrors.IsAlreadyExists(err) {
+			// Made by someone in between: look again soon to tell whose.
+			return false, foreignBackoffMin, nil
+		}
+		if err != nil {
 			return false, 0, fmt.Errorf("creating %s: %w", k, err)
 		}
-		// Made now, or by someone in between: the next event tells.
-		return false, 0, nil
+		return true, 0, nil
 	case err != nil:
 		return false, 0, fmt.Errorf("reading %s: %w", k, err)
 	case isOurs(have):
