@@ -1,0 +1,584 @@
+package election
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// simNetParams are the faults of one participant's connection to the API
+// server. Every message (a request, a response, a watch event) draws its own
+// delay; the probabilities are per message.
+type simNetParams struct {
+	// Latency is the usual one-way delay; each message takes between half
+	// and twice as long.
+	Latency simDuration `json:"latency"`
+	// Spike is the chance that a message is held up to SpikeMax instead:
+	// long enough, at times, for the request to time out.
+	Spike    float64     `json:"spike,omitempty"`
+	SpikeMax simDuration `json:"spikeMax,omitempty"`
+	// Drop is the chance that a request never reaches the server; Lost that
+	// its response never comes back although the server applied it.
+	Drop float64 `json:"drop,omitempty"`
+	Lost float64 `json:"lost,omitempty"`
+	// WatchClose is the mean time after which the server ends a watch early
+	// (an API server restart, a load balancer's idle timeout); 0: only at
+	// the timeoutSeconds the client asked for.
+	WatchClose simDuration `json:"watchClose,omitempty"`
+	// WatchError is the chance that a watch ends with an ERROR event (410
+	// Gone or 504 too large resource version) at a random point, or that
+	// the watch request is answered with one.
+	WatchError float64 `json:"watchError,omitempty"`
+	// Bookmarks is how often the server sends a bookmark; 0: never.
+	Bookmarks simDuration `json:"bookmarks,omitempty"`
+}
+
+// simNet is one participant's connection to the API server: an
+// http.RoundTripper that hands requests to the in-memory server after a
+// delay, with the participant's faults. It also freezes the participant's
+// I/O while the process is paused: no request leaves, no answer or watch
+// event is taken in, until it resumes.
+type simNet struct {
+	w      *simWorld
+	proc   int
+	params simNetParams
+
+	mu       sync.Mutex
+	paused   bool
+	resumed  chan struct{} // closed when a pause ends
+	cut      bool
+	cutMode  string        // "drop" or "hold"
+	healed   chan struct{} // closed when a partition ends
+	dead     bool
+	died     chan struct{} // closed when the process crashes
+	streams  []simStream
+	watches  int
+	requests int
+}
+
+type simStream struct {
+	name string
+	r    *rand.Rand
+}
+
+var (
+	errSimReset   = fmt.Errorf("read tcp 10.0.0.2:41234->10.96.0.1:443: %w", syscall.ECONNRESET)
+	errSimRefused = fmt.Errorf("dial tcp 10.96.0.1:443: %w", syscall.ECONNREFUSED)
+	errSimOver    = errors.New("the simulation is over")
+)
+
+func newSimNet(w *simWorld, proc int, params simNetParams) *simNet {
+	return &simNet{
+		w: w, proc: proc, params: params,
+		resumed: make(chan struct{}),
+		healed:  make(chan struct{}),
+		died:    make(chan struct{}),
+	}
+}
+
+// rand returns the random stream for one kind of message. Each kind of
+// request is made by one goroutine of the elector, so the n-th request of a
+// kind draws the same numbers in every run of a seed, whatever the
+// interleaving of the elector's goroutines.
+func (n *simNet) rand(name string) *rand.Rand {
+	for _, s := range n.streams {
+		if s.name == name {
+			return s.r
+		}
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s", n.proc, name)
+	s := simStream{name, rand.New(rand.NewPCG(n.w.plan.Seed, h.Sum64()))}
+	n.streams = append(n.streams, s)
+	return s.r
+}
+
+// delay draws one message's transit time.
+func (n *simNet) delay(r *rand.Rand) time.Duration {
+	p := n.params
+	if p.Spike > 0 && r.Float64() < p.Spike {
+		return time.Duration(r.Int64N(int64(p.SpikeMax.D()) + 1))
+	}
+	lat := p.Latency.D()
+	return lat/2 + time.Duration(r.Int64N(int64(3*lat/2)+1))
+}
+
+// fate is what happens to one request.
+type simFate struct {
+	up, down  time.Duration
+	drop      bool // the request is lost on the way
+	lost      bool // the response is lost on the way back
+	resetIn   time.Duration
+	lateApply bool // a request held by a partition is applied even if the client gave up
+	watchEnd  time.Duration
+	watchErr  time.Duration // 0: none
+	errKind   int
+}
+
+func (n *simNet) fate(stream string, watch bool) (simFate, *rand.Rand) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.rand(stream)
+	f := simFate{up: n.delay(r), down: n.delay(r)}
+	f.drop = r.Float64() < n.params.Drop
+	f.lost = r.Float64() < n.params.Lost
+	// A lost message is noticed when the connection breaks: the client's
+	// HTTP/2 health check gives up after 30 to 45s, a reset comes sooner.
+	f.resetIn = time.Duration(500+r.IntN(44500)) * time.Millisecond
+	f.lateApply = r.IntN(2) == 0
+	if watch {
+		if m := n.params.WatchClose.D(); m > 0 {
+			f.watchEnd = time.Duration(r.ExpFloat64() * float64(m))
+		}
+		if r.Float64() < n.params.WatchError {
+			f.watchErr = time.Duration(r.Int64N(int64(20 * time.Second)))
+			f.errKind = r.IntN(4)
+		}
+	}
+	return f, r
+}
+
+// RoundTrip sends req to the server the way the network would.
+func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	var body []byte
+	if req.Body != nil {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	// A paused process sends nothing.
+	if err := n.awake(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	dead := n.dead
+	n.mu.Unlock()
+	if dead {
+		return nil, errSimRefused
+	}
+
+	watch := req.URL.Query().Get("watch") == "true"
+	stream := req.Method + " " + simResource(req.URL.Path)
+	if watch {
+		stream = "WATCH"
+	}
+	f, r := n.fate(stream, watch)
+
+	done := make(chan simReply, 1)
+	go n.carry(ctx, req, body, f, done)
+
+	var (
+		reply simReply
+		err   error
+	)
+	reset := time.NewTimer(f.resetIn)
+	select {
+	case reply = <-done:
+		reset.Stop()
+	case <-ctx.Done():
+		reset.Stop()
+		err = ctx.Err()
+	case <-reset.C:
+		err = errSimReset
+	case <-n.w.done:
+		reset.Stop()
+		err = errSimOver
+	}
+	// A paused process takes in no answer until it resumes.
+	if werr := n.awake(); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &http.Response{
+		StatusCode: reply.code,
+		Status:     fmt.Sprintf("%d %s", reply.code, http.StatusText(reply.code)),
+		Header:     http.Header{"Content-Type": []string{"application/json"}},
+		Proto:      "HTTP/2.0", ProtoMajor: 2,
+		Request: req,
+	}
+	if reply.watch != nil {
+		resp.Body = n.watchBody(ctx, reply.watch, f, r)
+	} else {
+		resp.Body = io.NopCloser(bytes.NewReader(reply.body))
+		resp.ContentLength = int64(len(reply.body))
+	}
+	n.w.poke()
+	return resp, nil
+}
+
+// carry takes one request to the server and its answer back. It goes on
+// after the client has given up: a request on the wire may still be
+// applied.
+func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f simFate, done chan<- simReply) {
+	if !n.w.sleep(f.up) || f.drop {
+		return
+	}
+	switch n.crossing() {
+	case simLost:
+		return
+	case simHeld:
+		if !n.waitHealed() {
+			return
+		}
+		if ctx.Err() != nil && !f.lateApply {
+			// The client gave up and closed the stream before the
+			// request was read.
+			return
+		}
+		if !n.w.sleep(f.up) {
+			return
+		}
+	}
+	if f.watchErr > 0 && f.errKind == 3 && req.Method == http.MethodGet {
+		// A lagging API server answers the watch itself with an error.
+		if rv := req.URL.Query().Get("resourceVersion"); rv != "" && rv != "0" {
+			n.w.server.mu.Lock()
+			cur := n.w.server.rv
+			n.w.server.mu.Unlock()
+			done <- simStatus(simTooLarge(cur+1, cur))
+			return
+		}
+	}
+	reply := n.w.server.serve(req.Method, req.URL, body)
+	n.w.poke()
+	if reply.watch != nil && ctx.Err() != nil {
+		n.w.server.forget(reply.watch)
+		return
+	}
+	if !n.w.sleep(f.down) || f.lost {
+		if reply.watch != nil {
+			n.w.server.forget(reply.watch)
+		}
+		return
+	}
+	switch n.crossing() {
+	case simLost:
+		if reply.watch != nil {
+			n.w.server.forget(reply.watch)
+		}
+		return
+	case simHeld:
+		if !n.waitHealed() {
+			return
+		}
+	}
+	done <- reply
+}
+
+type simCrossing int
+
+const (
+	simThrough simCrossing = iota
+	simLost
+	simHeld
+)
+
+// crossing tells what a partition does to a message that crosses now.
+func (n *simNet) crossing() simCrossing {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.dead:
+		return simLost
+	case !n.cut:
+		return simThrough
+	case n.cutMode == "hold":
+		return simHeld
+	}
+	return simLost
+}
+
+// waitHealed waits for the partition to end; false if the simulation or
+// the process ends first.
+func (n *simNet) waitHealed() bool {
+	n.mu.Lock()
+	healed, died := n.healed, n.died
+	n.mu.Unlock()
+	select {
+	case <-healed:
+		return true
+	case <-died:
+	case <-n.w.done:
+	}
+	return false
+}
+
+// awake waits while the process is paused. A paused process does not see
+// its context being cancelled either: it notices when it resumes.
+func (n *simNet) awake() error {
+	for {
+		n.mu.Lock()
+		paused, resumed, died := n.paused, n.resumed, n.died
+		n.mu.Unlock()
+		if !paused {
+			return nil
+		}
+		select {
+		case <-resumed:
+		case <-died:
+			return errSimRefused
+		case <-n.w.done:
+			return errSimOver
+		}
+	}
+}
+
+func (n *simNet) pause() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.paused = true
+}
+
+func (n *simNet) resume() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.paused = false
+	close(n.resumed)
+	n.resumed = make(chan struct{})
+}
+
+func (n *simNet) partition(mode string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut, n.cutMode = true, mode
+}
+
+func (n *simNet) heal() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut = false
+	close(n.healed)
+	n.healed = make(chan struct{})
+}
+
+// kill ends the process's connections at once: a crashed process sends
+// nothing more, although what it sent may still arrive.
+func (n *simNet) kill() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.dead {
+		n.dead = true
+		close(n.died)
+	}
+}
+
+// simResource names the resource of an API path, for the random streams.
+func simResource(p string) string {
+	if res, _, _, ok := simParsePath(p); ok {
+		return res
+	}
+	return p
+}
+
+// simWatch is one watch stream as the server produces it.
+type simWatch struct {
+	key       string
+	kind      simKind
+	end       time.Time
+	bookmarks bool
+
+	mu    sync.Mutex
+	items []simWatchItem
+	ready chan struct{}
+}
+
+type simWatchItem struct {
+	at   time.Time
+	data []byte
+	end  bool
+}
+
+func newSimWatch(key string, end time.Time, kind simKind, bookmarks bool) *simWatch {
+	return &simWatch{key: key, kind: kind, end: end, bookmarks: bookmarks, ready: make(chan struct{}, 1)}
+}
+
+func (w *simWatch) push(it simWatchItem) {
+	it.at = time.Now()
+	w.mu.Lock()
+	w.items = append(w.items, it)
+	w.mu.Unlock()
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (w *simWatch) pop() (simWatchItem, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.items) == 0 {
+		return simWatchItem{}, false
+	}
+	it := w.items[0]
+	w.items = w.items[1:]
+	return it, true
+}
+
+// simWatchBody is the body of a watch response as the client reads it:
+// events arrive in order, each after its own delay, and not while the
+// process is paused or cut off.
+type simWatchBody struct {
+	n     *simNet
+	ctx   context.Context
+	w     *simWatch
+	r     *rand.Rand
+	last  time.Time // when the previous event arrived
+	buf   []byte
+	err   error
+	errAt time.Time // when the server sends an injected ERROR event
+	errEv []byte
+	once  sync.Once
+	close chan struct{}
+}
+
+func (n *simNet) watchBody(ctx context.Context, w *simWatch, f simFate, r *rand.Rand) io.ReadCloser {
+	now := time.Now()
+	if f.watchEnd > 0 && now.Add(f.watchEnd).Before(w.end) {
+		w.end = now.Add(f.watchEnd)
+	}
+	b := &simWatchBody{n: n, ctx: ctx, w: w, r: r, last: now, close: make(chan struct{})}
+	if f.watchErr > 0 && f.errKind < 3 {
+		b.errAt = now.Add(f.watchErr)
+		n.w.server.mu.Lock()
+		rv := n.w.server.rv
+		n.w.server.mu.Unlock()
+		switch f.errKind {
+		case 0, 1:
+			b.errEv = simEncodeEvent("ERROR", simStatusJSON(simTooOld(rv-1, rv+1)))
+		default:
+			b.errEv = simEncodeEvent("ERROR", simStatusJSON(simTooLarge(rv+1, rv)))
+		}
+	}
+	return b
+}
+
+func (b *simWatchBody) Read(p []byte) (int, error) {
+	if len(b.buf) == 0 && b.err == nil {
+		b.buf, b.err = b.next()
+		if b.err != nil {
+			b.n.w.server.forget(b.w)
+		}
+		b.n.w.poke()
+	}
+	if len(b.buf) > 0 {
+		c := copy(p, b.buf)
+		b.buf = b.buf[c:]
+		return c, nil
+	}
+	return 0, b.err
+}
+
+// next waits for the next event the server sends and carries it to the
+// client.
+func (b *simWatchBody) next() ([]byte, error) {
+	var bookmark <-chan time.Time
+	if b.w.bookmarks && b.n.params.Bookmarks > 0 {
+		t := time.NewTimer(b.n.params.Bookmarks.D())
+		defer t.Stop()
+		bookmark = t.C
+	}
+	end := time.NewTimer(time.Until(b.w.end))
+	defer end.Stop()
+	var injected <-chan time.Time
+	if !b.errAt.IsZero() {
+		t := time.NewTimer(time.Until(b.errAt))
+		defer t.Stop()
+		injected = t.C
+	}
+	var it simWatchItem
+	for {
+		var ok bool
+		if it, ok = b.w.pop(); ok {
+			break
+		}
+		select {
+		case <-b.w.ready:
+			continue
+		case <-bookmark:
+			it = simWatchItem{at: time.Now(), data: b.n.w.server.bookmark(b.w)}
+		case <-end.C:
+			it = simWatchItem{at: time.Now(), end: true}
+		case <-injected:
+			it = simWatchItem{at: time.Now(), data: b.errEv, end: true}
+		case <-b.ctx.Done():
+			return nil, b.ctx.Err()
+		case <-b.close:
+			return nil, errors.New("http2: response body closed")
+		case <-b.n.died:
+			return nil, errSimReset
+		case <-b.n.w.done:
+			return nil, io.EOF
+		}
+		break
+	}
+	if it.end && it.data == nil {
+		return b.deliver(it, nil, io.EOF)
+	}
+	if it.end {
+		b.w.end = time.Now() // nothing follows an ERROR event
+	}
+	return b.deliver(it, it.data, nil)
+}
+
+// deliver waits until the event has crossed the network.
+func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte, error) {
+	b.n.mu.Lock()
+	d := b.n.delay(b.r)
+	b.n.mu.Unlock()
+	at := it.at.Add(d)
+	if at.Before(b.last) {
+		at = b.last // a stream delivers in order
+	}
+	b.last = at
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.ctx.Done():
+		return nil, b.ctx.Err()
+	case <-b.close:
+		return nil, errors.New("http2: response body closed")
+	case <-b.n.died:
+		return nil, errSimReset
+	case <-b.n.w.done:
+		return nil, io.EOF
+	}
+	switch b.n.crossing() {
+	case simLost:
+		// The connection does not survive: the client notices when the
+		// partition ends.
+		b.n.waitHealed()
+		return nil, errSimReset
+	case simHeld:
+		if !b.n.waitHealed() {
+			return nil, errSimReset
+		}
+		b.last = time.Now()
+	}
+	if werr := b.n.awake(); werr != nil {
+		return nil, werr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+func (b *simWatchBody) Close() error {
+	b.once.Do(func() { close(b.close) })
+	return nil
+}
