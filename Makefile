@@ -35,6 +35,14 @@ envtest: ## Build the local control plane (etcd, kube-apiserver, kube-controller
 test: envtest ## Run the unit and integration tests (with -race) against the local control plane.
 	go test -race -count=1 -timeout 30m ./...
 
+SIM_SCHEDULES ?= 100000
+SIM_BASE ?= $(shell date +%s)
+
+.PHONY: simulate
+simulate: ## Run SIM_SCHEDULES simulated elections from seed SIM_BASE; failures print their replay command and are kept in pkg/election/testdata/sim.
+	go test ./pkg/election -run '^TestSimulate$$' -count=1 -timeout 0 -v \
+		-sim.schedules=$(SIM_SCHEDULES) -sim.base=$(SIM_BASE) -sim.keep -sim.maxfail=20
+
 .PHONY: lint
 lint: ## go vet, gofmt and staticcheck.
 	go vet ./...

@@ -3,12 +3,14 @@ package election
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -209,6 +211,9 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		Header:     http.Header{"Content-Type": []string{"application/json"}},
 		Proto:      "HTTP/2.0", ProtoMajor: 2,
 		Request: req,
+	}
+	if n.w.trace.all {
+		n.w.tracef("p%d <- %s %s: %d %s", n.proc, req.Method, simResource(req.URL.Path), reply.code, simBrief(reply.body))
 	}
 	if reply.watch != nil {
 		resp.Body = n.watchBody(ctx, reply.watch, f, r)
@@ -575,10 +580,38 @@ func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte,
 	if err != nil {
 		return nil, err
 	}
+	if b.n.w.trace.all {
+		b.n.w.tracef("p%d <- watch %s", b.n.proc, simBrief(data))
+	}
 	return data, nil
 }
 
 func (b *simWatchBody) Close() error {
 	b.once.Do(func() { close(b.close) })
 	return nil
+}
+
+// simBrief is the gist of an answer or a watch event, for traces: its type
+// and resourceVersion.
+func simBrief(b []byte) string {
+	var o struct {
+		Type     string `json:"type"`
+		Reason   string `json:"reason"`
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+		Object struct {
+			Reason   string `json:"reason"`
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		} `json:"object"`
+	}
+	if json.Unmarshal(b, &o) != nil {
+		return ""
+	}
+	if o.Type != "" {
+		return strings.TrimSpace(o.Type + " " + o.Object.Reason + " rv=" + o.Object.Metadata.ResourceVersion)
+	}
+	return strings.TrimSpace(o.Reason + " rv=" + o.Metadata.ResourceVersion)
 }

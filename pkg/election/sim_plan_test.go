@@ -257,7 +257,7 @@ func simRandomPlan(seed uint64) *simPlan {
 	rd, _ := p.timings()
 	p.PodLabel = g.chance(0.3)
 	p.Offset = g.between(0, time.Second)
-	p.Length = simDuration(time.Duration(float64(ttl) * (5 + 4*g.Float64())))
+	p.Length = simDuration(time.Duration(float64(ttl) * (4 + 4*g.Float64())))
 	p.Net = g.net(rd)
 
 	ids := 0

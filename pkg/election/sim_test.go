@@ -31,16 +31,14 @@ var (
 	simStep      = flag.Duration("sim.step", 0, "the longest virtual time between two samples of every participant's Status, beside the samples taken whenever anything is delivered or a Status changes (0: a hundredth of the TTL)")
 	simKeep      = flag.Bool("sim.keep", false, "write every failing schedule into testdata/sim/, where make test replays it")
 	simMaxFail   = flag.Int("sim.maxfail", 3, "stop after this many failing schedules")
+	simRepeat    = flag.Int("sim.repeat", 1, "with -sim.seed, run the schedule this many times: the elector's own jitter is not seeded, so a replay can take another turn")
 )
 
 // TestSimulate runs random schedules of every kind of fault.
 func TestSimulate(t *testing.T) {
 	n := *simSchedules
 	if n == 0 {
-		n = 1500
-		if testing.Short() {
-			n = 200
-		}
+		n = simCount(1000, 150)
 	}
 	simRunFamily(t, simFamilyNamed("random"), n, false)
 }
@@ -50,20 +48,20 @@ func TestSimulate(t *testing.T) {
 // changes nothing its followers can see; if it is then cut off, they must
 // still not take over before it stops calling itself leader.
 func TestSimSecondPrecision(t *testing.T) {
-	simRunFamily(t, simFamilyNamed("second-precision"), 300, false)
+	simRunFamily(t, simFamilyNamed("second-precision"), simCount(200, 50), false)
 }
 
 // TestSimDeletedLockFreshJoiner: the lock is deleted while its leader is
 // cut off, and a participant that never saw the lock joins. It must not
 // create the lock and lead while the old leader may still lead.
 func TestSimDeletedLockFreshJoiner(t *testing.T) {
-	simRunFamily(t, simFamilyNamed("deleted-lock"), 200, false)
+	simRunFamily(t, simFamilyNamed("deleted-lock"), simCount(100, 30), false)
 }
 
 // TestSimOneIDTwoProcesses: a second process with the leader's ID must not
 // lead while the first still does.
 func TestSimOneIDTwoProcesses(t *testing.T) {
-	simRunFamily(t, simFamilyNamed("one-id"), 200, false)
+	simRunFamily(t, simFamilyNamed("one-id"), simCount(100, 30), false)
 }
 
 // TestSimCatchesBrokenElector shows that the invariant can fail: electors
@@ -122,6 +120,14 @@ func TestSimPlansAreDeterministic(t *testing.T) {
 	}
 }
 
+// simCount is how many schedules a test runs: fewer with -short.
+func simCount(n, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return n
+}
+
 // simSummary adds up the schedules of one run.
 type simSummary struct {
 	schedules  int
@@ -143,7 +149,10 @@ func simRunFamily(t *testing.T, fam simFamily, n int, expectViolations bool) sim
 		if err != nil {
 			t.Fatalf("-sim.seed=%q: %v", *simSeed, err)
 		}
-		seeds, verbose = append(seeds, s), true
+		for range max(1, *simRepeat) {
+			seeds = append(seeds, s)
+		}
+		verbose = *simRepeat <= 1
 	} else {
 		base := uint64(1)
 		if fam.name == "random" {
@@ -194,7 +203,8 @@ func simRunFamily(t *testing.T, fam simFamily, n int, expectViolations bool) sim
 		if *simKeep {
 			kept = "\nkept as " + simKeepPlan(t, res.plan, res.violation)
 		}
-		t.Errorf("seed %d (%s): %s\nreplay: go test ./pkg/election -run '^%s$' -sim.seed=%d -count=1%s",
+		t.Errorf("seed %d (%s): %s\nreplay: go test ./pkg/election -run '^%s$' -sim.seed=%d -count=1%s\n"+
+			"(the elector's own jitter is not seeded: if the replay passes, add -sim.repeat=20)",
 			res.plan.Seed, res.plan, res.violation, fam.test, res.plan.Seed, kept)
 	}
 
@@ -217,8 +227,8 @@ func simRunFamily(t *testing.T, fam simFamily, n int, expectViolations bool) sim
 	})
 
 	wall := time.Since(started)
-	t.Logf("%s: %d schedules (%s of virtual time) in %s; %d with two leaders at once",
-		fam.name, sum.schedules, sum.virtual.Round(time.Second), wall.Round(time.Millisecond), sum.violations)
+	t.Logf("%s: %d schedules (seeds %d to %d; %s of virtual time) in %s; %d with two leaders at once",
+		fam.name, sum.schedules, seeds[0], seeds[len(seeds)-1], sum.virtual.Round(time.Second), wall.Round(time.Millisecond), sum.violations)
 	t.Logf("%s: first leader after %s TTL; failovers (last leader gone to next leader): %s TTL",
 		fam.name, simQuantiles(sum.firsts), simQuantiles(sum.failovers))
 	if len(sum.noLeader) > 0 {

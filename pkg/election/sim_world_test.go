@@ -288,7 +288,7 @@ func (w *simWorld) sample() {
 		for i, p := range leaders {
 			names[i] = p.String()
 		}
-		w.res.violation = fmt.Sprintf("%s all report is_leader at %s (%s after the start)",
+		w.res.violation = fmt.Sprintf("%s report is_leader at once, at %s (%s after the start)",
 			strings.Join(names, " and "), simClock(w.since(now)), now.Sub(w.start))
 		w.tracef("VIOLATION: %s lead at once", strings.Join(names, ", "))
 	}
@@ -607,7 +607,6 @@ func (t *simTrace) String() string {
 	}
 	return b.String()
 }
-
 
 // simClock writes a time of day as 00:01:02.345678.
 func simClock(d time.Duration) string {
