@@ -1,6 +1,7 @@
 package election
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,7 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/rest"
 )
 
 // simAPIServer is an in-memory API server that serves exactly what the
@@ -470,4 +476,136 @@ func simMustUnmarshal(b []byte, v any) {
 	if err := json.Unmarshal(b, v); err != nil {
 		panic(err)
 	}
+}
+
+// TestSimAPIServer checks that the simulated API server answers the
+// elector's requests as kube-apiserver does, through the elector's own
+// clients: status codes and reasons, resourceVersions, precision, watches.
+func TestSimAPIServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &simWorld{t: t, plan: &simPlan{Seed: 1}, server: newSimAPIServer(3),
+			done: make(chan struct{}), wake: make(chan struct{}, 1)}
+		defer close(w.done)
+		w.server.wrote = w.wrote
+		clients, err := NewClients(&rest.Config{Host: "http://sim.invalid", Transport: newSimNet(w, 0, simNetParams{Latency: simDuration(time.Millisecond)})}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		leases := func() *rest.Request {
+			return clients.Coordination.Get().Namespace("default").Resource("leases")
+		}
+		put := func(l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+			out := &coordinationv1.Lease{}
+			return out, clients.Coordination.Put().Namespace("default").Resource("leases").Name(l.Name).Body(l).Do(ctx).Into(out)
+		}
+
+		// An Event first: resourceVersions count every write.
+		if err := clients.Core.Post().Namespace("default").Resource("events").Body(&corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}).Do(ctx).Error(); err != nil {
+			t.Errorf("POST of an Event: %v", err)
+		}
+		if err := leases().Name("sim").Do(ctx).Error(); !apierrors.IsNotFound(err) {
+			t.Errorf("GET of a missing lease: %v, want NotFound", err)
+		}
+		holder := "a"
+		renew := metav1.NewMicroTime(time.Now().Add(123456789))
+		in := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "sim"}, Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &renew}}
+		created := &coordinationv1.Lease{}
+		if err := clients.Coordination.Post().Namespace("default").Resource("leases").Body(in).Do(ctx).Into(created); err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		if got, want := created.Spec.RenewTime.Time, renew.Truncate(time.Microsecond); !got.Equal(want) {
+			t.Errorf("the server stored renewTime %s, want microseconds %s", got.Format(time.RFC3339Nano), want.Format(time.RFC3339Nano))
+		}
+		if err := clients.Coordination.Post().Namespace("default").Resource("leases").Body(in).Do(ctx).Error(); !apierrors.IsAlreadyExists(err) {
+			t.Errorf("second POST: %v, want AlreadyExists", err)
+		}
+		updated, err := put(created)
+		if err != nil {
+			t.Fatalf("PUT on the current resourceVersion: %v", err)
+		}
+		if updated.ResourceVersion == created.ResourceVersion || updated.UID != created.UID {
+			t.Errorf("PUT: resourceVersion %s -> %s, uid %s -> %s; want a new version of the same object",
+				created.ResourceVersion, updated.ResourceVersion, created.UID, updated.UID)
+		}
+		if _, err := put(created); !apierrors.IsConflict(err) {
+			t.Errorf("PUT on a stale resourceVersion: %v, want Conflict", err)
+		}
+		missing := created.DeepCopy()
+		missing.Name = "other"
+		if _, err := put(missing); !apierrors.IsNotFound(err) {
+			t.Errorf("PUT of a missing lease: %v, want NotFound", err)
+		}
+		zero := int32(0)
+		invalid := updated.DeepCopy()
+		invalid.Spec.LeaseDurationSeconds = &zero
+		if _, err := put(invalid); !apierrors.IsInvalid(err) {
+			t.Errorf("PUT of leaseDurationSeconds 0: %v, want Invalid", err)
+		}
+
+		watch := func(rv string) []string {
+			timeout := int64(1)
+			wi, err := leases().VersionedParams(&metav1.ListOptions{
+				FieldSelector: "metadata.name=sim", ResourceVersion: rv, Watch: true, TimeoutSeconds: &timeout,
+			}, metav1.ParameterCodec).Watch(ctx)
+			if err != nil {
+				return []string{"error " + err.Error()}
+			}
+			defer wi.Stop()
+			var got []string
+			for ev := range wi.ResultChan() {
+				switch o := ev.Object.(type) {
+				case *coordinationv1.Lease:
+					got = append(got, string(ev.Type)+" "+o.ResourceVersion)
+				case *metav1.Status:
+					got = append(got, fmt.Sprintf("%s %d %s", ev.Type, o.Code, o.Reason))
+				}
+			}
+			return got
+		}
+		first, _ := strconv.Atoi(created.ResourceVersion)
+		last, _ := strconv.Atoi(updated.ResourceVersion)
+		for _, tc := range []struct {
+			from string
+			want []string
+		}{
+			{"", []string{"ADDED " + updated.ResourceVersion}},
+			{created.ResourceVersion, []string{"MODIFIED " + updated.ResourceVersion}},
+			{strconv.Itoa(first - 1), []string{"ADDED " + created.ResourceVersion, "MODIFIED " + updated.ResourceVersion}},
+			{strconv.Itoa(last + 5), []string{"ERROR 504 Timeout"}},
+		} {
+			if diff := cmp.Diff(tc.want, watch(tc.from)); diff != "" {
+				t.Errorf("watch from %q (-want +got):\n%s", tc.from, diff)
+			}
+		}
+		// Past the history the server keeps, a watch is told to list again.
+		for range 3 {
+			cur := &coordinationv1.Lease{}
+			if err := leases().Name("sim").Do(ctx).Into(cur); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := put(cur); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if diff := cmp.Diff([]string{"ERROR 410 Expired"}, watch(created.ResourceVersion)); diff != "" {
+			t.Errorf("watch from a compacted version (-want +got):\n%s", diff)
+		}
+		w.server.remove("leases", "default", "sim")
+		if got := watch(""); len(got) != 0 {
+			t.Errorf("watch of a deleted lease from now: %v, want nothing", got)
+		}
+
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "sim", Annotations: map[string]string{LeaderAnnotation: upstream}}}
+		gotCM := &corev1.ConfigMap{}
+		if err := clients.Core.Post().Namespace("default").Resource("configmaps").Body(cm).Do(ctx).Into(gotCM); err != nil {
+			t.Fatal(err)
+		}
+		if got := gotCM.Annotations[LeaderAnnotation]; got != upstream {
+			t.Errorf("the record annotation came back as %s, want it as written: %s", got, upstream)
+		}
+		if err := clients.Core.Patch(types.MergePatchType).Namespace("default").Resource("pods").Name("p").Body([]byte(`{}`)).Do(ctx).Error(); err != nil {
+			t.Errorf("PATCH of a pod: %v", err)
+		}
+	})
 }

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // simNetParams are the faults of one participant's connection to the API
@@ -41,6 +44,9 @@ type simNetParams struct {
 	WatchError float64 `json:"watchError,omitempty"`
 	// Bookmarks is how often the server sends a bookmark; 0: never.
 	Bookmarks simDuration `json:"bookmarks,omitempty"`
+	// ForbidWatch answers every watch 403 Forbidden, as for a Role without
+	// the watch verb: the participant must poll.
+	ForbidWatch bool `json:"forbidWatch,omitempty"`
 }
 
 // simNet is one participant's connection to the API server: an
@@ -247,6 +253,16 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 		if !n.w.sleep(f.up) {
 			return
 		}
+	}
+	if n.params.ForbidWatch && req.URL.Query().Get("watch") == "true" {
+		res := simResource(req.URL.Path)
+		gr := schema.GroupResource{Resource: res}
+		if res == "leases" {
+			gr.Group = "coordination.k8s.io"
+		}
+		done <- simStatus(apierrors.NewForbidden(gr, "",
+			fmt.Errorf(`User "system:serviceaccount:default:p%d" cannot watch resource %q in API group %q in the namespace "default"`, n.proc, res, gr.Group)))
+		return
 	}
 	if f.watchErr > 0 && f.errKind == 3 && req.Method == http.MethodGet {
 		// A lagging API server answers the watch itself with an error.

@@ -227,6 +227,7 @@ func (g simGen) net(rd time.Duration) simNetParams {
 	if g.chance(0.5) {
 		n.Bookmarks = g.between(time.Second, 20*time.Second)
 	}
+	n.ForbidWatch = g.chance(0.1)
 	return n
 }
 
@@ -239,6 +240,7 @@ func (g simGen) worse(n simNetParams, rd time.Duration) simNetParams {
 	}
 	n.Drop = min(1, 3*n.Drop+0.02)
 	n.Lost = min(1, 3*n.Lost+0.02)
+	n.ForbidWatch = n.ForbidWatch || g.chance(0.2)
 	return n
 }
 
