@@ -27,10 +27,14 @@ const releaseTimeout = 750 * time.Millisecond
 // server, the network or the other participants do:
 //   - A follower times a lease from its own observation of the last change
 //     of the record, on its monotonic clock, and waits at least its own TTL
-//     (or the record's lease, if longer). A missing lock object counts as
-//     held by an unknown leader for that long, from when this participant
-//     first saw it missing: a leader cut off from the API server may still
-//     believe it holds the lock that was deleted.
+//     (or the record's lease, if longer) before it takes the lock with a
+//     compare-and-swap.
+//   - A participant that makes a missing lock object does not call itself
+//     leader until a full TTL after the create was answered. A create has no
+//     precondition: it lands whenever the object is missing, even long after
+//     it was sent, and a leader cut off from the API server may still
+//     believe it holds the object that was deleted; its belief ends a renew
+//     deadline after its last write, which came before the deletion.
 //   - A leader calls itself leader only until RenewDeadline after it sent
 //     its last successful write, and every write it sends changes the
 //     record at RecordPrecision, so that every follower sees it as a change
@@ -49,17 +53,18 @@ type Elector struct {
 	mu sync.Mutex
 	// observed is the newest version of the lock seen by any means, and
 	// observedAt when its record last changed, on the monotonic clock. An
-	// observation without an object means the lock is missing: absentSince
-	// is when this participant first saw that.
-	observed    *observation
-	observedAt  time.Time
-	absentSince time.Time
+	// observation without an object means the lock is missing.
+	observed   *observation
+	observedAt time.Time
 	// leading is set while this participant holds the lock; mine is the
 	// version it last wrote and renewedAt when it sent that write. It may
-	// call itself leader only until renewedAt + RenewDeadline.
+	// call itself leader only from claimAt (a TTL after it made the lock
+	// object; zero when it took an existing one) until renewedAt +
+	// RenewDeadline.
 	leading   bool
 	mine      *observation
 	renewedAt time.Time
+	claimAt   time.Time
 	// unconfirmed are the records this participant sent since its last
 	// confirmed write whose outcome it does not know (the request timed
 	// out, say): finding one of them in the lock is finding its own write,
@@ -177,22 +182,20 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 		}
 		return false, 0
 	case obs.object == nil:
-		// Missing for a full lease: make it.
 		rec := e.newRecord(Record{}, now, true)
 		e.sent(rec)
 		created, err := e.lock.create(rctx, rec)
-		return e.acquired(rctx, created, err, now, "")
+		return e.acquired(rctx, created, err, now, "", e.cfg.TTL)
 	default:
 		rec := e.newRecord(obs.record, now, false)
 		e.sent(rec)
 		updated, err := e.lock.update(rctx, obs, rec)
-		return e.acquired(rctx, updated, err, now, e.lock.holderPodOf(obs))
+		return e.acquired(rctx, updated, err, now, e.lock.holderPodOf(obs), 0)
 	}
 }
 
 // leaseLeft is how long this participant must still wait before it may
-// take the lock: until the lease of the holder it observed has run out, or,
-// for a missing lock, a full lease after it first saw it missing.
+// take the lock: until the lease of the holder it observed has run out.
 func (e *Elector) leaseLeft(now time.Time) time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -201,7 +204,8 @@ func (e *Elector) leaseLeft(now time.Time) time.Duration {
 	case obs == nil:
 		return 0
 	case obs.object == nil:
-		return e.absentSince.Add(e.holdFor(obs.record)).Sub(now)
+		// Missing: make it now, and lead a TTL later (see acquired).
+		return 0
 	case obs.record.HolderIdentity == "" && obs.readErr == nil:
 		return 0
 	default:
@@ -220,8 +224,9 @@ func (e *Elector) holdFor(rec Record) time.Duration {
 }
 
 // acquired finishes an attempt, sent at sent, to take the lock from the
-// holder whose pod is previousPod.
-func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sent time.Time, previousPod string) (bool, time.Duration) {
+// holder whose pod is previousPod. After a success this participant may
+// call itself leader only claimAfter from now.
+func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sent time.Time, previousPod string, claimAfter time.Duration) (bool, time.Duration) {
 	if err != nil {
 		e.apiResult("acquire", err)
 		switch {
@@ -249,6 +254,10 @@ func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sen
 	e.apiResult("acquire", nil)
 	e.observe(obs)
 	e.mu.Lock()
+	e.claimAt = time.Time{}
+	if claimAfter > 0 {
+		e.claimAt = time.Now().Add(claimAfter)
+	}
 	e.leading, e.mine, e.renewedAt, e.previousPod = true, obs, sent, previousPod
 	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
@@ -262,8 +271,8 @@ func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 	rec := Record{
 		HolderIdentity:       e.cfg.ID,
 		LeaseDurationSeconds: int(e.cfg.TTL / time.Second),
-		AcquireTime:          metav1.NewTime(now),
-		RenewTime:            metav1.NewTime(now),
+		AcquireTime:          recordTime(now),
+		RenewTime:            recordTime(now),
 		LeaderTransitions:    prev.LeaderTransitions + 1,
 	}
 	if create {
@@ -276,7 +285,7 @@ func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 		// or followers would not see the write.
 		rec.AcquireTime, rec.LeaderTransitions = prev.AcquireTime, prev.LeaderTransitions
 		if next := prev.RenewTime.Add(RecordPrecision); now.Before(next) {
-			rec.RenewTime = metav1.NewTime(next)
+			rec.RenewTime = recordTime(next)
 		}
 	}
 	return rec
@@ -286,21 +295,19 @@ func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 // releases it), a renewal fails past the renew deadline, or the lock is
 // seen to be lost (then it steps down).
 func (e *Elector) lead(ctx context.Context) {
-	e.log.Info("became leader")
-	e.metrics.leading(true)
-	e.notify()
-	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" became leader")
-	if e.labels != nil {
-		// Demote the pod this leader took over from first (it may not have
-		// managed to itself), then promote its own: the labeler writes in
-		// that order, so no two pods carry the leader label.
-		e.mu.Lock()
-		previous := e.previousPod
-		e.mu.Unlock()
-		if previous != "" && previous != e.cfg.PodName {
-			e.labels.set(previous, standby)
-		}
-		e.labels.set(e.cfg.PodName, leader)
+	e.mu.Lock()
+	claimIn := time.Until(e.claimAt)
+	e.mu.Unlock()
+	var claim <-chan time.Time
+	if claimIn > 0 {
+		// It made the lock object: it holds and renews it, but says it
+		// leads only once any leader of a deleted lock has stopped.
+		e.log.Info("made the lock; leading once a full lease has passed", "in", claimIn.Round(time.Millisecond))
+		t := time.NewTimer(claimIn)
+		defer t.Stop()
+		claim = t.C
+	} else {
+		e.announce()
 	}
 
 	next := time.NewTimer(e.cfg.RetryPeriod)
@@ -318,6 +325,11 @@ func (e *Elector) lead(ctx context.Context) {
 		case <-stepDown.C:
 			e.stepDown("could not renew the lease within the renew deadline")
 			return
+		case <-claim:
+			stepDown.Stop()
+			claim = nil
+			e.announce()
+			continue
 		case <-e.changed:
 			// Stepping down is always safe: do it as soon as a version that
 			// is not ours is seen, without waiting for the next renewal.
@@ -336,6 +348,28 @@ func (e *Elector) lead(ctx context.Context) {
 			return
 		}
 		next.Reset(retryIn)
+	}
+}
+
+// announce tells that this participant leads: logs, metrics, watchers,
+// an Event and the pod labels. Status itself needs no telling: it judges
+// leadership at the moment it is asked.
+func (e *Elector) announce() {
+	e.log.Info("became leader")
+	e.metrics.leading(true)
+	e.notify()
+	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" became leader")
+	if e.labels != nil {
+		// Demote the pod this leader took over from first (it may not have
+		// managed to itself), then promote its own: the labeler writes in
+		// that order, so no two pods carry the leader label.
+		e.mu.Lock()
+		previous := e.previousPod
+		e.mu.Unlock()
+		if previous != "" && previous != e.cfg.PodName {
+			e.labels.set(previous, standby)
+		}
+		e.labels.set(e.cfg.PodName, leader)
 	}
 }
 
@@ -374,7 +408,7 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 		return wait, ""
 	}
 	rec := mine.record
-	rec.RenewTime = metav1.NewTime(renewTime)
+	rec.RenewTime = recordTime(renewTime)
 	rec.LeaseDurationSeconds = int(e.cfg.TTL / time.Second)
 
 	rctx, cancel := context.WithDeadline(ctx, deadline)
@@ -444,6 +478,13 @@ func nextRenewTime(last, now time.Time, sinceWrite time.Duration) (time.Time, ti
 	const margin = 5 * time.Millisecond
 	toNextSecond := now.Truncate(time.Second).Add(time.Second).Sub(now)
 	return time.Time{}, min(toNextSecond, RecordPrecision-sinceWrite) + margin
+}
+
+// recordTime is t as this participant writes it into a record: in whole
+// seconds, what every lock type stores, so that a record read back equals
+// the one written, exactly.
+func recordTime(t time.Time) metav1.Time {
+	return metav1.NewTime(t.Truncate(RecordPrecision))
 }
 
 // duplicateLocked reports another process writing this participant's ID
@@ -519,7 +560,7 @@ func (e *Elector) release() {
 		_ = e.labels.patch(lctx, e.cfg.PodName, standby)
 		lcancel()
 	}
-	now := metav1.NewTime(time.Now())
+	now := recordTime(time.Now())
 	rec := Record{
 		// A holder-less record with a one-second lease: what client-go
 		// writes, so older participants read it as released too.
@@ -574,7 +615,6 @@ func (e *Elector) observeNewest(obs *observation) {
 		e.observedAt = time.Now()
 	}
 	e.observed = obs
-	e.absentSince = time.Time{}
 	e.mu.Unlock()
 	if changed {
 		if prev == nil || prev.record.HolderIdentity != obs.record.HolderIdentity {
@@ -585,9 +625,9 @@ func (e *Elector) observeNewest(obs *observation) {
 	}
 }
 
-// observeAbsent records that the lock object is missing. Until a full lease
-// after this participant first saw it missing, nobody may make it again: a
-// leader that has not seen the deletion yet is not joined by a second.
+// observeAbsent records that the lock object is missing. Whoever makes it
+// again leads only a TTL later: a leader that has not seen the deletion yet
+// is not joined by a second.
 func (e *Elector) observeAbsent() {
 	e.mu.Lock()
 	if e.observed == nil || e.observed.object != nil {
@@ -597,7 +637,6 @@ func (e *Elector) observeAbsent() {
 		}
 		e.observed = &observation{record: last}
 		e.observedAt = time.Now()
-		e.absentSince = e.observedAt
 	}
 	e.mu.Unlock()
 	e.wake()

@@ -47,7 +47,7 @@ func (e *Elector) IsLeader() bool {
 }
 
 func (e *Elector) isLeaderLocked(now time.Time) bool {
-	return e.leading && now.Sub(e.renewedAt) < e.cfg.RenewDeadline
+	return e.leading && !now.Before(e.claimAt) && now.Sub(e.renewedAt) < e.cfg.RenewDeadline
 }
 
 // Ready reports whether the election loop runs: it is what /readyz answers.
