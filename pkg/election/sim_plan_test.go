@@ -132,6 +132,7 @@ var simFamilies = []simFamily{
 	{"second-precision", "TestSimSecondPrecision", simSecondPrecisionPlan},
 	{"deleted-lock", "TestSimDeletedLockFreshJoiner", simDeletedLockPlan},
 	{"one-id", "TestSimOneIDTwoProcesses", simOneIDPlan},
+	{"stale-absence", "TestSimStaleAbsence", simStaleAbsencePlan},
 	{"broken", "TestSimCatchesBrokenElector", simBrokenPlan},
 }
 
@@ -421,6 +422,39 @@ func simOneIDPlan(seed uint64) *simPlan {
 		p.Events = append(p.Events, simAction{At: at - g.between(0, ttl/2), Do: "partition", Who: simLeader, For: g.between(ttl/2, 2*ttl), Mode: "drop"})
 	}
 	p.Length = simDuration(at.D() + 4*ttl)
+	p.sortEvents()
+	return p
+}
+
+// simStaleAbsencePlan: a participant sees the lock missing and is then cut
+// off (its messages held, not lost) while another makes the lock and leads.
+// The lock is deleted while its leader is cut off too, and the first
+// participant's connection comes back: the requests it sent while cut off
+// arrive now, and a create finds the lock missing again. Having seen it
+// missing long ago must not count as having seen it missing for a lease.
+func simStaleAbsencePlan(seed uint64) *simPlan {
+	g := newSimGen(seed, "stale-absence")
+	p := &simPlan{Seed: seed, Family: "stale-absence", TTL: g.ttl(), History: 50}
+	p.Lock = g.lock(50, 40, 10)
+	g.timings(p, 0.3)
+	ttl := p.TTL.D()
+	rd, _ := p.timings()
+	p.Offset = g.between(0, time.Second)
+	p.Net = simNetParams{Latency: g.between(100*time.Microsecond, 3*time.Millisecond)}
+	late := 1
+	p.Events = []simAction{
+		{At: 0, Do: "start", ID: "p0"},
+		{At: g.between(50*time.Millisecond, 200*time.Millisecond), Do: "start", ID: "late"},
+	}
+	del := g.between(2*ttl, 3*ttl)
+	heal := del.D() + g.between(time.Millisecond, rd/2).D()
+	at := g.between(300*time.Millisecond, 600*time.Millisecond)
+	p.Events = append(p.Events,
+		simAction{At: at, Do: "partition", Who: late, For: simDuration(heal - at.D()), Mode: "hold"},
+		simAction{At: del - g.between(0, rd/4), Do: "partition", Who: 0, For: simDuration(2 * ttl), Mode: "drop"},
+		simAction{At: del, Do: "delete"},
+	)
+	p.Length = simDuration(heal + 3*ttl)
 	p.sortEvents()
 	return p
 }

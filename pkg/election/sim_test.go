@@ -64,6 +64,13 @@ func TestSimOneIDTwoProcesses(t *testing.T) {
 	simRunFamily(t, simFamilyNamed("one-id"), simCount(100, 30), false)
 }
 
+// TestSimStaleAbsence: a participant that saw the lock missing, then was
+// cut off while the lock was made and deleted again, must not make it again
+// and lead while the leader of the deleted lock may still lead.
+func TestSimStaleAbsence(t *testing.T) {
+	simRunFamily(t, simFamilyNamed("stale-absence"), simCount(100, 30), false)
+}
+
 // TestSimCatchesBrokenElector shows that the invariant can fail: electors
 // that call themselves leader for three TTLs after their last renewal,
 // with their leader cut off for two, must be caught leading two at once.
