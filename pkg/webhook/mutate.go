@@ -69,10 +69,10 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	}
 	c := sidecar(o)
 	if o.NativeSidecar {
-		// After the pod's own native sidecars, before its other init
-		// containers: a mesh proxy declared earlier starts before the
-		// elector (whose traffic may need it) and, as native sidecars stop
-		// in reverse order, stops after it; init containers after it, and
+		// Just after the pod's last native sidecar, or first when it has
+		// none: a mesh proxy declared earlier starts before the elector
+		// (whose traffic may need it) and, as native sidecars stop in
+		// reverse order, stops after it; the init containers after it, and
 		// the app, can already ask the elector who leads.
 		out.Spec.InitContainers = slices.Insert(out.Spec.InitContainers, nativeSidecarsEnd(pod.Spec.InitContainers), c)
 	} else {
