@@ -167,18 +167,9 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	switch {
 	case obs == nil:
 		// Nothing seen yet: read the lock first.
-		got, err := e.lock.get(rctx)
-		switch {
-		case apierrors.IsNotFound(err):
-			e.apiResult("get", nil)
-			e.observeAbsent()
-		case err != nil:
-			e.apiResult("get", err)
+		if err := e.read(rctx); err != nil {
 			e.log.V(1).Info("could not read the lock", "err", err.Error())
 			return false, jitter(e.cfg.RetryPeriod)
-		default:
-			e.apiResult("get", nil)
-			e.observeNewest(got)
 		}
 		return false, 0
 	case obs.object == nil:
@@ -192,6 +183,21 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 		updated, err := e.lock.update(rctx, obs, rec)
 		return e.acquired(rctx, updated, err, now, e.lock.holderPodOf(obs), 0)
 	}
+}
+
+// read gets the lock and observes what it finds, the object or its absence.
+func (e *Elector) read(ctx context.Context) error {
+	got, err := e.lock.get(ctx)
+	switch {
+	case apierrors.IsNotFound(err):
+		e.observeAbsent()
+		return nil
+	case err != nil:
+		e.apiResult("get", err)
+		return err
+	}
+	e.observeNewest(got)
+	return nil
 }
 
 // leaseLeft is how long this participant must still wait before it may

@@ -121,18 +121,8 @@ func (e *Elector) poll(ctx context.Context, d time.Duration) {
 	until := time.Now().Add(d)
 	for ctx.Err() == nil && time.Now().Before(until) {
 		rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
-		got, err := e.lock.get(rctx)
+		_ = e.read(rctx) // counted in the metrics; the next read retries
 		cancel()
-		switch {
-		case apierrors.IsNotFound(err):
-			e.apiResult("get", nil)
-			e.observeAbsent()
-		case err != nil:
-			e.apiResult("get", err)
-		default:
-			e.apiResult("get", nil)
-			e.observeNewest(got)
-		}
 		sleep(ctx, jitter(e.cfg.RetryPeriod), 0)
 	}
 }
