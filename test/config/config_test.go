@@ -112,13 +112,13 @@ func TestCertManagerComponent(t *testing.T) {
 // it the rights to grant them; config/default has neither.
 func TestEndpointsComponent(t *testing.T) {
 	for _, tt := range []struct {
-		dir  string
-		want bool
+		name, dir string
+		want      bool
 	}{
-		{"../../config/default", false},
-		{"testdata/endpoints", true},
+		{"default", "../../config/default", false},
+		{"component", "testdata/endpoints", true},
 	} {
-		t.Run(tt.dir, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			out, err := render.RenderUnrestricted(tt.dir)
 			if err != nil {
 				t.Fatal(err)
