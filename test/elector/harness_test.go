@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,69 +23,65 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
+// timing is an election's lease settings.
+type timing struct {
+	ttl, renew, retry time.Duration
+}
+
+// args are the elector's flags for tm.
+func (tm timing) args() []string {
+	return []string{
+		"-ttl=" + tm.ttl.String(),
+		"-renew-deadline=" + tm.renew.String(),
+		"-retry-period=" + tm.retry.String(),
+	}
+}
+
+// gap is what the elector promises between an old leader's last
+// is_leader=true and a new leader's first, unless the old one released the
+// lock: the others wait a ttl from when they saw its last renewal, and it
+// stops saying true a renew deadline after it sent that renewal.
+func (tm timing) gap() time.Duration { return tm.ttl - tm.renew }
+
+// std is the timing most tests use: a short ttl keeps them quick, and the
+// renew deadline and retry period are valid both under the rules the elector
+// had and under the rules it has now (renew deadline > 1.2 x max(retry
+// period, 1s)).
+var std = timing{ttl: 4 * time.Second, renew: 1500 * time.Millisecond, retry: 500 * time.Millisecond}
+
+// loadSlack is added to upper bounds on how long something may take, for a
+// loaded 2-core machine running the electors under the race detector. Lower
+// bounds get no slack: they follow from the elector's promises.
+const loadSlack = 3 * time.Second
+
+// pollPeriod is how often the watcher asks each participant GET /, at most.
+const pollPeriod = 2 * time.Millisecond
+
 // participant is one elector process.
 type participant struct {
-	id   string
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
-	exit error
+	id      string
+	cmd     *exec.Cmd
+	addr    string
+	started time.Time
+	done    chan struct{}
+	exit    error
 
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	paused bool
+	mu   sync.Mutex
+	logs bytes.Buffer
+	// ended is when the test sent a signal that ends the process; while it
+	// is zero, the process must run and answer.
+	ended time.Time
+	// released is when the test sent SIGTERM or SIGINT: a leader then hands
+	// over without the gap.
+	released time.Time
+	freezes  []freeze
 }
 
-var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
+// freeze is a SIGSTOP (stopped is once the process is seen stopped) and the
+// SIGCONT that ended it (resumed is just before it was sent).
+type freeze struct{ stopped, resumed time.Time }
 
-// start runs the elector binary with args (and -http on a free port) and
-// waits until it serves.
-func start(t *testing.T, id, kubeconfig string, args ...string) *participant {
-	t.Helper()
-	args = append([]string{"-id=" + id, "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-v=1"}, args...)
-	cmd := exec.Command(electorBin, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &participant{id: id, cmd: cmd, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start elector %s: %v", id, err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			p.mu.Unlock()
-			if m := listening.FindStringSubmatch(line); m != nil {
-				addr <- m[1]
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		p.exit = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", id, p.Logs())
-		}
-	})
-	select {
-	case p.addr = <-addr:
-	case <-p.done:
-		t.Fatalf("elector %s exited before serving: %v\n%s", id, p.exit, p.Logs())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("elector %s did not serve within 20s:\n%s", id, p.Logs())
-	}
-	return p
-}
+var listening = regexp.MustCompile(`"?msg"?[=:]"serving leader state".*"?address"?[=:]"?([0-9.:\[\]]+)`)
 
 func (p *participant) Logs() string {
 	p.mu.Lock()
@@ -100,24 +98,137 @@ func (p *participant) alive() bool {
 	}
 }
 
-func (p *participant) setPaused(v bool) {
-	p.mu.Lock()
-	p.paused = v
-	p.mu.Unlock()
-}
-
-func (p *participant) isPaused() bool {
+// frozen reports whether the process is stopped now.
+func (p *participant) frozen() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.paused
+	return len(p.freezes) > 0 && p.freezes[len(p.freezes)-1].resumed.IsZero()
 }
 
-var httpClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+// mayEnd reports whether the test had asked the process to end by at.
+func (p *participant) mayEnd(at time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.ended.IsZero() && !p.ended.After(at)
+}
+
+// answeredFrom is the earliest instant an answer to a request sent at sent
+// and received at got can describe: a request sent while the process was
+// stopped is answered after it resumed.
+func (p *participant) answeredFrom(sent, got time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.freezes {
+		if !sent.Before(f.stopped) && !f.resumed.IsZero() && sent.Before(f.resumed) && f.resumed.Before(got) {
+			return f.resumed
+		}
+	}
+	return sent
+}
+
+// signal sends sig. SIGTERM, SIGINT and SIGKILL tell the watcher the process
+// may go away from now on; SIGTERM and SIGINT also that it hands over.
+func (p *participant) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	p.mu.Lock()
+	now := time.Now()
+	switch sig {
+	case syscall.SIGTERM, syscall.SIGINT:
+		if p.ended.IsZero() {
+			p.ended, p.released = now, now
+		}
+	case syscall.SIGKILL:
+		if p.ended.IsZero() {
+			p.ended = now
+		}
+	}
+	p.mu.Unlock()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %s to %s: %v", sig, p.id, err)
+	}
+}
+
+// stop sends sig and waits for the process to exit. It returns when the
+// signal was sent and the exit status.
+func (p *participant) stop(t *testing.T, sig syscall.Signal) (time.Time, error) {
+	t.Helper()
+	sent := time.Now()
+	p.signal(t, sig)
+	select {
+	case <-p.done:
+	case <-time.After(10*time.Second + loadSlack):
+		t.Fatalf("%s did not exit within %s of %s", p.id, 10*time.Second+loadSlack, sig)
+	}
+	return sent, p.exit
+}
+
+// freeze stops the process (SIGSTOP) and returns once it is stopped, with
+// when it was seen stopped.
+func (p *participant) freeze(t *testing.T) time.Time {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stat := filepath.Join("/proc", fmt.Sprint(p.cmd.Process.Pid), "stat")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && b[i+2] == 'T' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not stopped 5s after SIGSTOP", p.id)
+		}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	p.freezes = append(p.freezes, freeze{stopped: now})
+	p.mu.Unlock()
+	return now
+}
+
+// thaw resumes a frozen process (SIGCONT) and returns when SIGCONT was
+// sent.
+func (p *participant) thaw(t *testing.T) time.Time {
+	t.Helper()
+	p.mu.Lock()
+	now := time.Now()
+	p.freezes[len(p.freezes)-1].resumed = now
+	p.mu.Unlock()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	return now
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+
+// get asks the participant method path and returns the status code and
+// body.
+func (p *participant) get(path string) (int, string, error) {
+	resp, err := httpClient.Get("http://" + p.addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
 
 // status asks the participant GET /.
 func (p *participant) status() (election.Status, error) {
+	return getStatus(context.Background(), httpClient, p.addr)
+}
+
+func getStatus(ctx context.Context, c *http.Client, addr string) (election.Status, error) {
 	var st election.Status
-	resp, err := httpClient.Get("http://" + p.addr + "/")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -128,151 +239,439 @@ func (p *participant) status() (election.Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-// signal sends sig and, for SIGTERM, waits for the exit.
-func (p *participant) stop(t *testing.T, sig syscall.Signal) (time.Duration, error) {
+// metric reads one sample of /metrics, by its name with labels, as text.
+func (p *participant) metric(t *testing.T, name string) string {
 	t.Helper()
-	start := time.Now()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s: %v", p.id, err)
+	code, body, err := p.get("/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET /metrics on %s = %d, %v", p.id, code, err)
 	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not exit within 10s of %s", p.id, sig)
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			return v
+		}
 	}
-	return time.Since(start), p.exit
+	return ""
 }
 
-// watcher polls every live participant's GET / every 10 ms, all at once,
-// and records any moment at which two of them claim to lead. This is the
-// safety property every election test asserts.
+// sample is one answer of a participant to GET /: it describes some instant
+// in [from, to].
+type sample struct {
+	sent, from, to time.Time
+	leader         bool
+	name           string
+}
+
+// watcher runs the participants of one test and polls each of them, each on
+// its own, every pollPeriod. When the test ends it fails it if any two ever
+// led at once, if a new leader started less than the gap after the old one
+// last said it led (unless the old one released the lock), if a participant
+// that should run did not answer, or if one exited that the test did not
+// stop.
 type watcher struct {
-	mu         sync.Mutex
-	ps         []*participant
-	violations []string
-	polls      int
-	stop       chan struct{}
-	done       chan struct{}
+	t    *testing.T
+	gap  time.Duration
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	ps       []*participant
+	samples  map[*participant][]sample
+	failures []string
 }
 
-func watch(t *testing.T, ps ...*participant) *watcher {
-	w := &watcher{ps: ps, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.run()
-	t.Cleanup(func() {
-		w.close()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if len(w.violations) > 0 {
-			t.Errorf("two participants claimed leadership at once (%d of %d polls), first: %s", len(w.violations), w.polls, w.violations[0])
-		}
-		if w.polls == 0 {
-			t.Errorf("the safety watcher made no poll")
-		}
-	})
+// newWatcher starts the watcher of a test whose participants promise gap
+// between leaders. Start participants with its start, so that each is
+// polled from before it can lead.
+func newWatcher(t *testing.T, gap time.Duration) *watcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{t: t, gap: gap, ctx: ctx, stop: cancel, samples: map[*participant][]sample{}}
+	t.Cleanup(w.finish)
 	return w
 }
 
-func (w *watcher) close() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
+// start runs the elector with args (and -http on a free port), waits until
+// it serves, and polls it from then on. Its HTTP server listens before it
+// joins the election, so no leadership goes unseen.
+func (w *watcher) start(id, kubeconfig string, args ...string) *participant {
+	return w.startEnv(nil, id, kubeconfig, args...)
 }
 
-func (w *watcher) run() {
-	defer close(w.done)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
+// startEnv is start with extra environment variables.
+func (w *watcher) startEnv(env []string, id, kubeconfig string, args ...string) *participant {
+	t := w.t
+	t.Helper()
+	args = append([]string{"-id=" + id, "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-v=1"}, args...)
+	cmd := exec.Command(electorBin, args...)
+	// A data race ends a race-built elector at once, which the watcher
+	// reports as an unexpected exit.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GORACE=halt_on_error=1"}, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &participant{id: id, cmd: cmd, done: make(chan struct{})}
+	p.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start elector %s: %v", id, err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.logs.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := listening.FindStringSubmatch(line); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.exit = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.mu.Lock()
+		if p.ended.IsZero() {
+			p.ended = time.Now()
+		}
+		p.mu.Unlock()
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		<-p.done
+		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
+			t.Errorf("data race in elector %s:\n%s", id, p.Logs())
+		} else if t.Failed() {
+			t.Logf("logs of %s:\n%s", id, p.Logs())
+		}
+	})
+	select {
+	case p.addr = <-addr:
+	case <-p.done:
+		t.Fatalf("elector %s exited before serving: %v\n%s", id, p.exit, p.Logs())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("elector %s did not serve within 20s:\n%s", id, p.Logs())
+	}
+	w.mu.Lock()
+	w.ps = append(w.ps, p)
+	w.mu.Unlock()
+	w.wg.Add(1)
+	go w.poll(p)
+	return p
+}
+
+func (w *watcher) failf(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failures = append(w.failures, fmt.Sprintf(format, args...))
+}
+
+// poll asks p GET / until p exits or the test ends. Every answer is a
+// sample; an answer it cannot get while p should run is a failure.
+func (w *watcher) poll(p *participant) {
+	defer w.wg.Done()
+	// One connection per participant, kept open, and no timeout: a stopped
+	// process answers when it resumes, and that answer is the one that
+	// matters most.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+	defer client.CloseIdleConnections()
 	for {
 		select {
-		case <-w.stop:
+		case <-w.ctx.Done():
 			return
-		case <-tick.C:
+		case <-p.done:
+			if !p.mayEnd(time.Now()) {
+				w.failf("%s exited while it should run: %v\n%s", p.id, p.exit, p.Logs())
+			}
+			return
+		default:
 		}
-		w.mu.Lock()
-		ps := append([]*participant(nil), w.ps...)
-		w.mu.Unlock()
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			leaders []string
-		)
-		for _, p := range ps {
-			if !p.alive() || p.isPaused() {
+		sent := time.Now()
+		st, err := getStatus(w.ctx, client, p.addr)
+		got := time.Now()
+		if err != nil {
+			if w.ctx.Err() != nil || p.mayEnd(got) {
+				select {
+				case <-p.done:
+				case <-w.ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
 				continue
 			}
-			wg.Go(func() {
-				st, err := p.status()
-				if err == nil && st.IsLeader {
-					mu.Lock()
-					leaders = append(leaders, p.id)
-					mu.Unlock()
-				}
-			})
+			w.failf("%s did not answer GET / sent at %s while it should run: %v", p.id, sent.Format(time.StampMilli), err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
-		wg.Wait()
-		w.mu.Lock()
-		w.polls++
-		if len(leaders) > 1 {
-			w.violations = append(w.violations, fmt.Sprintf("%v at %s", leaders, time.Now().Format(time.StampMilli)))
+		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader})
+		if d := pollPeriod - time.Since(sent); d > 0 {
+			time.Sleep(d)
 		}
-		w.mu.Unlock()
 	}
 }
 
-// waitLeader waits until exactly one live participant leads and every live
-// one names it, and returns it.
-func waitLeader(t *testing.T, timeout time.Duration, ps ...*participant) *participant {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		var leader *participant
-		agree, n := true, 0
-		names := map[string]bool{}
-		for _, p := range ps {
-			if !p.alive() || p.isPaused() {
+// term is one run of consecutive is_leader=true answers of a participant.
+type term struct {
+	p           *participant
+	first, last sample
+	// final: the participant's last term.
+	final bool
+}
+
+// terms lists every participant's terms.
+func (w *watcher) terms() []term {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []term
+	for _, p := range w.ps {
+		var cur *term
+		ss := slices.Clone(w.samples[p])
+		slices.SortStableFunc(ss, func(a, b sample) int { return a.sent.Compare(b.sent) })
+		for _, s := range ss {
+			switch {
+			case s.leader && cur == nil:
+				cur = &term{p: p, first: s, last: s}
+			case s.leader:
+				cur.last = s
+			case cur != nil:
+				out = append(out, *cur)
+				cur = nil
+			}
+		}
+		if cur != nil {
+			out = append(out, *cur)
+		}
+		if n := len(out); n > 0 && out[n-1].p == p {
+			out[n-1].final = true
+		}
+	}
+	return out
+}
+
+// violations checks every pair of terms of different participants: the
+// later one must start at least the gap after the earlier one last said it
+// led, or after it when the earlier one released the lock. The instants
+// are bounded from the samples, never guessed: the later leader's first
+// true is at or before its answer arrived, the earlier one's last true at
+// or after its request was sent (or the process resumed).
+func (w *watcher) violations() []string {
+	terms := w.terms()
+	var out []string
+	for _, a := range terms {
+		for _, b := range terms {
+			if a.p == b.p || b.first.from.Before(a.first.from) {
 				continue
 			}
-			st, err := p.status()
-			if err != nil {
-				agree = false
-				names = map[string]bool{"error: " + err.Error(): true}
+			gap := w.gap
+			a.p.mu.Lock()
+			released := a.p.released
+			a.p.mu.Unlock()
+			if !released.IsZero() && a.final && !b.first.to.Before(released) {
+				gap = 0
+			}
+			if d := b.first.to.Sub(a.last.from); d < gap {
+				kind := "too early"
+				if d < 0 {
+					kind = "at the same time"
+				}
+				out = append(out, fmt.Sprintf("%s led %s: its first is_leader=true came at most %s after %s's last (need %s): %s last true in [%s, %s], %s first true in [%s, %s]",
+					b.p.id, kind, d.Round(time.Millisecond), a.p.id, gap,
+					a.p.id, a.last.from.Format(time.StampMilli), a.last.to.Format(time.StampMilli),
+					b.p.id, b.first.from.Format(time.StampMilli), b.first.to.Format(time.StampMilli)))
+			}
+		}
+	}
+	return out
+}
+
+// finish stops polling and fails the test on what the watcher saw.
+func (w *watcher) finish() {
+	w.stop()
+	w.wg.Wait()
+	t := w.t
+	w.mu.Lock()
+	failures := append([]string(nil), w.failures...)
+	var stats []string
+	for _, p := range w.ps {
+		ss := w.samples[p]
+		if len(ss) == 0 {
+			failures = append(failures, "the watcher got no answer from "+p.id)
+			continue
+		}
+		var longest time.Duration
+		for i := 1; i < len(ss); i++ {
+			longest = max(longest, ss[i].sent.Sub(ss[i-1].sent))
+		}
+		stats = append(stats, fmt.Sprintf("%s: %d answers, longest between two requests %s", p.id, len(ss), longest.Round(time.Millisecond)))
+	}
+	w.mu.Unlock()
+	t.Logf("watcher: %s", strings.Join(stats, "; "))
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if v := w.violations(); len(v) > 0 {
+		t.Errorf("two leaders: %d violations of the gap of %s, first: %s", len(v), w.gap, v[0])
+	}
+}
+
+// failFast ends the test at once if a participant exited while it should
+// run, or did not answer.
+func (w *watcher) failFast() {
+	w.t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.failures) > 0 {
+		w.t.Fatalf("%s", w.failures[0])
+	}
+}
+
+// freeze stops p (SIGSTOP) and sends it a request while it is stopped: the
+// answer comes once it resumes, and describes it then, before its loop has
+// caught up. It returns when p was seen stopped.
+func (w *watcher) freeze(p *participant) time.Time {
+	w.t.Helper()
+	stopped := p.freeze(w.t)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		sent := time.Now()
+		st, err := getStatus(w.ctx, client, p.addr)
+		got := time.Now()
+		if err != nil {
+			if w.ctx.Err() == nil && !p.mayEnd(got) {
+				w.failf("%s did not answer GET / sent while it was stopped: %v", p.id, err)
+			}
+			return
+		}
+		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader})
+	}()
+	return stopped
+}
+
+func (w *watcher) record(p *participant, s sample) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.samples[p] = append(w.samples[p], s)
+}
+
+// latest is p's newest sample sent at or after since.
+func (w *watcher) latest(p *participant, since time.Time) (sample, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ss := w.samples[p]
+	if len(ss) == 0 || ss[len(ss)-1].sent.Before(since) {
+		return sample{}, false
+	}
+	return ss[len(ss)-1], true
+}
+
+// firstTrue is p's first is_leader=true answer to a request sent at or
+// after since.
+func (w *watcher) firstTrue(p *participant, since time.Time) (sample, bool) {
+	for _, s := range w.samplesOf(p) {
+		if s.leader && !s.sent.Before(since) {
+			return s, true
+		}
+	}
+	return sample{}, false
+}
+
+// nextTerm is p's first is_leader=true answer that follows an
+// is_leader=false one, both to requests sent at or after since: the start
+// of its next term, not the rest of the one it was in.
+func (w *watcher) nextTerm(p *participant, since time.Time) (sample, bool) {
+	out := false
+	for _, s := range w.samplesOf(p) {
+		if s.sent.Before(since) {
+			continue
+		}
+		if !s.leader {
+			out = true
+		} else if out {
+			return s, true
+		}
+	}
+	return sample{}, false
+}
+
+// lastTrue is p's last is_leader=true answer.
+func (w *watcher) lastTrue(p *participant) (sample, bool) {
+	ss := w.samplesOf(p)
+	for i := len(ss) - 1; i >= 0; i-- {
+		if ss[i].leader {
+			return ss[i], true
+		}
+	}
+	return sample{}, false
+}
+
+// samplesOf is a copy of p's samples, in the order their requests were
+// sent.
+func (w *watcher) samplesOf(p *participant) []sample {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ss := slices.Clone(w.samples[p])
+	slices.SortStableFunc(ss, func(a, b sample) int { return a.sent.Compare(b.sent) })
+	return ss
+}
+
+// waitLeader waits until exactly one of ps that runs (not ended, not frozen)
+// leads and every one of them names it, judged by their answers to requests
+// sent after the call, and returns it. It fails at once when a participant
+// exited that should run.
+func (w *watcher) waitLeader(timeout time.Duration, ps ...*participant) *participant {
+	t := w.t
+	t.Helper()
+	since := time.Now()
+	deadline := since.Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		w.failFast()
+		var leader *participant
+		n, fresh := 0, true
+		names := map[string]bool{}
+		for _, p := range ps {
+			if !p.alive() || p.frozen() || p.mayEnd(time.Now()) {
+				continue
+			}
+			s, ok := w.latest(p, since)
+			if !ok {
+				fresh = false
 				break
 			}
-			names[st.Leader] = true
-			if st.IsLeader {
+			names[s.name] = true
+			if s.leader {
 				leader = p
 				n++
 			}
 		}
-		if agree && n == 1 && len(names) == 1 && names[leader.id] {
+		if fresh && n == 1 && len(names) == 1 && names[leader.id] {
 			return leader
 		}
 		last = fmt.Sprintf("%d leaders, leader names %v", n, names)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no single agreed leader within %s: %s", timeout, last)
 	return nil
 }
 
-// noLeader checks that no live participant claims to lead.
-func noLeader(ps ...*participant) error {
+// noLeaderFor checks, for d, that none of ps says it leads.
+func (w *watcher) noLeaderFor(d time.Duration, ps ...*participant) {
+	t := w.t
+	t.Helper()
+	since := time.Now()
+	time.Sleep(d)
 	for _, p := range ps {
-		if !p.alive() {
-			continue
-		}
-		st, err := p.status()
-		if err != nil {
-			return err
-		}
-		if st.IsLeader {
-			return fmt.Errorf("%s claims to lead", p.id)
+		if s, ok := w.firstTrue(p, since); ok {
+			t.Fatalf("%s led at %s, within %s of %s", p.id, s.to.Format(time.StampMilli), d, since.Format(time.StampMilli))
 		}
 	}
-	return nil
 }
 
 // proxy forwards TCP to the API server and can cut every connection, which
@@ -319,6 +718,13 @@ func (p *proxy) pipe(c net.Conn) {
 		return
 	}
 	p.mu.Lock()
+	if p.ln == nil {
+		// Cut while dialling.
+		p.mu.Unlock()
+		c.Close()
+		up.Close()
+		return
+	}
 	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 	p.mu.Unlock()
 	go func() { _, _ = io.Copy(up, c); up.Close() }()
@@ -342,11 +748,17 @@ func (p *proxy) cut() {
 
 // restore listens again on the same address.
 func (p *proxy) restore(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatalf("proxy listen again on %s: %v", p.addr, err)
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			p.serve(ln)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	p.serve(ln)
+	t.Fatalf("proxy listen again on %s: %v", p.addr, err)
 }
 
 func tempFile(t *testing.T, name string, data []byte) string {
@@ -361,4 +773,21 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// eventually calls f until it returns nil, and fails the test with its last
+// error after timeout.
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -1,8 +1,12 @@
-// Package elector tests the elector binary, as processes, against the local
-// control plane: elections on every lock type, handover, crash failover, an
-// API-server outage, a frozen leader, the upstream record format and the
-// shipped RBAC. A watcher asserts in every test that no two participants
-// claim leadership at once.
+// Package elector tests the elector against the local control plane: as
+// processes (elections on every lock type, handover, crash failover, an
+// API-server outage, a frozen leader, the upstream record format, the
+// shipped RBAC and the regressions found by adversarial testing), and in
+// this process, where the race detector sees the election loop, its watch
+// and its HTTP server. In every process test a watcher polls each
+// participant and fails the test if two ever lead at once, or if a new
+// leader starts less than ttl - renew deadline after the old one last said
+// it led.
 package elector
 
 import (
@@ -22,8 +26,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
+
+// binaryEnv names an elector binary to test instead of building
+// cmd/elector, such as a release, to see which regression tests it fails.
+const binaryEnv = "ELECTOR_TEST_BINARY"
 
 var (
 	env        *testenv.Env
@@ -43,12 +52,21 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	electorBin = filepath.Join(dir, "elector")
-	build := exec.Command("go", "build", "-o", electorBin, "github.com/vapor-ware/k8s-elector/cmd/elector")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build elector:", err)
-		return 1
+	if electorBin = os.Getenv(binaryEnv); electorBin == "" {
+		electorBin = filepath.Join(dir, "elector")
+		buildArgs := []string{"build", "-o", electorBin}
+		if raceEnabled {
+			// The electors run with the race detector when the tests do: a
+			// data race in the elector then ends its process, which fails
+			// the test.
+			buildArgs = append(buildArgs, "-race")
+		}
+		build := exec.Command("go", append(buildArgs, "github.com/vapor-ware/k8s-elector/cmd/elector")...)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build elector:", err)
+			return 1
+		}
 	}
 
 	env, err = testenv.Start(testenv.Options{})
@@ -119,6 +137,52 @@ func unboundAccount(t *testing.T, ns string) string {
 	return writeKubeconfig(t, env.Config, tr.Status.Token)
 }
 
+// accountWithRules makes the service account "elector" in ns bound to one
+// Role with rules, and returns a kubeconfig with a token for it (a
+// TokenRequest token, as a pod's projected volume holds).
+func accountWithRules(t *testing.T, ns string, rules []rbacv1.PolicyRule) string {
+	t.Helper()
+	kubeconfig := unboundAccount(t, ns)
+	ctx := ctxFor(t, 30*time.Second)
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "elector", Namespace: ns}, Rules: rules}
+	if _, err := env.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "elector", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "elector", Namespace: ns}},
+	}
+	if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return kubeconfig
+}
+
+// electionRules are the narrowest rights for one election on a lock type:
+// get, update and (with watch) watch on the lock object by name, create on
+// its type (create cannot be limited by name), events create, and with
+// podLabel pods get and patch.
+func electionRules(lock election.LockType, name string, watch, podLabel bool) []rbacv1.PolicyRule {
+	group := ""
+	if lock == election.LockLeases {
+		group = "coordination.k8s.io"
+	}
+	verbs := []string{"get", "update"}
+	if watch {
+		verbs = append(verbs, "watch")
+	}
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{group}, Resources: []string{string(lock)}, ResourceNames: []string{name}, Verbs: verbs},
+		{APIGroups: []string{group}, Resources: []string{string(lock)}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+	}
+	if podLabel {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "patch"}})
+	}
+	return rules
+}
+
 // bindShippedRoles creates the Roles of config/elector (all of them when
 // podLabel, else the first) in ns and binds them to the service account
 // "elector".
@@ -131,6 +195,14 @@ func bindShippedRoles(t *testing.T, ns string, podLabel bool) {
 	}
 	for _, role := range roles {
 		role.Namespace = ns
+		// The shipped Role names the sample's election: ours is another.
+		for i := range role.Rules {
+			for j, name := range role.Rules[i].ResourceNames {
+				if name == shippedElection {
+					role.Rules[i].ResourceNames[j] = electionName
+				}
+			}
+		}
 		if _, err := env.Client.RbacV1().Roles(ns).Create(ctx, &role, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +216,9 @@ func bindShippedRoles(t *testing.T, ns string, podLabel bool) {
 		}
 	}
 }
+
+// shippedElection is the election config/elector/role.yaml grants, by name.
+const shippedElection = "example"
 
 // shippedRoles reads config/elector/role.yaml: the elector's Role, then
 // the Role for -pod-label.
