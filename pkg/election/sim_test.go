@@ -131,10 +131,14 @@ func TestSimPlansAreDeterministic(t *testing.T) {
 	}
 }
 
-// simCount is how many schedules a test runs: fewer with -short.
+// simCount is how many schedules a test runs: fewer with -short, and a
+// third under the race detector, which make test uses.
 func simCount(n, short int) int {
-	if testing.Short() {
+	switch {
+	case testing.Short():
 		return short
+	case simRace:
+		return max(short, n/3)
 	}
 	return n
 }
