@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/test/testenv"
+)
+
+// electionSpec is one election of the topology.
+type electionSpec struct {
+	name      string
+	namespace string
+	lock      election.LockType
+	ttl       time.Duration
+	size      int // participants at the start
+}
+
+// renew and retry are the elector's defaults for the ttl: the harness
+// gives only -ttl, as most users do.
+func (s electionSpec) renew() time.Duration { r, _ := election.DefaultTimings(s.ttl); return r }
+func (s electionSpec) retry() time.Duration { _, r := election.DefaultTimings(s.ttl); return r }
+
+// electionState is an election while the harness runs it.
+type electionState struct {
+	electionSpec
+	// tokens are the two accounts' tokens: with and without watch.
+	token, noWatchToken string
+
+	mu      sync.Mutex
+	members []*participant
+	joined  int
+	// busyUntil: a fault is under way or being measured on this election.
+	busyUntil time.Time
+}
+
+// setupElection makes the election's namespace and its two service
+// accounts: "elector", with every right the elector uses on its lock, and
+// "elector-nowatch", the same without watch, so its electors read the lock
+// every retry period instead.
+func setupElection(ctx context.Context, cp *controlPlane, spec electionSpec) (*electionState, error) {
+	admin := cp.admin
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: spec.namespace}}, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", spec.namespace, err)
+	}
+	group := ""
+	if spec.lock == election.LockLeases {
+		group = "coordination.k8s.io"
+	}
+	es := &electionState{electionSpec: spec}
+	for _, account := range []struct {
+		name  string
+		verbs []string
+		token *string
+	}{
+		{"elector", []string{"get", "update", "watch"}, &es.token},
+		{"elector-nowatch", []string{"get", "update"}, &es.noWatchToken},
+	} {
+		rules := []rbacv1.PolicyRule{
+			{APIGroups: []string{group}, Resources: []string{string(spec.lock)}, ResourceNames: []string{spec.name}, Verbs: account.verbs},
+			{APIGroups: []string{group}, Resources: []string{string(spec.lock)}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+		}
+		meta := metav1.ObjectMeta{Name: account.name, Namespace: spec.namespace}
+		if _, err := admin.CoreV1().ServiceAccounts(spec.namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		if _, err := admin.RbacV1().Roles(spec.namespace).Create(ctx, &rbacv1.Role{ObjectMeta: meta, Rules: rules}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: meta,
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: account.name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: account.name, Namespace: spec.namespace}},
+		}
+		if _, err := admin.RbacV1().RoleBindings(spec.namespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		tr, err := admin.CoreV1().ServiceAccounts(spec.namespace).CreateToken(ctx, account.name, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](4 * 3600)},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("token for %s/%s: %w", spec.namespace, account.name, err)
+		}
+		*account.token = tr.Status.Token
+	}
+	return es, nil
+}
+
+// participant is one elector process with its own relay to the API server.
+type participant struct {
+	id      string
+	e       *electionState
+	noWatch bool
+	cmd     *exec.Cmd
+	addr    string
+	relay   *relay
+	done    chan struct{}
+	exitErr error
+	logPath string
+
+	mu sync.Mutex
+	// ended is when the harness sent SIGKILL or SIGTERM: from then on the
+	// process may stop answering.
+	ended time.Time
+	// released is when the harness sent SIGTERM: a leader then releases
+	// the lock, and the next may lead at once.
+	released time.Time
+	freezes  []freeze
+	tail     []string // the last lines of its log
+
+	// Written by the checker.
+	terms      []term
+	open       *term
+	answers    int
+	inflight   time.Time // when the pending request was sent; zero if none
+	lastSent   time.Time
+	unanswered int
+}
+
+// freeze is one SIGSTOP: signalled when it was sent, stopped once every
+// thread was seen stopped, resumed just before SIGCONT was sent (zero while
+// still stopped).
+type freeze struct{ signalled, stopped, resumed time.Time }
+
+var listening = regexp.MustCompile(`msg="serving leader state".*address=(\S+)`)
+
+// startParticipant runs the elector through a relay of its own.
+func startParticipant(ctx context.Context, bin, logDir string, cp *controlPlane, es *electionState, noWatch bool) (*participant, error) {
+	es.mu.Lock()
+	es.joined++
+	id := fmt.Sprintf("%s-%d", es.name, es.joined)
+	es.mu.Unlock()
+	if noWatch {
+		id += "-nowatch"
+	}
+	r, err := newRelay(cp.host)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rest.CopyConfig(cp.cfg)
+	cfg.Host = "https://" + r.addr
+	token := es.token
+	if noWatch {
+		token = es.noWatchToken
+	}
+	kc, err := testenv.Kubeconfig(cfg, token)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	kubeconfig := filepath.Join(logDir, id+".kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		r.Close()
+		return nil, err
+	}
+	p := &participant{id: id, e: es, noWatch: noWatch, relay: r, done: make(chan struct{}), logPath: filepath.Join(logDir, id+".log")}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	p.cmd = exec.Command(bin,
+		"-election="+es.name, "-namespace="+es.namespace, "-lock-type="+string(es.lock),
+		"-ttl="+es.ttl.String(), "-id="+id, "-kubeconfig="+kubeconfig, "-http=127.0.0.1:0", "-v=1")
+	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		r.Close()
+		logFile.Close()
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		r.Close()
+		logFile.Close()
+		return nil, fmt.Errorf("start elector %s: %w", id, err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logFile, line)
+			p.mu.Lock()
+			p.tail = append(p.tail, line)
+			if len(p.tail) > 30 {
+				p.tail = p.tail[1:]
+			}
+			p.mu.Unlock()
+			if m := listening.FindStringSubmatch(line); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(logFile, stderr)
+		p.exitErr = p.cmd.Wait()
+		logFile.Close()
+		r.Close()
+		close(p.done)
+	}()
+	select {
+	case p.addr = <-addr:
+	case <-p.done:
+		return nil, fmt.Errorf("elector %s exited before serving: %v\n%s", id, p.exitErr, p.Tail())
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return nil, fmt.Errorf("elector %s did not serve within 20s", id)
+	case <-ctx.Done():
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return nil, ctx.Err()
+	}
+	es.mu.Lock()
+	es.members = append(es.members, p)
+	es.mu.Unlock()
+	return p, nil
+}
+
+// Tail is the end of the participant's log.
+func (p *participant) Tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b bytes.Buffer
+	for _, l := range p.tail {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
+
+func (p *participant) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// running: alive, not asked to end, not stopped. Only running
+// participants are targets of faults.
+func (p *participant) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.alive() && p.ended.IsZero() && (len(p.freezes) == 0 || !p.freezes[len(p.freezes)-1].resumed.IsZero())
+}
+
+// end sends SIGKILL or SIGTERM.
+func (p *participant) end(sig syscall.Signal) time.Time {
+	p.mu.Lock()
+	now := time.Now()
+	if p.ended.IsZero() {
+		p.ended = now
+		if sig == syscall.SIGTERM {
+			p.released = now
+		}
+	}
+	p.mu.Unlock()
+	_ = p.cmd.Process.Signal(sig)
+	return now
+}
+
+// stop sends SIGSTOP and returns once every thread of the process is seen
+// stopped, with when the signal was sent.
+func (p *participant) stop() (time.Time, error) {
+	signalled := time.Now()
+	p.mu.Lock()
+	p.freezes = append(p.freezes, freeze{signalled: signalled})
+	p.mu.Unlock()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return signalled, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if allStopped(p.cmd.Process.Pid) {
+			now := time.Now()
+			p.mu.Lock()
+			p.freezes[len(p.freezes)-1].stopped = now
+			p.mu.Unlock()
+			return signalled, nil
+		}
+	}
+	return signalled, fmt.Errorf("%s not stopped 5s after SIGSTOP", p.id)
+}
+
+// cont sends SIGCONT and returns the instant just before it was sent.
+func (p *participant) cont() time.Time {
+	p.mu.Lock()
+	now := time.Now()
+	if n := len(p.freezes); n > 0 && p.freezes[n-1].resumed.IsZero() {
+		p.freezes[n-1].resumed = now
+	}
+	p.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	return now
+}
+
+// allStopped reports whether every thread of pid is in the stopped state.
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(raw, ')')
+		if i < 0 || i+2 >= len(raw) || (raw[i+2] != 'T' && raw[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
+
+// kill ends the process at the end of the run.
+func (p *participant) kill() {
+	p.end(syscall.SIGKILL)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	<-p.done
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// print writes the run's tables.
+func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlaps, early int) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "\nseed %d, %s of faults, %d elections\n\n", o.seed, elapsed.Round(time.Second), len(h.elections))
+
+	fmt.Fprintln(w, "ELECTION\tLOCK\tTTL\tRENEW DEADLINE\tRETRY\tSTARTED WITH\tJOINED IN ALL")
+	for _, es := range h.elections {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", es.name, es.lock, es.ttl, es.renew().Round(time.Millisecond), es.retry().Round(time.Millisecond), es.size, es.joined)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "FAULT\tINJECTED")
+	for _, kind := range slices.Sorted(maps.Keys(h.faults)) {
+		fmt.Fprintf(w, "%s\t%d\n", kind, h.faults[kind])
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "MEASURE\tN\tP50\tP99\tMAX\tBOUND\tWITHIN BOUND")
+	byName := map[string][]measure{}
+	for _, m := range h.measures {
+		byName[m.name] = append(byName[m.name], m)
+	}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		ms := byName[name]
+		values := make([]time.Duration, len(ms))
+		within, missing := 0, 0
+		for i, m := range ms {
+			values[i] = m.value
+			if m.missing {
+				missing++
+			} else if m.value <= m.limit {
+				within++
+			}
+		}
+		slices.Sort(values)
+		verdict := "-"
+		if ms[0].limit > 0 {
+			verdict = fmt.Sprintf("%d/%d", within, len(ms))
+			if missing > 0 {
+				verdict += fmt.Sprintf(" (%d never)", missing)
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", name, len(ms),
+			dur(percentile(values, 50)), dur(percentile(values, 99)), dur(values[len(values)-1]), ms[0].bound, verdict)
+	}
+	fmt.Fprintln(w)
+
+	answers, unanswered := 0, 0
+	for _, p := range h.all {
+		p.mu.Lock()
+		answers += p.answers
+		unanswered += p.unanswered
+		p.mu.Unlock()
+	}
+	h.chk.mu.Lock()
+	intervals := slices.Clone(h.chk.intervals)
+	problems := len(h.chk.problems)
+	h.chk.mu.Unlock()
+	slices.Sort(intervals)
+	over := 0
+	for _, d := range intervals {
+		if d > o.pollPeriod+o.pollPeriod/2 {
+			over++
+		}
+	}
+	fmt.Fprintln(w, "CHECKER\tVALUE")
+	fmt.Fprintf(w, "participants polled\t%d\n", len(h.all))
+	fmt.Fprintf(w, "GET / answers\t%d (%.0f/s)\n", answers, float64(answers)/elapsed.Seconds())
+	if len(intervals) > 0 {
+		fmt.Fprintf(w, "time between two requests to a running participant\tp50 %s, p99 %s, max %s; %.2f%% over %s\n",
+			dur(percentile(intervals, 50)), dur(percentile(intervals, 99)), dur(intervals[len(intervals)-1]),
+			100*float64(over)/float64(len(intervals)), o.pollPeriod+o.pollPeriod/2)
+	}
+	fmt.Fprintf(w, "requests a running participant did not answer\t%d\n", unanswered)
+	fmt.Fprintf(w, "problems reported (unanswered, exits, failed injections)\t%d\n", problems+len(h.errs))
+	fmt.Fprintf(w, "overlaps: two is_leader=true at one moment in one election\t%d\n", overlaps)
+	fmt.Fprintf(w, "leaders less than ttl - renew deadline after the last (no release)\t%d\n", early)
+	fmt.Fprintln(w)
+
+	totals := h.counter.totals()
+	fmt.Fprintf(w, "API REQUESTS ON THE LOCKS\tPER SECOND over %s\n", elapsed.Round(time.Second))
+	var sum float64
+	for _, k := range slices.Sorted(maps.Keys(totals)) {
+		if totals[k] == 0 {
+			continue
+		}
+		sum += totals[k]
+		fmt.Fprintf(w, "%s\t%.2f\n", k, totals[k]/elapsed.Seconds())
+	}
+	fmt.Fprintf(w, "all\t%.2f\n", sum/elapsed.Seconds())
+	_ = w.Flush()
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p+99)/100 - 1
+	return sorted[max(i, 0)]
+}
+
+func dur(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
