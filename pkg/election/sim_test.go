@@ -248,7 +248,7 @@ func simRunFamily(t *testing.T, fam simFamily, n int, expectViolations bool) sim
 		fam.name, simQuantiles(sum.firsts), simQuantiles(sum.failovers))
 	if len(sum.noLeader) > 0 {
 		slices.Sort(sum.noLeader)
-		t.Logf("%s: %d schedules ended without a leader after 3 TTLs without faults, seeds %v",
+		t.Logf("%s: %d schedules ended with no leader for 3 TTLs, and no action of the plan in them, seeds %v",
 			fam.name, len(sum.noLeader), sum.noLeader[:min(10, len(sum.noLeader))])
 	}
 	return sum
