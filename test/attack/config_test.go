@@ -44,7 +44,16 @@ func renderConfig(dir, component string) ([]*unstructured.Unstructured, error) {
 		if err := os.MkdirAll(overlay, 0o700); err != nil {
 			return nil, err
 		}
-		k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", base, comp)
+		// kustomize takes only relative paths.
+		relBase, err := filepath.Rel(overlay, base)
+		if err != nil {
+			return nil, err
+		}
+		relComp, err := filepath.Rel(overlay, comp)
+		if err != nil {
+			return nil, err
+		}
+		k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n", relBase, relComp)
 		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o600); err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package attack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -58,11 +59,15 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 	anyPolicy := byPolicy(policyPrefix)
 
 	t.Run("legitimate", func(t *testing.T) {
-		l, err := env.Client.CoordinationV1().Leases(injectorNamespace).Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("the injector holds no leader Lease: %v", err)
-		}
-		_, err = inj.CoordinationV1().Leases(injectorNamespace).Update(ctx, l, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		// The running injector renews the same Lease: retry a conflict.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			l, err := env.Client.CoordinationV1().Leases(injectorNamespace).Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = inj.CoordinationV1().Leases(injectorNamespace).Update(ctx, l, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		})
 		allowed(t, "the injector renewing its leader Lease (dry run)", err)
 		_, err = inj.CoreV1().Secrets(injectorNamespace).Get(ctx, "k8s-elector-injector-cert", metav1.GetOptions{})
 		allowed(t, "the injector reading its certificate Secret", err)
@@ -228,31 +233,64 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	kube := systemPod(t, "attack-target-"+a.ns)
 	deployer := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "deployer", Namespace: a.ns}
 	managed := map[string]string{"app.kubernetes.io/managed-by": "k8s-elector-injector"}
-	cleanup := func(ns, name string) {
+	// grant writes, as the injector, a Role (when rules are given) and a
+	// RoleBinding of the same name, then has the thief's account use it.
+	// It goes on for ten seconds, as a thief would: the grant reconciler
+	// may delete what it did not make, and RBAC takes a moment to see a
+	// new binding. Only the shipped policy and RBAC's escalation check
+	// refuse for good; the last error is returned.
+	grant := func(ns, name string, rules []rbacv1.PolicyRule, ref rbacv1.RoleRef, subject rbacv1.Subject, use func() error) error {
 		t.Cleanup(func() {
 			_ = env.Client.RbacV1().RoleBindings(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 			_ = env.Client.RbacV1().Roles(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 		})
-	}
-	// grant writes a Role (when rules are given) and a RoleBinding of the
-	// same name as the injector, and waits for RBAC to let user do check.
-	grant := func(ns, name string, rules []rbacv1.PolicyRule, ref rbacv1.RoleRef, subject rbacv1.Subject, user kubernetes.Interface, check [4]string) error {
-		cleanup(ns, name)
-		if rules != nil {
-			_, err := inj.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, Rules: rules}, metav1.CreateOptions{})
-			if err != nil {
-				return err
+		steps := []func() error{
+			func() error {
+				if rules == nil {
+					return nil
+				}
+				_, err := inj.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, Rules: rules}, metav1.CreateOptions{})
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("creating Role %s/%s: %w", ns, name, err)
+				}
+				return nil
+			},
+			func() error {
+				_, err := inj.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+					ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, RoleRef: ref, Subjects: []rbacv1.Subject{subject},
+				}, metav1.CreateOptions{})
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("creating RoleBinding %s/%s: %w", ns, name, err)
+				}
+				return nil
+			},
+			use,
+		}
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			for i, step := range steps {
+				if err = step(); err != nil {
+					// A refusal of the grant itself is final; one of its
+					// use may come before RBAC sees the grant.
+					if i < len(steps)-1 && (byPolicy(policyPrefix).match(err) || byEscalation.match(err)) {
+						return err
+					}
+					break
+				}
+			}
+			if err == nil {
+				return nil
 			}
 		}
-		_, err := inj.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: managed}, RoleRef: ref, Subjects: []rbacv1.Subject{subject},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		// Let RBAC's cache see the binding before it is used.
-		waitFor(t, func() bool { return can(t, user, ns, check[0], check[1], check[2], check[3]) })
-		return nil
+		return err
+	}
+	// The reconciler deleting a Role mid-chain: the RoleBinding's
+	// escalation check then finds no Role to read.
+	byCleanup := refusal{
+		name: "the grant reconciler deleting what it did not make",
+		match: func(err error) bool {
+			return apierrors.IsNotFound(err) && strings.Contains(err.Error(), "creating RoleBinding")
+		},
 	}
 	leaseRule := func(names ...string) []rbacv1.PolicyRule {
 		r := rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update", "watch"}, ResourceNames: names}
@@ -262,69 +300,58 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	role := func(name string) rbacv1.RoleRef {
 		return rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
 	}
+	byInjectorPolicy := byPolicy("k8s-elector-injector")
 
 	t.Run("any Role over kube-system's Leases, for the deployer", func(t *testing.T) {
 		name := "proxy-leases-" + a.ns
 		err := grant("kube-system", name, []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update"}}},
-			role(name), deployer, a.deployer, [4]string{"update", "coordination.k8s.io", "leases", "kube-scheduler"})
-		if err == nil {
-			err = takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
-		}
-		refused(t, "the injector's token hands the deployer kube-system's Leases", err, byPolicy("k8s-elector-injector"), byEscalation)
+			role(name), deployer, func() error { return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler") })
+		refused(t, "the injector's token hands the deployer kube-system's Leases", err, byInjectorPolicy, byEscalation)
 	})
 
 	t.Run("a grant-shaped Role in kube-system, for an account of another namespace", func(t *testing.T) {
 		name := "k8s-elector-proxy-" + a.ns
-		err := grant("kube-system", name, leaseRule("kube-scheduler"), role(name), deployer, a.deployer, [4]string{"update", "coordination.k8s.io", "leases", "kube-scheduler"})
-		if err == nil {
-			err = takeLease(ctx, a.deployer, "kube-system", "kube-scheduler")
-		}
-		refused(t, "the injector's token grants the deployer kube-system's kube-scheduler Lease like an election", err, byPolicy("k8s-elector-injector"))
+		err := grant("kube-system", name, leaseRule("kube-scheduler"), role(name), deployer,
+			func() error { return takeLease(ctx, a.deployer, "kube-system", "kube-scheduler") })
+		refused(t, "the injector's token grants the deployer kube-system's kube-scheduler Lease like an election", err, byInjectorPolicy, byCleanup, byRBAC("update", "leases"))
 	})
 
 	t.Run("the pod-label ClusterRole in kube-system, for the deployer", func(t *testing.T) {
-		err := grant("kube-system", "k8s-elector-deployer:pod-label", nil, podLabel, deployer, a.deployer, [4]string{"patch", "", "pods", kube.Name})
-		if err == nil {
-			err = setImage(ctx, a.deployer, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
-		}
-		refused(t, "the injector's token lets the deployer change a kube-system pod's image", err, byPolicy("k8s-elector-injector"))
+		err := grant("kube-system", "k8s-elector-deployer:pod-label", nil, podLabel, deployer,
+			func() error {
+				return setImage(ctx, a.deployer, "kube-system", kube.Name, "app", "attacker.example/miner:latest")
+			})
+		refused(t, "the injector's token lets the deployer change a kube-system pod's image", err, byInjectorPolicy)
 	})
 
 	t.Run("the pod-label ClusterRole, for an account that runs no elector", func(t *testing.T) {
 		// Shaped exactly like the reconciler's binding, in the namespace
 		// of the account: only the account's lack of an elector differs.
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
-		err := grant(a.ns, "k8s-elector-bystander:pod-label", nil, podLabel, subject, bystander, [4]string{"patch", "", "pods", "web-0"})
-		if err == nil {
-			err = setImage(ctx, bystander, a.ns, "web-0", "app", "attacker.example/miner:latest")
-		}
+		err := grant(a.ns, "k8s-elector-bystander:pod-label", nil, podLabel, subject,
+			func() error { return setImage(ctx, bystander, a.ns, "web-0", "app", "attacker.example/miner:latest") })
 		refused(t, "the injector's token lets an application's account change a pod's image", err,
-			byPolicy("k8s-elector-injector"), byPolicy(policyPodLabel), byRBAC("patch", "pods"))
+			byInjectorPolicy, byPolicy(policyPodLabel), byRBAC("patch", "pods"))
 	})
 
 	t.Run("a grant-shaped Role over another controller's Lease, for an account that runs no elector", func(t *testing.T) {
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
-		err := grant(a.ns, "k8s-elector-bystander", leaseRule("cert-manager-leader"), role("k8s-elector-bystander"), subject, bystander,
-			[4]string{"update", "coordination.k8s.io", "leases", "cert-manager-leader"})
-		if err == nil {
-			err = takeLease(ctx, bystander, a.ns, "cert-manager-leader")
-		}
+		err := grant(a.ns, "k8s-elector-bystander", leaseRule("cert-manager-leader"), role("k8s-elector-bystander"), subject,
+			func() error { return takeLease(ctx, bystander, a.ns, "cert-manager-leader") })
 		refused(t, "the injector's token lets an application's account take another controller's Lease", err,
-			byPolicy("k8s-elector-injector"), byRBAC("update", "leases"))
+			byInjectorPolicy, byCleanup, byRBAC("update", "leases"))
 	})
 
 	t.Run("the unrestricting marker, for an elector account that labels its pod", func(t *testing.T) {
 		// The pod-label policy spares accounts that hold update on the
 		// podlabels name "-", as wildcard rules (cluster-admin) do.
-		waitFor(t, func() bool { return can(t, asWeb, a.ns, "patch", "", "pods", "web-0") })
+		waitAllowed(t, asWeb, a.ns, "patch", "", "pods", "web-0")
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "web", Namespace: a.ns}
 		err := grant(a.ns, "k8s-elector-web-canary", []rbacv1.PolicyRule{{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: []string{"-"}, Verbs: []string{"update"}}},
-			role("k8s-elector-web-canary"), subject, asWeb, [4]string{"update", "elector.vapor.io", "podlabels", "-"})
-		if err == nil {
-			err = setImage(ctx, asWeb, a.ns, "plain-0", "app", "attacker.example/miner:latest")
-		}
+			role("k8s-elector-web-canary"), subject,
+			func() error { return setImage(ctx, asWeb, a.ns, "plain-0", "app", "attacker.example/miner:latest") })
 		refused(t, "the injector's token unrestricts an elector account, which then changes a pod's image", err,
-			byPolicy("k8s-elector-injector"), byPolicy(policyPodLabel))
+			byInjectorPolicy, byCleanup, byPolicy(policyPodLabel))
 	})
 
 	if h := holder(t, "kube-system", "kube-scheduler"); h != "victim" {
@@ -340,15 +367,5 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 		if got := imageOf(t, a.ns, p, "app"); got != "registry.k8s.io/pause:3.10" {
 			t.Errorf("pod %s runs %s now", p, got)
 		}
-	}
-}
-
-// waitFor waits up to ten seconds for ok, and goes on either way: the step
-// after it reports what it finds.
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -152,7 +152,7 @@ func TestLockNamedLikeAnotherObject(t *testing.T) {
 				return
 			}
 			cs := a.elector(pod)
-			waitAllowed(t, cs, a.ns, "create", "", "configmaps", "")
+			waitAllowed(t, cs, a.ns, "update", "", "configmaps", name)
 			cm, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)

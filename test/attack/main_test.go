@@ -25,7 +25,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
@@ -69,6 +72,11 @@ func run(m *testing.M) int {
 			return fail(fmt.Errorf("build %s: %w", pkg, err))
 		}
 	}
+
+	// Quiet: the tests report what they expect, and the deprecation
+	// warnings for Endpoints (a lock type under test) are expected.
+	ctrl.SetLogger(logr.Discard())
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 
 	// No kube-controller-manager: the tests make their service accounts,
 	// and no pod here ever runs.
@@ -243,21 +251,17 @@ func useInjector(t *testing.T, component string, flags map[string]string) {
 	if err := old.stop(); err != nil {
 		t.Fatal(err)
 	}
-	next, err := startInjector(t.TempDir(), component, flags)
-	if err != nil {
-		t.Fatal(err)
-	}
-	current = next
-	if err := deleteMissing(old.objs, next.objs); err != nil {
-		t.Fatal(err)
-	}
+	// Registered first, so that the default injector is back even when
+	// the other one does not start.
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && current != old {
 			t.Logf("injector (%s %v) log ends:\n%s", component, flags, current.logTail())
 		}
 		prev := current
-		if err := prev.stop(); err != nil {
-			t.Error(err)
+		if prev != old {
+			if err := prev.stop(); err != nil {
+				t.Error(err)
+			}
 		}
 		back, err := startInjector(old.dir, old.component, old.flags)
 		if err != nil {
@@ -268,6 +272,14 @@ func useInjector(t *testing.T, component string, flags map[string]string) {
 			t.Error(err)
 		}
 	})
+	next, err := startInjector(t.TempDir(), component, flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current = next
+	if err := deleteMissing(old.objs, next.objs); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func freePort() (int, error) {

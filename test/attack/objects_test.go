@@ -85,9 +85,20 @@ func labels(kv map[string]any) map[string]any {
 	return map[string]any{"metadata": map[string]any{"labels": kv}}
 }
 
-// setImage is a strategic merge patch that changes the image of container.
+// setImage is a strategic merge patch that changes the image of container,
+// among the containers or the init containers (where a native sidecar is).
 func setImage(ctx context.Context, cs kubernetes.Interface, ns, pod, container, image string) error {
-	body, err := json.Marshal(map[string]any{"spec": map[string]any{"containers": []map[string]any{{"name": container, "image": image}}}})
+	p, err := env.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	list := "containers"
+	for _, c := range p.Spec.InitContainers {
+		if c.Name == container {
+			list = "initContainers"
+		}
+	}
+	body, err := json.Marshal(map[string]any{"spec": map[string]any{list: []map[string]any{{"name": container, "image": image}}}})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package attack
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -51,12 +52,15 @@ func byPolicy(policy string) refusal {
 }
 
 // byWebhook is the injector's own refusal at admission, whose message
-// contains every one of words.
+// contains every one of words. Its status code is the injector's choice
+// (403 for a pod it refuses, 413 for one too large to review); the API
+// server's prefix says the webhook answered, rather than failed to.
 func byWebhook(words ...string) refusal {
 	return refusal{
 		name: fmt.Sprintf("the injector's webhook (naming %q)", words),
 		match: func(err error) bool {
-			if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), fmt.Sprintf("admission webhook %q denied the request", webhookName)) {
+			var status apierrors.APIStatus
+			if !errors.As(err, &status) || !strings.Contains(err.Error(), fmt.Sprintf("admission webhook %q denied the request", webhookName)) {
 				return false
 			}
 			for _, w := range words {
