@@ -55,6 +55,13 @@ bench: envtest build ## Run the benchmarks and print their tables.
 	go test -run '^$$' -bench . -benchtime 20000x ./pkg/webhook/
 	go run ./bench/injector -injector=bin/injector
 
+DURATION ?= 3m
+SEED ?=
+
+.PHONY: chaos
+chaos: envtest build ## Run elections under random faults for DURATION (SEED=n replays a schedule); fails on two leaders at once.
+	go run ./hack/chaos -elector=bin/elector -duration=$(DURATION) $(if $(SEED),-seed=$(SEED))
+
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.
 	go run ./hack/demo/cmd

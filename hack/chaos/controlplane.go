@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -123,13 +125,19 @@ func (cp *controlPlane) Thaw() error {
 }
 
 // Restart kills the API server (SIGKILL) and starts it again with the same
-// command line. It returns when the old one is gone (down) and when the new
-// one answers /readyz (ready).
-func (cp *controlPlane) Restart(ctx context.Context) (down, ready time.Time, err error) {
+// command line. It returns when the kill was sent, when the new one first
+// answered an HTTP request (up: it may serve the electors from then on) and
+// when it answered /readyz with ok (ready).
+func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Time, err error) {
+	httpClient, err := rest.HTTPClientFor(cp.cfg)
+	if err != nil {
+		return killed, up, ready, err
+	}
 	cp.mu.Lock()
+	killed = time.Now()
 	if err := syscall.Kill(cp.pid, syscall.SIGKILL); err != nil {
 		cp.mu.Unlock()
-		return down, ready, fmt.Errorf("SIGKILL kube-apiserver: %w", err)
+		return killed, up, ready, fmt.Errorf("SIGKILL kube-apiserver: %w", err)
 	}
 	pid, own, ownDone := cp.pid, cp.own, cp.ownDone
 	cp.mu.Unlock()
@@ -141,14 +149,13 @@ func (cp *controlPlane) Restart(ctx context.Context) (down, ready time.Time, err
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	down = time.Now()
 
 	cp.mu.Lock()
 	cp.starts++
 	logFile, err := os.Create(filepath.Join(cp.logDir, fmt.Sprintf("kube-apiserver.%d.log", cp.starts)))
 	if err != nil {
 		cp.mu.Unlock()
-		return down, ready, err
+		return killed, up, ready, err
 	}
 	cmd := exec.Command(cp.args[0], cp.args[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -156,7 +163,7 @@ func (cp *controlPlane) Restart(ctx context.Context) (down, ready time.Time, err
 	if err := cmd.Start(); err != nil {
 		cp.mu.Unlock()
 		logFile.Close()
-		return down, ready, fmt.Errorf("start kube-apiserver again: %w", err)
+		return killed, up, ready, fmt.Errorf("start kube-apiserver again: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
@@ -164,16 +171,22 @@ func (cp *controlPlane) Restart(ctx context.Context) (down, ready time.Time, err
 	cp.mu.Unlock()
 
 	for {
-		raw, err := cp.admin.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err == nil && string(raw) == "ok" {
-			return down, time.Now(), nil
+		if resp, err := httpClient.Get(cp.cfg.Host + "/readyz"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if up.IsZero() {
+				up = time.Now()
+			}
+			if resp.StatusCode == http.StatusOK && string(body) == "ok" {
+				return killed, up, time.Now(), nil
+			}
 		}
 		select {
 		case <-done:
-			return down, ready, fmt.Errorf("kube-apiserver exited while starting again: see %s", logFile.Name())
+			return killed, up, ready, fmt.Errorf("kube-apiserver exited while starting again: see %s", logFile.Name())
 		case <-ctx.Done():
-			return down, ready, fmt.Errorf("kube-apiserver not ready again: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+			return killed, up, ready, fmt.Errorf("kube-apiserver not ready again: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -76,6 +76,9 @@ type measure struct {
 	value time.Duration
 	// missing: it did not happen within the fault's observation window.
 	missing bool
+	// election and at (when the fault began) say where to look in the logs.
+	election string
+	at       time.Time
 }
 
 // harness runs the elections and injects the faults.
@@ -235,10 +238,10 @@ func stoppedAfter(p *participant, t0 time.Time) (time.Time, bool) {
 }
 
 func (h *harness) measureNewLeader(name string, es *electionState, not *participant, from, t0 time.Time, bound string, limit time.Duration) {
-	at, ok := newTermAfter(es, not, t0)
-	m := measure{name: name, bound: bound, limit: limit}
+	first, ok := newTermAfter(es, not, t0)
+	m := measure{name: name, bound: bound, limit: limit, election: es.name, at: t0}
 	if ok {
-		m.value = at.Sub(from)
+		m.value = first.Sub(from)
 	} else {
 		m.missing, m.value = true, time.Since(from)
 	}
@@ -246,10 +249,10 @@ func (h *harness) measureNewLeader(name string, es *electionState, not *particip
 }
 
 func (h *harness) measureStop(name string, p *participant, t0 time.Time, limit time.Duration) {
-	at, ok := stoppedAfter(p, t0)
-	m := measure{name: name, bound: boundStop, limit: limit}
+	stop, ok := stoppedAfter(p, t0)
+	m := measure{name: name, bound: boundStop, limit: limit, election: p.e.name, at: t0}
 	if ok {
-		m.value = at.Sub(t0)
+		m.value = stop.Sub(t0)
 	} else {
 		m.missing, m.value = true, time.Since(t0)
 	}
@@ -483,16 +486,16 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 	case kindRestartAPI:
 		_ = h.counter.scrape(ctx, h.cp.admin)
 		rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		down, ready, err := h.cp.Restart(rctx)
+		killed, up, ready, err := h.cp.Restart(rctx)
 		cancel()
 		h.counter.restarted()
 		if err != nil {
 			h.fail("%v", err)
 			return
 		}
-		back = ready
-		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: ready.Sub(t0)})
-		_ = down
+		t0, back = killed, up
+		h.add(measure{name: name + ": kill to first answer", bound: boundNone, value: up.Sub(killed)})
+		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: ready.Sub(killed)})
 	}
 	h.count(name)
 	var longest time.Duration
@@ -506,11 +509,13 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 			continue
 		}
 		// A leader is bound to stop only if the outage outlasted its
-		// renew deadline.
+		// renew deadline; one that kept leading needs no new election.
 		if back.Sub(t0) > es.renew()+200*time.Millisecond {
 			h.measureStop(name+": leader stops", l, t0, es.renew())
 		}
-		h.measureNewLeader(name+": leader again after it ends", es, nil, back, t0, boundCrash, es.ttl+es.retry())
+		if _, stopped := stoppedAfter(l, t0); stopped {
+			h.measureNewLeader(name+": leader again after it ends", es, nil, back, t0, boundCrash, es.ttl+es.retry())
+		}
 	}
 }
 

@@ -26,6 +26,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -50,7 +53,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "how long to inject faults; the run then waits out the last fault's measurement")
 	flag.Uint64Var(&o.seed, "seed", 0, "the seed of the topology and the fault schedule (0: from the clock)")
 	flag.IntVar(&o.elections, "elections", 4, "how many elections run at once, half on Leases and half on ConfigMaps")
-	flag.IntVar(&o.maxSize, "max-participants", 4, "the most participants an election starts with (at least 2; up to one more joins)")
+	flag.IntVar(&o.maxSize, "max-participants", 3, "the most participants an election starts with (at least 2; up to one more joins)")
 	flag.DurationVar(&o.pollPeriod, "poll", 2*time.Millisecond, "how often the checker asks each participant GET /, at most")
 	flag.DurationVar(&o.answerTimeout, "answer-timeout", 5*time.Second, "how long a running participant may take to answer GET / before it is reported")
 	flag.DurationVar(&o.slack, "slack", 3*time.Second, "time added to each fault's measurement window for a loaded machine (never to a bound)")
@@ -102,6 +105,9 @@ func topology(rng *rand.Rand, n, maxSize int) []electionSpec {
 func run(o options) int {
 	rng := rand.New(rand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15))
 	fmt.Printf("chaos: seed %d\n", o.seed)
+	ctrllog.SetLogger(funcr.New(func(prefix, args string) {
+		fmt.Fprintln(os.Stderr, "chaos: envtest:", prefix, args)
+	}, funcr.Options{}))
 	if _, err := os.Stat(o.bin); err != nil {
 		fmt.Fprintf(os.Stderr, "chaos: no elector binary %s: build it with `make build`\n", o.bin)
 		return 2

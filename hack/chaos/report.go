@@ -55,6 +55,16 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 			dur(percentile(values, 50)), dur(percentile(values, 99)), dur(values[len(values)-1]), ms[0].bound, verdict)
 	}
 	fmt.Fprintln(w)
+	for _, m := range h.measures {
+		if m.limit > 0 && (m.missing || m.value > m.limit) {
+			what := fmt.Sprintf("took %s", dur(m.value))
+			if m.missing {
+				what = fmt.Sprintf("did not happen within %s", dur(m.value))
+			}
+			fmt.Fprintf(w, "out of bound: %s in %s, fault at %s: %s, bound %s\n", m.name, m.election, m.at.Format("15:04:05.000"), what, dur(m.limit))
+		}
+	}
+	fmt.Fprintln(w)
 
 	answers, unanswered := 0, 0
 	for _, p := range h.all {
