@@ -413,8 +413,9 @@ func waitForGrantsWithin(t *testing.T, ns string, electors map[string][]grants.E
 
 // syncReconciler returns once the reconciler has seen every pod event in ns
 // so far: it creates a pod for a new service account and waits for that
-// account's Role. The pod informer delivers events in order, so a
-// reconcile that sees the new pod saw the earlier events too.
+// account's RoleBinding. The pod informer delivers events in order, so a
+// reconcile that sees the new pod saw the earlier events too. The pod is
+// then deleted, and its account's grants go soon after.
 func syncReconciler(t *testing.T, ns string) {
 	t.Helper()
 	sa := fmt.Sprintf("sync-%d", time.Now().UnixNano()%1e9)
@@ -425,6 +426,7 @@ func syncReconciler(t *testing.T, ns string) {
 		_, err := env.Client.RbacV1().RoleBindings(ns).Get(ctx, grants.RoleName(sa), metav1.GetOptions{})
 		return err
 	})
+	deletePod(t, ns, sa)
 }
 
 func createPod(t *testing.T, ns string, pod *corev1.Pod) {
@@ -586,7 +588,8 @@ func status(addr string) (election.Status, error) {
 // waitForPolicies waits until the API server enforces the policies of
 // config/policy, which it loads a moment after they are created.
 func waitForPolicies(ctx context.Context, injector kubernetes.Interface) error {
-	forged := electorPod("forged", "default", nil)
+	// The injector's account: it exists before any controller runs.
+	forged := electorPod("forged", "k8s-elector-injector", nil)
 	forged.Labels = map[string]string{webhook.LabelInjected: "true"}
 	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	deadline := time.Now().Add(30 * time.Second)

@@ -30,6 +30,9 @@ var (
 		"create authentication.k8s.io/selfsubjectreviews",
 		"create authorization.k8s.io/selfsubjectaccessreviews",
 		"create authorization.k8s.io/selfsubjectrulesreviews",
+		// Any service account's (system:kube-apiserver's ClusterTrustBundle
+		// readers), in the control plane of the tests.
+		"get certificates.k8s.io/clustertrustbundles", "list certificates.k8s.io/clustertrustbundles", "watch certificates.k8s.io/clustertrustbundles",
 		// Its cache of injected pods.
 		"get /pods", "list /pods", "watch /pods",
 		// The Roles and RoleBindings it keeps.
