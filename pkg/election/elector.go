@@ -390,6 +390,8 @@ func (e *Elector) lostByObservation() string {
 		return ""
 	case obs.object == nil:
 		return "the lock object was deleted"
+	case obs.readErr != nil:
+		return "the lock was overwritten with a record that cannot be read"
 	case obs.record.HolderIdentity != e.cfg.ID:
 		return "the lock was taken by " + holderName(obs.record.HolderIdentity)
 	case !obs.record.equal(e.mine.record) && !e.wasSentLocked(obs.record):
@@ -616,7 +618,7 @@ func (e *Elector) observe(obs *observation) {
 func (e *Elector) observeNewest(obs *observation) {
 	e.mu.Lock()
 	prev := e.observed
-	changed := prev == nil || prev.object == nil || !prev.record.equal(obs.record)
+	changed := prev == nil || prev.object == nil || !prev.sameRecord(obs)
 	if changed {
 		e.observedAt = time.Now()
 	}

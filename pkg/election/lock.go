@@ -32,6 +32,18 @@ type observation struct {
 	readErr error
 }
 
+// sameRecord reports whether o and other hold the same record. Two records
+// that cannot be read are the same only on the same version of the object:
+// a garbled record written again is a change, like any write.
+func (o *observation) sameRecord(other *observation) bool {
+	if o.readErr != nil || other.readErr != nil {
+		return o.readErr != nil && other.readErr != nil && o.object != nil && other.object != nil &&
+			o.object.GetUID() == other.object.GetUID() &&
+			o.object.GetResourceVersion() == other.object.GetResourceVersion()
+	}
+	return o.record.equal(other.record)
+}
+
 // lockKind is what differs between lock types: where the record is kept.
 type lockKind struct {
 	resource  string
