@@ -61,8 +61,10 @@ func TestLeaderCutOff(t *testing.T) {
 				// A random instant within a second: renewals fall anywhere
 				// relative to the record's whole seconds.
 				time.Sleep(rand.N(time.Second))
-				cut := time.Now()
 				proxies[leader].cut()
+				// Taken once the cut is done: no renewal sent later can
+				// succeed.
+				cut := time.Now()
 				var others []*participant
 				for _, p := range ps {
 					if p != leader {

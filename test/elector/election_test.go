@@ -73,6 +73,8 @@ func TestElection(t *testing.T) {
 				t.Fatalf("the killed leader still leads")
 			}
 			took, _ := w.firstTrue(third, killed)
+			t.Logf("failover: %s led %s after %s was killed, %s after its last renewal", third.id,
+				took.from.Sub(killed).Round(time.Millisecond), second.id, took.from.Sub(rec.RenewTime.Time).Round(time.Millisecond))
 			// The others time the lease from when they saw the killed
 			// leader's last renewal, which was written at or after the
 			// renewTime read before the kill.
@@ -104,8 +106,9 @@ func TestAPIServerOutage(t *testing.T) {
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
 	leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
 
-	cut := time.Now()
+	// Taken once the cut is done: no renewal sent later can succeed.
 	p.cut()
+	cut := time.Now()
 	stopReady := checkReady(t, ps)
 	outage(w, cut, leader, ps, std)
 	stopReady()
@@ -162,8 +165,8 @@ func TestAPIServerHung(t *testing.T) {
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
 	leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
 
-	cut := time.Now()
 	resume := freezeAPIServer(t)
+	cut := time.Now()
 	outage(w, cut, leader, ps, std)
 	resume()
 	w.waitLeader(3*std.ttl+loadSlack, ps...)
@@ -192,7 +195,7 @@ func freezeAPIServer(t *testing.T) (resume func()) {
 }
 
 // outage checks what must hold while no participant can reach the API
-// server, from cut: the leader says it does not lead to every request sent
+// server, from cut (taken once it cannot): the leader says it does not lead to every request sent
 // a renew deadline after the cut (its last renewal was sent before it), and
 // until past ttl + retry period nobody leads.
 func outage(w *watcher, cut time.Time, leader *participant, ps []*participant, tm timing) {
@@ -450,7 +453,6 @@ func readLock(t *testing.T, lock election.LockType, ns string) election.Record {
 		}
 		annotations = cm.Annotations
 	case election.LockEndpoints:
-		//lint:ignore SA1019 the Endpoints lock exists for compatibility
 		ep, err := env.Client.CoreV1().Endpoints(ns).Get(ctx, electionName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -34,8 +34,8 @@ func TestLockDeletedFreshJoiner(t *testing.T) {
 	old := w.start("old", viaProxy(t, kubeconfig, px), electionArgs(ns, std)...)
 	w.waitLeader(2*std.ttl+loadSlack, old)
 
-	cut := time.Now()
 	px.cut()
+	cut := time.Now()
 	if err := env.Client.CoordinationV1().Leases(ns).Delete(ctxFor(t, 10*time.Second), electionName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
