@@ -2,6 +2,10 @@ package testenv
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,13 +75,38 @@ func TestControlPlane(t *testing.T) {
 }
 
 // TestControllerManager checks that with the controller manager a
-// Deployment yields Pods, which the injector's tests rely on.
+// Deployment yields Pods, which the injector's tests rely on, and that Stop
+// leaves none of the three processes behind.
 func TestControllerManager(t *testing.T) {
 	env, err := Start(Options{ControllerManager: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = env.Stop()
+		}
+	})
+	assets, err := Assets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := controlPlaneChildren(t, assets)
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		if running[name] == 0 {
+			t.Fatalf("no %s process started by this test is running (running: %v)", name, running)
+		}
+	}
+	defer func() {
+		stopped = true
+		if err := env.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		if left := controlPlaneChildren(t, assets); len(left) > 0 {
+			t.Errorf("left behind after Stop: %v", left)
+		}
+	}()
 	ns := env.Namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -110,11 +139,47 @@ func TestControllerManager(t *testing.T) {
 	for {
 		pods, err := env.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=ground"})
 		if err == nil && len(pods.Items) == 2 {
-			return
+			break
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("the deployment made no 2 pods: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// controlPlaneChildren counts, by binary, the live processes this test
+// process started from the control plane's binaries in assets.
+func controlPlaneChildren(t *testing.T, assets string) map[string]int {
+	t.Helper()
+	known := map[string]string{}
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+		path, err := filepath.EvalSymlinks(filepath.Join(assets, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		known[path] = name
+	}
+	entries, _ := os.ReadDir("/proc")
+	out := map[string]int{}
+	for _, entry := range entries {
+		if _, err := strconv.Atoi(entry.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...", comm may hold spaces.
+		s := string(stat)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", entry.Name(), "exe"))
+		if name, ok := known[exe]; err == nil && ok {
+			out[name]++
+		}
+	}
+	return out
 }
