@@ -133,6 +133,7 @@ var simFamilies = []simFamily{
 	{"deleted-lock", "TestSimDeletedLockFreshJoiner", simDeletedLockPlan},
 	{"one-id", "TestSimOneIDTwoProcesses", simOneIDPlan},
 	{"stale-absence", "TestSimStaleAbsence", simStaleAbsencePlan},
+	{"garbage-twice", "TestSimGarbageTwice", simGarbageTwicePlan},
 	{"broken", "TestSimCatchesBrokenElector", simBrokenPlan},
 }
 
@@ -453,6 +454,45 @@ func simStaleAbsencePlan(seed uint64) *simPlan {
 		simAction{At: at, Do: "partition", Who: late, For: simDuration(heal - at.D()), Mode: "hold"},
 		simAction{At: del - g.between(0, rd/4), Do: "partition", Who: 0, For: simDuration(2 * ttl), Mode: "drop"},
 		simAction{At: del, Do: "delete"},
+	)
+	p.Length = simDuration(heal + 3*ttl)
+	p.sortEvents()
+	return p
+}
+
+// simGarbageTwicePlan: the lock is overwritten with the same unreadable
+// record twice. In between, a participant is cut off (its messages held)
+// while another takes the lock over, and the leader is cut off just before
+// the second overwrite. The participant that comes back sees a record equal
+// to the last one it saw, but the lock changed in between: it must time
+// the lease from now. It misses the versions between because it polls (it
+// may not watch), or because its watch breaks and the server no longer has
+// them.
+func simGarbageTwicePlan(seed uint64) *simPlan {
+	g := newSimGen(seed, "garbage-twice")
+	p := &simPlan{Seed: seed, Family: "garbage-twice", TTL: g.ttl(), History: 1}
+	p.Lock = g.lock(40, 40, 20)
+	g.timings(p, 0.3)
+	ttl := p.TTL.D()
+	rd, _ := p.timings()
+	p.Offset = g.between(0, time.Second)
+	p.Net = simNetParams{Latency: g.between(100*time.Microsecond, 3*time.Millisecond), ForbidWatch: g.chance(0.5)}
+	mode := "hold"
+	if !p.Net.ForbidWatch {
+		mode = "drop"
+	}
+	for i := range 3 {
+		p.Events = append(p.Events, simAction{At: g.between(0, time.Duration(i)*200*time.Millisecond), Do: "start", ID: fmt.Sprintf("p%d", i)})
+	}
+	first := g.between(2*ttl, 3*ttl).D()
+	second := first + g.between(13*ttl/10, 18*ttl/10).D()
+	heal := second + g.between(time.Millisecond, rd/2).D()
+	cut := first + g.between(ttl/10, ttl/2).D()
+	p.Events = append(p.Events,
+		simAction{At: simDuration(first), Do: "garbage", Mode: "unreadable"},
+		simAction{At: simDuration(cut), Do: "partition", Who: simAnyone, For: simDuration(heal - cut), Mode: mode},
+		simAction{At: simDuration(second) - g.between(0, rd/4), Do: "partition", Who: simLeader, For: simDuration(2 * ttl), Mode: "drop"},
+		simAction{At: simDuration(second), Do: "garbage", Mode: "unreadable"},
 	)
 	p.Length = simDuration(heal + 3*ttl)
 	p.sortEvents()

@@ -71,6 +71,13 @@ func TestSimStaleAbsence(t *testing.T) {
 	simRunFamily(t, simFamilyNamed("stale-absence"), simCount(100, 30), false)
 }
 
+// TestSimGarbageTwice: a participant that saw the lock unreadable, missed
+// the versions that followed, and sees it unreadable again must not take it
+// at once: equal records are not proof that nothing happened in between.
+func TestSimGarbageTwice(t *testing.T) {
+	simRunFamily(t, simFamilyNamed("garbage-twice"), simCount(100, 30), false)
+}
+
 // TestSimCatchesBrokenElector shows that the invariant can fail: electors
 // that call themselves leader for three TTLs after their last renewal,
 // with their leader cut off for two, must be caught leading two at once.
