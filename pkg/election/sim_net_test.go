@@ -178,6 +178,13 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	watch := req.URL.Query().Get("watch") == "true"
+	if n.w.trace.all {
+		rv := req.URL.Query().Get("resourceVersion")
+		if body != nil {
+			rv = simBrief(body)
+		}
+		n.w.tracef("p%d -> %s %s %s", n.proc, req.Method, simResource(req.URL.Path), rv)
+	}
 	stream := req.Method + " " + simResource(req.URL.Path)
 	if watch {
 		stream = "WATCH"
