@@ -422,16 +422,6 @@ func (s *simAPIServer) close() {
 	s.watches = nil
 }
 
-// current returns the stored JSON of an object, or nil.
-func (s *simAPIServer) current(resource, namespace, name string) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if o := s.objects[simKey(resource, namespace, name)]; o != nil {
-		return o.raw
-	}
-	return nil
-}
-
 func simTooOld(rv, oldest int64) *apierrors.StatusError {
 	return apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", rv, oldest-1))
 }

@@ -59,17 +59,15 @@ type simNet struct {
 	proc   int
 	params simNetParams
 
-	mu       sync.Mutex
-	paused   bool
-	resumed  chan struct{} // closed when a pause ends
-	cut      bool
-	cutMode  string        // "drop" or "hold"
-	healed   chan struct{} // closed when a partition ends
-	dead     bool
-	died     chan struct{} // closed when the process crashes
-	streams  []simStream
-	watches  int
-	requests int
+	mu      sync.Mutex
+	paused  bool
+	resumed chan struct{} // closed when a pause ends
+	cut     bool
+	cutMode string        // "drop" or "hold"
+	healed  chan struct{} // closed when a partition ends
+	dead    bool
+	died    chan struct{} // closed when the process crashes
+	streams []simStream
 }
 
 type simStream struct {
