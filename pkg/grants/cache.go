@@ -27,7 +27,7 @@ func CacheByObject() map[client.Object]cache.ByObject {
 
 // trimPod keeps of a cached pod only what the reconciler reads (its
 // service account, its elector container's name and args, whether it has
-// ended) and the identity the cache needs: a pod's spec and status are most
+// ended, the injected label) and the identity the cache needs: a pod's spec and status are most
 // of its size, and a large cluster has many injected pods.
 func trimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
@@ -42,7 +42,8 @@ func trimPod(obj any) (any, error) {
 			UID:               pod.UID,
 			ResourceVersion:   pod.ResourceVersion,
 			DeletionTimestamp: pod.DeletionTimestamp,
-			Labels:            pod.Labels,
+			// The one label the reconciler lists by.
+			Labels: map[string]string{webhook.LabelInjected: pod.Labels[webhook.LabelInjected]},
 		},
 		Spec:   corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},

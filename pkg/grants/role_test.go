@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
@@ -218,6 +219,7 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 	for _, native := range []bool{true, false} {
 		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role")
 		pod.Status.Phase = corev1.PodRunning
+		pod.Labels = map[string]string{webhook.LabelInjected: "true", "app": "x"}
 		out, err := trimPod(&pod)
 		if err != nil {
 			t.Fatal(err)
@@ -230,6 +232,9 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 		}
 		if diff := cmp.Diff(whole, got); diff != "" {
 			t.Errorf("elector of the trimmed pod (-whole +trimmed):\n%s", diff)
+		}
+		if diff := cmp.Diff(map[string]string{webhook.LabelInjected: "true"}, trimmed.Labels); diff != "" {
+			t.Errorf("labels of the trimmed pod (-want +got):\n%s", diff)
 		}
 		if trimmed.Spec.ServiceAccountName != "app" || trimmed.Status.Phase != corev1.PodRunning {
 			t.Errorf("trimmed pod lost its service account or phase: %+v", trimmed)
