@@ -6,9 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -20,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -55,12 +54,17 @@ func startControlPlane(assets, logDir string) (*controlPlane, error) {
 			return nil, fmt.Errorf("no %s in %s: run `make envtest` to build the control plane, or set -assets", bin, assets)
 		}
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStopTimeout: 10 * time.Second}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		// A busy 2-core machine can take a minute to start kube-apiserver.
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  10 * time.Second,
+	}
 	// A restart must be quick, and the faults are the point: no grace.
 	env.ControlPlane.GetAPIServer().Configure().Set("shutdown-delay-duration", "0s")
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("start control plane: %w", err)
+		return nil, errors.Join(fmt.Errorf("start control plane: %w", err), env.Stop())
 	}
 	cp := &controlPlane{env: env, logDir: logDir}
 	u, err := url.Parse(cfg.Host)
@@ -171,13 +175,18 @@ func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Tim
 	cp.mu.Unlock()
 
 	for {
-		if resp, err := httpClient.Get(cp.cfg.Host + "/readyz"); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if up.IsZero() {
+		if up.IsZero() {
+			if resp, err := httpClient.Get(cp.cfg.Host + "/livez"); err == nil {
+				resp.Body.Close()
 				up = time.Now()
 			}
-			if resp.StatusCode == http.StatusOK && string(body) == "ok" {
+		}
+		// Ready is serving what the electors need: a read from etcd, as an
+		// authenticated and authorized client. (/readyz of a restarted
+		// kube-apiserver can stay failing for minutes on a busy machine
+		// while it serves every request.)
+		if !up.IsZero() {
+			if _, err := cp.admin.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err == nil {
 				return killed, up, time.Now(), nil
 			}
 		}
@@ -185,7 +194,10 @@ func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Tim
 		case <-done:
 			return killed, up, ready, fmt.Errorf("kube-apiserver exited while starting again: see %s", logFile.Name())
 		case <-ctx.Done():
-			return killed, up, ready, fmt.Errorf("kube-apiserver not ready again: %w", ctx.Err())
+			if up.IsZero() {
+				return killed, up, ready, fmt.Errorf("kube-apiserver did not answer again (log %s): %w", logFile.Name(), ctx.Err())
+			}
+			return killed, up, ready, fmt.Errorf("kube-apiserver answers again but serves no read (log %s): %w", logFile.Name(), ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
