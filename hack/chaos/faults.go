@@ -547,12 +547,18 @@ func (h *harness) schedule(ctx context.Context, end time.Time, rng *rand.Rand) {
 			h.globalFault(ctx, kind.name, frng)
 			continue
 		}
-		es := h.elections[rng.IntN(len(h.elections))]
 		mu.Lock()
-		if busy[es] {
+		var idle []*electionState
+		for _, es := range h.elections {
+			if !busy[es] {
+				idle = append(idle, es)
+			}
+		}
+		if len(idle) == 0 {
 			mu.Unlock()
 			continue
 		}
+		es := idle[rng.IntN(len(idle))]
 		busy[es] = true
 		mu.Unlock()
 		h.running.Go(func() {
