@@ -37,7 +37,7 @@ var std = timing{ttl: 4 * time.Second, renew: 1500 * time.Millisecond, retry: 50
 // loadSlack is added to upper bounds on how long something may take, for a
 // loaded 2-core machine running the electors under the race detector. Lower
 // bounds get no slack: they follow from the elector's promises.
-const loadSlack = 3 * time.Second
+const loadSlack = 5 * time.Second
 
 // pollPeriod is how often the watcher asks each participant GET /, at most.
 const pollPeriod = 2 * time.Millisecond
