@@ -21,8 +21,23 @@ import (
 
 // simWorld runs one plan inside a synctest bubble: the API server, the
 // participants (real Electors, each behind its own simNet), and the
-// controller that applies the plan and checks, at every instant where
-// anything happened, that no two participants call themselves leader.
+// controller that applies the plan and checks that no two participants
+// call themselves leader.
+//
+// The controller asks every participant's Status whenever anything reaches
+// a participant (an answer, a watch event) or a participant's Status may
+// have changed (Subscribe), once while that instant unfolds and once after
+// it has settled (synctest.Wait), and at least every step (a hundredth of
+// the TTL). Between those instants nothing reaches a participant, so a
+// participant can only stop calling itself leader, as its renew deadline
+// passes: the samples see every moment two could lead at once.
+//
+// A paused process is modelled by its connection: nothing it sends leaves
+// and nothing sent to it is taken in until it resumes, and it is not asked
+// for its Status meanwhile; its first answer after resuming counts. Its
+// goroutines are not frozen, though: its own timers still fire during the
+// pause, so it may act on them early (with what it knew when it was
+// paused). Freezing them would need a clock the elector takes from outside.
 type simWorld struct {
 	t      *testing.T
 	plan   *simPlan
