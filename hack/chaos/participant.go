@@ -48,8 +48,6 @@ type electionState struct {
 	mu      sync.Mutex
 	members []*participant
 	joined  int
-	// busyUntil: a fault is under way or being measured on this election.
-	busyUntil time.Time
 }
 
 // setupElection makes the election's namespace and its two service
