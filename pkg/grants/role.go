@@ -30,10 +30,11 @@ const (
 const LegacyName = "k8s-elector"
 
 // PodLabelClusterRole is the shipped ClusterRole (config/rbac) with pods
-// get and patch, bound to the service accounts of electors that label
-// their pod. The injector holds "bind" on it rather than pods patch itself;
-// the ValidatingAdmissionPolicy k8s-elector-pod-label narrows what a
-// holder of the markers below may patch.
+// get and patch, and the MarkerRestrictedVerb marker, bound to the service
+// accounts of electors that label their pod. The injector holds "bind" on
+// it rather than pods patch itself; the ValidatingAdmissionPolicy
+// k8s-elector-pod-label narrows what its holders may patch to the labels
+// and elections of their markers.
 const PodLabelClusterRole = "k8s-elector-pod-label"
 
 // Marker rights. RBAC never checks them for a real request: no API serves
@@ -50,9 +51,11 @@ const (
 	MarkerElections = "elections"
 	MarkerVerb      = "update"
 	// MarkerRestrictedVerb on MarkerPodLabels, with no resource name: the
-	// account's pod updates are limited to labelling. A wildcard rule (as
-	// in cluster-admin) holds it too; the policy tells the two apart by
-	// MarkerCanary, a name never granted.
+	// account's pod updates are limited to labelling. It is not in the
+	// account's Role but in PodLabelClusterRole, beside pods patch, so that
+	// whoever is bound to pods patch that way is restricted, at once and
+	// always. A wildcard rule (as in cluster-admin) holds it too; the
+	// policy tells the two apart by MarkerCanary, a name never granted.
 	MarkerRestrictedVerb = "restricted"
 	MarkerCanary         = "-"
 )
@@ -138,7 +141,8 @@ func lockResource(t election.LockType) (group, resource string) {
 //     An object it makes under another name is one it cannot then read or
 //     update.
 //   - events create, for its leadership Events.
-//   - with -pod-label, the markers (see MarkerGroup).
+//   - with -pod-label, the named markers (see MarkerGroup): the label keys
+//     and the elections.
 func DesiredRole(ns string, a Account) *rbacv1.Role {
 	var rules []rbacv1.PolicyRule
 	for _, t := range election.LockTypes {
@@ -155,7 +159,6 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
 	if len(a.PodLabels) > 0 {
 		rules = append(rules,
-			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, Verbs: []string{MarkerRestrictedVerb}},
 			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb}},
 			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}},
 		)

@@ -98,7 +98,6 @@ func TestDesiredObjects(t *testing.T) {
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: create}
 	markers := func(keys, elections []string) []rbacv1.PolicyRule {
 		return []rbacv1.PolicyRule{
-			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, Verbs: []string{"restricted"}},
 			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: keys, Verbs: []string{"update"}},
 			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"elections"}, ResourceNames: elections, Verbs: []string{"update"}},
 		}

@@ -254,6 +254,30 @@ func TestPodLabellingIsNotPodPatching(t *testing.T) {
 		})
 	}
 
+	// Bound to the ClusterRole by hand, an account that runs no elector is
+	// restricted as well: the restriction comes with pods patch.
+	serviceAccount(t, ns, "bystander")
+	if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "bystander-pod-label"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: grants.PodLabelClusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bystanderToken, err := serviceAccountToken(ctx, ns, "bystander")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bystander := clientFor(t, bystanderToken)
+	eventually(t, 10*time.Second, func() error {
+		_, err := bystander.CoreV1().Pods(ns).Patch(ctx, "plain", types.StrategicMergePatchType,
+			[]byte(`{"spec":{"containers":[{"name":"app","image":"registry.k8s.io/pause:3.9"}]}}`), metav1.PatchOptions{})
+		if !strings.Contains(fmt.Sprint(err), "ValidatingAdmissionPolicy 'k8s-elector-pod-label'") {
+			return fmt.Errorf("an account bound to %s changing an image: err = %v, want the policy to deny it", grants.PodLabelClusterRole, err)
+		}
+		return nil
+	})
+
 	// A cluster admin holds every marker through a wildcard, and is not restricted.
 	if _, err := env.Client.CoreV1().Pods(ns).Patch(ctx, "l-1", types.MergePatchType, []byte(`{"metadata":{"annotations":{"a":"b"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Errorf("a cluster admin annotating a pod: %v", err)

@@ -48,8 +48,7 @@ var (
 		// Events, its own and granted.
 		"create /events", "patch /events", "create events.k8s.io/events", "patch events.k8s.io/events",
 		// Markers, granted.
-		"update elector.vapor.io/podlabels", "restricted elector.vapor.io/podlabels",
-		"update elector.vapor.io/elections", "restricted elector.vapor.io/elections",
+		"update elector.vapor.io/podlabels", "update elector.vapor.io/elections",
 		// Its webhook configuration's caBundle.
 		"list admissionregistration.k8s.io/mutatingwebhookconfigurations", "watch admissionregistration.k8s.io/mutatingwebhookconfigurations",
 		"get admissionregistration.k8s.io/mutatingwebhookconfigurations/k8s-elector-injector",
@@ -177,6 +176,16 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 		}},
 		{"a Role that grants every Lease", func(c kubernetes.Interface) error {
 			role := managedRole("k8s-elector-evil", rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update", "watch"}})
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"a Role with the marker that lifts the pod-label policy", func(c kubernetes.Interface) error {
+			role := managedRole("k8s-elector-canary", rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: []string{"-"}, Verbs: []string{"update"}})
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"a Role with markers for every name", func(c kubernetes.Interface) error {
+			role := managedRole("k8s-elector-every", rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, Verbs: []string{"update"}})
 			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
 			return err
 		}},
