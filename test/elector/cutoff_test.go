@@ -56,7 +56,7 @@ func TestLeaderCutOff(t *testing.T) {
 				proxies[p] = px
 				ps = append(ps, p)
 			}
-			leader := w.waitLeader(2*tt.tm.ttl+loadSlack, ps...)
+			leader := w.waitLeader(settle, ps...)
 			for trial := range tt.trials {
 				// A random instant within a second: renewals fall anywhere
 				// relative to the record's whole seconds.
@@ -71,7 +71,7 @@ func TestLeaderCutOff(t *testing.T) {
 						others = append(others, p)
 					}
 				}
-				next := w.waitLeader(tt.tm.ttl+tt.tm.retry+loadSlack, others...)
+				next := w.waitLeader(settle, others...)
 				for _, s := range w.samplesOf(leader) {
 					if s.leader && !s.from.Before(cut.Add(tt.tm.renew)) {
 						t.Errorf("trial %d: cut-off leader %s said is_leader=true at %s, past its renew deadline", trial, leader.id, s.from.Format(time.StampMilli))
@@ -80,7 +80,7 @@ func TestLeaderCutOff(t *testing.T) {
 				}
 				proxies[leader].restore(t)
 				// The old leader rejoins as a follower.
-				if got := w.waitLeader(2*tt.tm.ttl+loadSlack, ps...); got != next {
+				if got := w.waitLeader(settle, ps...); got != next {
 					t.Fatalf("trial %d: leader after the cut-off one rejoined = %s, want %s", trial, got.id, next.id)
 				}
 				leader = next

@@ -23,7 +23,7 @@ func TestDuplicateID(t *testing.T) {
 		kubeconfig := serviceAccountKubeconfig(t, ns, false)
 		w := newWatcher(t, std.gap())
 		first := w.start("same", kubeconfig, electionArgs(ns, std)...)
-		w.waitLeader(2*std.ttl+loadSlack, first)
+		w.waitLeader(settle, first)
 		second := w.start("same", kubeconfig, electionArgs(ns, std)...)
 		// The first keeps renewing, so the second never leads.
 		w.noLeaderFor(2*std.ttl, second)
@@ -31,16 +31,16 @@ func TestDuplicateID(t *testing.T) {
 			t.Errorf("the first process stopped leading")
 		}
 		first.stop(t, syscall.SIGKILL)
-		w.waitLeader(std.ttl+std.retry+loadSlack, second)
+		w.waitLeader(settle, second)
 	})
 
 	t.Run("foreign-renewal", func(t *testing.T) {
 		ns := env.Namespace(t)
 		w := newWatcher(t, std.gap())
 		p := w.start("same", adminKubeconfig, electionArgs(ns, std)...)
-		w.waitLeader(2*std.ttl+loadSlack, p)
+		w.waitLeader(settle, p)
 		// Another process with our ID renews the lease.
-		ctx := ctxFor(t, 10*time.Second)
+		ctx := ctxFor(t, apiTimeout)
 		var written time.Time
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			lease, err := env.Client.CoordinationV1().Leases(ns).Get(ctx, electionName, metav1.GetOptions{})
@@ -72,7 +72,7 @@ func TestDuplicateID(t *testing.T) {
 			t.Errorf("no log line about another process with the same ID:\n%s", p.Logs())
 		}
 		// Nobody renews that lease: it runs out, and p leads again no sooner.
-		w.waitLeader(2*std.ttl+loadSlack, p)
+		w.waitLeader(settle, p)
 		took, ok := w.nextTerm(p, written)
 		if !ok {
 			t.Fatal("no new term after the step-down")
@@ -87,12 +87,12 @@ func TestDuplicateID(t *testing.T) {
 		kubeconfig := serviceAccountKubeconfig(t, ns, false)
 		w := newWatcher(t, std.gap())
 		before := w.start("same", kubeconfig, electionArgs(ns, std)...)
-		w.waitLeader(2*std.ttl+loadSlack, before)
+		w.waitLeader(settle, before)
 		if _, err := before.stop(t, syscall.SIGKILL); err == nil {
 			t.Fatal("SIGKILL: exited cleanly?")
 		}
 		after := w.start("same", kubeconfig, electionArgs(ns, std)...)
-		w.waitLeader(std.ttl+std.retry+loadSlack, after)
+		w.waitLeader(settle, after)
 		took, _ := w.firstTrue(after, after.started)
 		if d := took.to.Sub(after.started); d < std.ttl {
 			t.Errorf("the restarted process led %s after it started, before its previous lease of %s ran out", d.Round(time.Millisecond), std.ttl)
@@ -104,7 +104,7 @@ func TestDuplicateID(t *testing.T) {
 		kubeconfig := serviceAccountKubeconfig(t, ns, false)
 		w := newWatcher(t, std.gap())
 		before := w.start("same", kubeconfig, electionArgs(ns, std)...)
-		w.waitLeader(2*std.ttl+loadSlack, before)
+		w.waitLeader(settle, before)
 		if _, err := before.stop(t, syscall.SIGTERM); err != nil {
 			t.Fatalf("exit after SIGTERM: %v", err)
 		}

@@ -50,7 +50,7 @@ func TestElection(t *testing.T) {
 				w.start("c", kubeconfig, args...),
 			}
 
-			first := w.waitLeader(2*std.ttl+loadSlack, ps...)
+			first := w.waitLeader(settle, ps...)
 			waitEvent(t, ns, first.id+" became leader")
 			if _, err := first.stop(t, syscall.SIGTERM); err != nil {
 				t.Errorf("leader %s exited with %v after SIGTERM, want status 0", first.id, err)
@@ -68,7 +68,7 @@ func TestElection(t *testing.T) {
 			if err == nil {
 				t.Fatalf("SIGKILL: process exited cleanly?")
 			}
-			third := w.waitLeader(std.ttl+std.retry+loadSlack, ps...)
+			third := w.waitLeader(settle, ps...)
 			if third == second {
 				t.Fatalf("the killed leader still leads")
 			}
@@ -104,7 +104,7 @@ func TestAPIServerOutage(t *testing.T) {
 	args := electionArgs(ns, std)
 	w := newWatcher(t, std.gap())
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
-	leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
+	leader := w.waitLeader(settle, ps...)
 
 	// Taken once the cut is done: no renewal sent later can succeed.
 	p.cut()
@@ -113,7 +113,7 @@ func TestAPIServerOutage(t *testing.T) {
 	outage(w, cut, leader, ps, std)
 	stopReady()
 	p.restore(t)
-	w.waitLeader(2*std.ttl+loadSlack, ps...)
+	w.waitLeader(settle, ps...)
 	if v := leader.metric(t, `elector_api_errors_total{operation="renew"}`); v == "" || v == "0" {
 		t.Errorf(`elector_api_errors_total{operation="renew"} on %s after an outage = %q, want > 0`, leader.id, v)
 	}
@@ -163,13 +163,13 @@ func TestAPIServerHung(t *testing.T) {
 	args := electionArgs(ns, std)
 	w := newWatcher(t, std.gap())
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
-	leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
+	leader := w.waitLeader(settle, ps...)
 
 	resume := freezeAPIServer(t)
 	cut := time.Now()
 	outage(w, cut, leader, ps, std)
 	resume()
-	w.waitLeader(3*std.ttl+loadSlack, ps...)
+	w.waitLeader(settle, ps...)
 }
 
 // freezeAPIServer stops the kube-apiserver process (SIGSTOP): its
@@ -236,10 +236,10 @@ func TestFrozenLeader(t *testing.T) {
 	args := electionArgs(ns, std)
 	w := newWatcher(t, std.gap())
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
-	frozen := w.waitLeader(2*std.ttl+loadSlack, ps...)
+	frozen := w.waitLeader(settle, ps...)
 
 	stopped := w.freeze(frozen)
-	next := w.waitLeader(std.ttl+std.retry+loadSlack, ps...)
+	next := w.waitLeader(settle, ps...)
 	if next == frozen {
 		t.Fatal("the frozen leader leads")
 	}
@@ -261,7 +261,7 @@ func TestFrozenLeader(t *testing.T) {
 		t.Errorf("first answer of the resumed process: is_leader true while %s leads", next.id)
 	}
 	// It rejoins as a follower and agrees on the new leader.
-	if got := w.waitLeader(2*std.ttl+loadSlack, ps...); got != next {
+	if got := w.waitLeader(settle, ps...); got != next {
 		t.Errorf("leader after resume = %s, want %s", got.id, next.id)
 	}
 }
@@ -326,7 +326,7 @@ func checkWaitsOut(w *watcher, p *participant, holder string, lease time.Duratio
 	t := w.t
 	t.Helper()
 	// A generous wait: the bounds are checked below, from the answers.
-	w.waitLeader(2*lease+loadSlack, p)
+	w.waitLeader(settle, p)
 	// The elector saw the record no earlier than it started, and no earlier
 	// than its last answer that named no leader.
 	seen := p.started
@@ -393,7 +393,7 @@ func TestForeignRecord(t *testing.T) {
 // writeLock creates the lock object of type lock holding rec.
 func writeLock(t *testing.T, lock election.LockType, ns string, rec election.Record) {
 	t.Helper()
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := ctxFor(t, apiTimeout)
 	var err error
 	switch lock {
 	case election.LockLeases:
@@ -426,7 +426,7 @@ func leaseSpec(rec election.Record) coordinationv1.LeaseSpec {
 // stores it.
 func readLock(t *testing.T, lock election.LockType, ns string) election.Record {
 	t.Helper()
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := ctxFor(t, apiTimeout)
 	var annotations map[string]string
 	switch lock {
 	case election.LockLeases:
@@ -490,10 +490,10 @@ func waitEventPrefix(t *testing.T, ns, prefix string) {
 // want describes it.
 func waitEventMatch(t *testing.T, ns, want string, match func(corev1.Event) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10*time.Second + loadSlack)
+	deadline := time.Now().Add(settle)
 	var seen []string
 	for time.Now().Before(deadline) {
-		events, err := env.Client.CoreV1().Events(ns).List(ctxFor(t, 5*time.Second), metav1.ListOptions{})
+		events, err := env.Client.CoreV1().Events(ns).List(ctxFor(t, apiTimeout), metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +515,7 @@ func TestSecondSignal(t *testing.T) {
 	ns := env.Namespace(t)
 	w := newWatcher(t, std.gap())
 	p := w.start("a", adminKubeconfig, electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, p)
+	w.waitLeader(settle, p)
 
 	defer freezeAPIServer(t)()
 

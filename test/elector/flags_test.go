@@ -63,7 +63,7 @@ func TestKlogFlags(t *testing.T) {
 	}
 	w := newWatcher(t, std.gap())
 	p := w.start("a", adminKubeconfig, append(electionArgs(ns, std), klogFlags...)...)
-	w.waitLeader(2*std.ttl+loadSlack, p)
+	w.waitLeader(settle, p)
 	var warnings []string
 	for line := range strings.Lines(p.Logs()) {
 		if strings.Contains(line, "logtostderr") {

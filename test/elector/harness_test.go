@@ -39,6 +39,14 @@ var std = timing{ttl: 4 * time.Second, renew: 1500 * time.Millisecond, retry: 50
 // bounds get no slack: they follow from the elector's promises.
 const loadSlack = 5 * time.Second
 
+// settle is how long a test waits for what must happen (an election, a
+// handover) before it fails. It is no bound on speed: where speed is the
+// property, the test checks it from the watcher's answers.
+const settle = 30 * time.Second
+
+// apiTimeout bounds the tests' own requests to the API server.
+const apiTimeout = 30 * time.Second
+
 // pollPeriod is how often the watcher asks each participant GET /, at most.
 const pollPeriod = 2 * time.Millisecond
 

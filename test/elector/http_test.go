@@ -22,9 +22,9 @@ func TestHTTPAPI(t *testing.T) {
 	args := electionArgs(ns, std)
 	w := newWatcher(t, std.gap())
 	a := w.start("a", adminKubeconfig, args...)
-	w.waitLeader(2*std.ttl+loadSlack, a)
+	w.waitLeader(settle, a)
 	b := w.start("b", adminKubeconfig, args...)
-	w.waitLeader(2*std.ttl+loadSlack, a, b)
+	w.waitLeader(settle, a, b)
 
 	do := func(p *participant, method, path string) (int, string) {
 		t.Helper()
@@ -170,9 +170,9 @@ func TestJSONLogsAndSIGINT(t *testing.T) {
 	w := newWatcher(t, std.gap())
 	args := electionArgs(ns, std, "-log-format=json")
 	a := w.start("a", adminKubeconfig, args...)
-	w.waitLeader(2*std.ttl+loadSlack, a)
+	w.waitLeader(settle, a)
 	b := w.start("b", adminKubeconfig, args...)
-	w.waitLeader(2*std.ttl+loadSlack, a, b)
+	w.waitLeader(settle, a, b)
 	if _, err := a.stop(t, syscall.SIGINT); err != nil {
 		t.Errorf("exit after SIGINT: %v, want status 0", err)
 	}

@@ -156,7 +156,7 @@ func TestInProcess(t *testing.T) {
 		}
 	}()
 
-	leader := waitMember(t, 2*std.ttl+loadSlack, members...)
+	leader := waitMember(t, settle, members...)
 	var followers []*member
 	for _, m := range members {
 		if m != leader {
@@ -168,12 +168,12 @@ func TestInProcess(t *testing.T) {
 	// deadline, and another takes over once the lease runs out.
 	cut := time.Now()
 	leader.proxy.cut()
-	next := waitMember(t, std.ttl+std.retry+loadSlack, followers...)
+	next := waitMember(t, settle, followers...)
 	if took := time.Since(cut); took < std.gap() {
 		t.Errorf("%s took over %s after the leader was cut off, sooner than ttl - renew deadline", next.id, took)
 	}
 	leader.proxy.restore(t)
-	if got := waitMember(t, std.ttl+loadSlack, members...); got != next {
+	if got := waitMember(t, settle, members...); got != next {
 		t.Errorf("leader once the old one is back = %s, want %s", got.id, next.id)
 	}
 

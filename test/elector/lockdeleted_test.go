@@ -15,7 +15,7 @@ func TestFirstElection(t *testing.T) {
 	ns := env.Namespace(t)
 	w := newWatcher(t, std.gap())
 	p := w.start("a", serviceAccountKubeconfig(t, ns, false), electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, p)
+	w.waitLeader(settle, p)
 	took, _ := w.firstTrue(p, p.started)
 	if d := took.to.Sub(p.started); d < std.ttl {
 		t.Errorf("led %s after it started on a missing lock, want at least the ttl %s", d.Round(time.Millisecond), std.ttl)
@@ -32,15 +32,15 @@ func TestLockDeletedFreshJoiner(t *testing.T) {
 	px := newProxy(t, apiHost(t))
 	w := newWatcher(t, std.gap())
 	old := w.start("old", viaProxy(t, kubeconfig, px), electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, old)
+	w.waitLeader(settle, old)
 
 	px.cut()
 	cut := time.Now()
-	if err := env.Client.CoordinationV1().Leases(ns).Delete(ctxFor(t, 10*time.Second), electionName, metav1.DeleteOptions{}); err != nil {
+	if err := env.Client.CoordinationV1().Leases(ns).Delete(ctxFor(t, apiTimeout), electionName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	fresh := w.start("fresh", kubeconfig, electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, fresh)
+	w.waitLeader(settle, fresh)
 	for _, s := range w.samplesOf(old) {
 		if s.leader && !s.from.Before(cut.Add(std.renew)) {
 			t.Errorf("the cut-off leader said is_leader=true at %s, past its renew deadline", s.from.Format(time.StampMilli))
@@ -48,7 +48,7 @@ func TestLockDeletedFreshJoiner(t *testing.T) {
 		}
 	}
 	px.restore(t)
-	if got := w.waitLeader(2*std.ttl+loadSlack, old, fresh); got != fresh {
+	if got := w.waitLeader(settle, old, fresh); got != fresh {
 		t.Errorf("leader once the old one is back = %s, want fresh", got.id)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,9 +53,9 @@ func TestPodLabel(t *testing.T) {
 		return out
 	}
 
-	first := w.waitLeader(2*std.ttl+loadSlack, ps...)
+	first := w.waitLeader(settle, ps...)
 	waitLabels(t, ns, "role", pods[first], podsOf(ps...))
-	lease, err := env.Client.CoordinationV1().Leases(ns).Get(ctxFor(t, 10*time.Second), electionName, metav1.GetOptions{})
+	lease, err := env.Client.CoordinationV1().Leases(ns).Get(ctxFor(t, apiTimeout), electionName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +69,7 @@ func TestPodLabel(t *testing.T) {
 	if _, err := first.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}
-	second := w.waitLeader(std.ttl+loadSlack, ps...)
+	second := w.waitLeader(settle, ps...)
 	waitLabels(t, ns, "role", pods[second], podsOf(ps...))
 
 	proxies[second].cut()
@@ -80,11 +79,11 @@ func TestPodLabel(t *testing.T) {
 			third = p
 		}
 	}
-	w.waitLeader(std.ttl+std.retry+loadSlack, third)
+	w.waitLeader(settle, third)
 	// second is still running, cut off: only third can have demoted it.
 	waitLabels(t, ns, "role", pods[third], podsOf(second, third))
 	proxies[second].restore(t)
-	w.waitLeader(std.ttl+loadSlack, second, third)
+	w.waitLeader(settle, second, third)
 	history.check()
 }
 
@@ -104,12 +103,12 @@ func TestUpstreamPodLabel(t *testing.T) {
 		pods[p] = name
 		ps = append(ps, p)
 	}
-	leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
+	leader := w.waitLeader(settle, ps...)
 	waitLabels(t, ns, upstreamStatusLabel, pods[leader], []string{"pod-a", "pod-b"})
 	if _, err := leader.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}
-	next := w.waitLeader(std.ttl+loadSlack, ps...)
+	next := w.waitLeader(settle, ps...)
 	waitLabels(t, ns, upstreamStatusLabel, pods[next], []string{"pod-a", "pod-b"})
 	history.check()
 }
@@ -136,7 +135,7 @@ func createPod(t *testing.T, ns, name string) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "x"}},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 	}
-	if _, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 10*time.Second), pod, metav1.CreateOptions{}); err != nil {
+	if _, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, apiTimeout), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -146,11 +145,11 @@ func createPod(t *testing.T, ns, name string) {
 func waitLabels(t *testing.T, ns, key, leaderPod string, pods []string) {
 	t.Helper()
 	var got map[string]string
-	eventually(t, 10*time.Second+loadSlack, func() error {
+	eventually(t, settle, func() error {
 		got = map[string]string{}
 		ok := true
 		for _, name := range pods {
-			pod, err := env.Client.CoreV1().Pods(ns).Get(ctxFor(t, 5*time.Second), name, metav1.GetOptions{})
+			pod, err := env.Client.CoreV1().Pods(ns).Get(ctxFor(t, apiTimeout), name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}

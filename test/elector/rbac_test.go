@@ -45,7 +45,7 @@ func allowed(t *testing.T, ns string, reqs []access) map[string]bool {
 				Namespace: ns, Verb: a.verb, Group: a.group, Resource: a.resource, Name: a.name,
 			},
 		}}
-		out, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctxFor(t, 10*time.Second), review, metav1.CreateOptions{})
+		out, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctxFor(t, apiTimeout), review, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,7 @@ func allowedAs(t *testing.T, ns, in string, reqs []access) map[string]bool {
 			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: in, Verb: a.verb, Group: a.group, Resource: a.resource, Name: a.name},
 		}}
-		out, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctxFor(t, 10*time.Second), review, metav1.CreateOptions{})
+		out, err := env.Client.AuthorizationV1().SubjectAccessReviews().Create(ctxFor(t, apiTimeout), review, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +177,7 @@ func TestRightsArriveLater(t *testing.T) {
 		}
 	}
 	bindShippedRoles(t, ns, false)
-	w.waitLeader(2*std.ttl+loadSlack, ps...)
+	w.waitLeader(settle, ps...)
 }
 
 // TestNoWatchRight runs electors under the Role that upstream's chart
@@ -200,7 +200,7 @@ func TestNoWatchRight(t *testing.T) {
 	ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...), w.start("c", kubeconfig, args...)}
 	stopReady := checkReady(t, ps)
 	defer stopReady()
-	leader := w.waitLeader(2*tm.ttl+loadSlack, ps...)
+	leader := w.waitLeader(settle, ps...)
 	for range 2 {
 		// Let the followers see a few renewals first.
 		time.Sleep(2 * tm.retry)
@@ -210,7 +210,7 @@ func TestNoWatchRight(t *testing.T) {
 		if r := readLock(t, election.LockLeases, ns); r.HolderIdentity == leader.id {
 			rec = r
 		}
-		next := w.waitLeader(2*tm.ttl+loadSlack, ps...)
+		next := w.waitLeader(settle, ps...)
 		took, _ := w.firstTrue(next, killed)
 		t.Logf("%s took over %s after %s's last renewal", next.id, took.from.Sub(rec.RenewTime.Time).Round(time.Millisecond), leader.id)
 		if d := took.from.Sub(rec.RenewTime.Time); d > tm.ttl+tm.retry+2500*time.Millisecond {

@@ -36,7 +36,7 @@ func TestLeaseRoundTrip(t *testing.T) {
 
 	w := newWatcher(t, std.gap())
 	p := w.start("a", adminKubeconfig, electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, p)
+	w.waitLeader(settle, p)
 	// Several renewals, each read back from the API server.
 	before := metricValue(t, p, `elector_renew_duration_seconds_count{result="success"}`)
 	eventually(t, 4*std.retry+loadSlack, func() error {

@@ -23,12 +23,12 @@ func TestLockReplacedWhileLeading(t *testing.T) {
 		change func(t *testing.T, ns string)
 	}{
 		{"lease-deleted", election.LockLeases, func(t *testing.T, ns string) {
-			if err := env.Client.CoordinationV1().Leases(ns).Delete(ctxFor(t, 10*time.Second), electionName, metav1.DeleteOptions{}); err != nil {
+			if err := env.Client.CoordinationV1().Leases(ns).Delete(ctxFor(t, apiTimeout), electionName, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"lease-overwritten", election.LockLeases, func(t *testing.T, ns string) {
-			ctx := ctxFor(t, 10*time.Second)
+			ctx := ctxFor(t, apiTimeout)
 			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 				lease, err := env.Client.CoordinationV1().Leases(ns).Get(ctx, electionName, metav1.GetOptions{})
 				if err != nil {
@@ -43,7 +43,7 @@ func TestLockReplacedWhileLeading(t *testing.T) {
 			}
 		}},
 		{"configmap-overwritten", election.LockConfigMaps, func(t *testing.T, ns string) {
-			ctx := ctxFor(t, 10*time.Second)
+			ctx := ctxFor(t, apiTimeout)
 			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 				cm, err := env.Client.CoreV1().ConfigMaps(ns).Get(ctx, electionName, metav1.GetOptions{})
 				if err != nil {
@@ -65,7 +65,7 @@ func TestLockReplacedWhileLeading(t *testing.T) {
 			w := newWatcher(t, std.gap())
 			args := electionArgs(ns, std, "-lock-type="+string(tt.lock))
 			ps := []*participant{w.start("a", kubeconfig, args...), w.start("b", kubeconfig, args...)}
-			leader := w.waitLeader(2*std.ttl+loadSlack, ps...)
+			leader := w.waitLeader(settle, ps...)
 
 			changed := time.Now()
 			tt.change(t, ns)
@@ -82,7 +82,7 @@ func TestLockReplacedWhileLeading(t *testing.T) {
 				}
 			}
 			waitEventPrefix(t, ns, leader.id+" stopped leading")
-			w.waitLeader(2*std.ttl+loadSlack, ps...)
+			w.waitLeader(settle, ps...)
 			for _, p := range ps {
 				for _, s := range w.samplesOf(p) {
 					if s.leader && !s.sent.Before(changed.Add(std.renew)) {

@@ -117,8 +117,8 @@ func (w *watcher) startEnv(env []string, id, kubeconfig string, args ...string) 
 	case p.addr = <-addr:
 	case <-p.done:
 		t.Fatalf("elector %s exited before serving: %v\n%s", id, p.exit, p.Logs())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("elector %s did not serve within 20s:\n%s", id, p.Logs())
+	case <-time.After(2 * settle):
+		t.Fatalf("elector %s did not serve within %s:\n%s", id, 2*settle, p.Logs())
 	}
 	w.mu.Lock()
 	w.ps = append(w.ps, p)

@@ -110,7 +110,7 @@ func TestWatchErrors(t *testing.T) {
 	kubeconfig := proxy.serve(t, ns)
 	w := newWatcher(t, std.gap())
 	p := w.start("a", kubeconfig, electionArgs(ns, std)...)
-	w.waitLeader(2*std.ttl+loadSlack, p)
+	w.waitLeader(settle, p)
 	from := time.Now()
 	const window = 5 * time.Second
 	time.Sleep(window)
