@@ -57,7 +57,9 @@ func renderConfig(dir, component string) ([]*unstructured.Unstructured, error) {
 		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o600); err != nil {
 			return nil, err
 		}
-		out, err = render.RenderUnrestricted(overlay)
+		if out, err = render.RenderUnrestricted(overlay); err != nil {
+			return nil, err
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 Endpoints are a lock type under attack.
+
 package attack
 
 import (
@@ -35,7 +37,7 @@ func TestAnnotationEditsGrantNothing(t *testing.T) {
 	asA, asB := a.elector(podA), a.elector(podB)
 	waitAllowed(t, asA, a.ns, "update", "coordination.k8s.io", "leases", "election-a")
 	waitAllowed(t, asB, a.ns, "update", "coordination.k8s.io", "leases", "election-b")
-	web := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: a.ns}} //nolint:staticcheck // the lock type under attack
+	web := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: a.ns}}
 	if _, err := env.Client.CoreV1().Endpoints(a.ns).Create(ctx, web, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestAnnotationEditsGrantNothing(t *testing.T) {
 			ep.Annotations = map[string]string{"hijacked": "true"}
 			_, err = cs.CoreV1().Endpoints(a.ns).Update(ctx, ep, metav1.UpdateOptions{})
 			refused(t, who+" updates Endpoints web", err, byRBAC("update", "endpoints"))
-			_, err = cs.CoreV1().Endpoints(a.ns).Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "election-a"}}, metav1.CreateOptions{}) //nolint:staticcheck // the lock type under attack
+			_, err = cs.CoreV1().Endpoints(a.ns).Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "election-a"}}, metav1.CreateOptions{})
 			refused(t, who+" creates an Endpoints lock", err, byRBAC("create", "endpoints"))
 			err = setImage(ctx, cs, a.ns, "third", "app", "attacker.example/miner:latest")
 			refused(t, who+" changes the image of a third pod", err, byRBAC("patch", "pods"))

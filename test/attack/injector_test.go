@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 Endpoints are a lock type under attack.
+
 package attack
 
 import (
@@ -95,7 +97,7 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			ep.Subsets = []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+			ep.Subsets = []corev1.EndpointSubset{{
 				Addresses: []corev1.EndpointAddress{{IP: "192.0.2.66"}},
 				Ports:     []corev1.EndpointPort{{Name: "https", Port: 443}},
 			}}

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 Endpoints are a lock type under attack.
+
 package attack
 
 import (
@@ -42,9 +44,9 @@ func TestEndpointsLocksAreOptIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	useInjector(t, component, nil)
-	service := &corev1.Endpoints{ //nolint:staticcheck // the object under attack
+	service := &corev1.Endpoints{
 		ObjectMeta: metav1.ObjectMeta{Name: "frontend", Namespace: a.ns},
-		Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+		Subsets: []corev1.EndpointSubset{{
 			Addresses: []corev1.EndpointAddress{{IP: "10.0.0.10"}},
 			Ports:     []corev1.EndpointPort{{Name: "http", Port: 80}},
 		}},
@@ -65,7 +67,7 @@ func TestEndpointsLocksAreOptIn(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			ep.Subsets = []corev1.EndpointSubset{{ //nolint:staticcheck // the object under attack
+			ep.Subsets = []corev1.EndpointSubset{{
 				Addresses: []corev1.EndpointAddress{{IP: "192.0.2.66"}},
 				Ports:     []corev1.EndpointPort{{Name: "https", Port: 443}},
 			}}
