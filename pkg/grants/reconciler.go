@@ -158,26 +158,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.forgetPods(ns, live)
 
 	// 2. Per account: the Role, then its bindings. A Role that is not ours
-	// is never bound, since its rights are unknown.
+	// is never bound, since its rights are unknown: the account's bindings
+	// are then not wanted, and one of ours left from before goes in step 3.
 	wanted := map[string]bool{}
 	var errs []error
 	var requeue time.Duration
 	for _, a := range Accounts(electors) {
-		role, binding, podLabel := DesiredRole(ns, a), DesiredRoleBinding(ns, a), DesiredPodLabelBinding(ns, a)
-		wanted[key(role)], wanted[key(binding)] = true, true
-		if podLabel != nil {
-			wanted[key(podLabel)] = true
+		role := DesiredRole(ns, a)
+		wanted[key(role)] = true
+		bindings := []*rbacv1.RoleBinding{DesiredRoleBinding(ns, a)}
+		if b := DesiredPodLabelBinding(ns, a); b != nil {
+			bindings = append(bindings, b)
 		}
 		ours, wait, err := r.ensure(ctx, role)
 		requeue = soonest(requeue, wait)
-		if err != nil || !ours {
+		if err != nil {
+			// Unknown: leave the bindings as they are until the retry.
+			for _, b := range bindings {
+				wanted[key(b)] = true
+			}
 			errs = append(errs, err)
 			continue
 		}
-		for _, b := range []*rbacv1.RoleBinding{binding, podLabel} {
-			if b == nil {
-				continue
-			}
+		if !ours {
+			continue
+		}
+		for _, b := range bindings {
+			wanted[key(b)] = true
 			_, wait, err := r.ensure(ctx, b)
 			requeue = soonest(requeue, wait)
 			errs = append(errs, err)

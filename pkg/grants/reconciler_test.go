@@ -135,3 +135,30 @@ func notFound(obj client.Object, name string) error {
 	}
 	return apierrors.NewNotFound(schema.GroupResource{Group: rbacv1.GroupName, Resource: resource}, name)
 }
+
+// TestForeignRoleIsNeverBound: a binding of ours left from before, to a
+// Role now replaced by someone else's of the same name, is deleted rather
+// than left binding rights the reconciler does not know.
+func TestForeignRoleIsNeverBound(t *testing.T) {
+	ctx := context.Background()
+	const ns = "ns"
+	pod := podWithElector("app", true, "-election=x")
+	pod.Namespace, pod.UID = ns, "pod-uid"
+	pod.Labels = map[string]string{webhook.LabelInjected: "true"}
+	a := Accounts(map[string][]Elector{"app": {{Election: "x", LockType: election.LockLeases}}})[0]
+	foreign := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: RoleName("app"), Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}}}}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(&pod, foreign, DesiredRoleBinding(ns, a)).Build()
+	r := &Reconciler{Client: labelledOnly{c}, APIReader: c, Recorder: events.NewFakeRecorder(10),
+		AllowedLockTypes: []election.LockType{election.LockLeases}, Clock: clocktesting.NewFakePassiveClock(time.Unix(1000, 0))}
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	var bindings rbacv1.RoleBindingList
+	if err := c.List(ctx, &bindings, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(bindings.Items) != 0 {
+		t.Errorf("bindings to a foreign Role remain: %+v", bindings.Items)
+	}
+}
