@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -131,7 +132,7 @@ func (cp *controlPlane) Thaw() error {
 // Restart kills the API server (SIGKILL) and starts it again with the same
 // command line. It returns when the kill was sent, when the new one first
 // answered an HTTP request (up: it may serve the electors from then on) and
-// when it answered /readyz with ok (ready).
+// when it first served a read (ready).
 func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Time, err error) {
 	httpClient, err := rest.HTTPClientFor(cp.cfg)
 	if err != nil {
@@ -143,37 +144,25 @@ func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Tim
 		cp.mu.Unlock()
 		return killed, up, ready, fmt.Errorf("SIGKILL kube-apiserver: %w", err)
 	}
-	pid, own, ownDone := cp.pid, cp.own, cp.ownDone
+	own, ownDone := cp.own, cp.ownDone
 	cp.mu.Unlock()
 	if own != nil {
 		<-ownDone
-	} else {
-		// envtest's process: its own goroutine reaps it.
-		for deadline := time.Now().Add(10 * time.Second); processExists(pid) && time.Now().Before(deadline); {
-			time.Sleep(5 * time.Millisecond)
+	}
+	// The port is free once the last thread of the old process is gone,
+	// which can be after /proc shows it a zombie.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if ln, err := net.Listen("tcp", cp.host); err == nil {
+			ln.Close()
+			break
 		}
 	}
 
-	cp.mu.Lock()
-	cp.starts++
-	logFile, err := os.Create(filepath.Join(cp.logDir, fmt.Sprintf("kube-apiserver.%d.log", cp.starts)))
+	done, logName, err := cp.start()
 	if err != nil {
-		cp.mu.Unlock()
 		return killed, up, ready, err
 	}
-	cmd := exec.Command(cp.args[0], cp.args[1:]...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		cp.mu.Unlock()
-		logFile.Close()
-		return killed, up, ready, fmt.Errorf("start kube-apiserver again: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
-	cp.pid, cp.own, cp.ownDone, cp.frozen = cmd.Process.Pid, cmd, done, false
-	cp.mu.Unlock()
-
+	attempts := 1
 	for {
 		if up.IsZero() {
 			if resp, err := httpClient.Get(cp.cfg.Host + "/livez"); err == nil {
@@ -192,24 +181,47 @@ func (cp *controlPlane) Restart(ctx context.Context) (killed, up, ready time.Tim
 		}
 		select {
 		case <-done:
-			return killed, up, ready, fmt.Errorf("kube-apiserver exited while starting again: see %s", logFile.Name())
+			// A start that fails (the port still taken, say) is tried
+			// again, twice.
+			if attempts == 3 {
+				return killed, up, ready, fmt.Errorf("kube-apiserver exited while starting again: see %s", logName)
+			}
+			attempts++
+			sleep(ctx, 500*time.Millisecond)
+			if done, logName, err = cp.start(); err != nil {
+				return killed, up, ready, err
+			}
 		case <-ctx.Done():
 			if up.IsZero() {
-				return killed, up, ready, fmt.Errorf("kube-apiserver did not answer again (log %s): %w", logFile.Name(), ctx.Err())
+				return killed, up, ready, fmt.Errorf("kube-apiserver did not answer again (log %s): %w", logName, ctx.Err())
 			}
-			return killed, up, ready, fmt.Errorf("kube-apiserver answers again but serves no read (log %s): %w", logFile.Name(), ctx.Err())
+			return killed, up, ready, fmt.Errorf("kube-apiserver answers again but serves no read (log %s): %w", logName, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-func processExists(pid int) bool {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// start runs kube-apiserver with the saved command line, its output in a
+// log file of its own.
+func (cp *controlPlane) start() (chan struct{}, string, error) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.starts++
+	logFile, err := os.Create(filepath.Join(cp.logDir, fmt.Sprintf("kube-apiserver.%d.log", cp.starts)))
 	if err != nil {
-		return false
+		return nil, "", err
 	}
-	i := bytes.LastIndexByte(raw, ')')
-	return i < 0 || i+2 >= len(raw) || raw[i+2] != 'Z'
+	cmd := exec.Command(cp.args[0], cp.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, "", fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
+	cp.pid, cp.own, cp.ownDone, cp.frozen = cmd.Process.Pid, cmd, done, false
+	return done, logFile.Name(), nil
 }
 
 // Stop resumes and stops the API server the harness started, then what

@@ -88,9 +88,11 @@ type harness struct {
 	chk         *checker
 	elections   []*electionState
 	counter     requestCounter
-	// window is added to every fault's observation: time for a loaded
+	// slack is added to every fault's observation: time for a loaded
 	// machine, never part of a bound.
 	slack time.Duration
+	// abort ends the schedule early: the control plane is gone.
+	abort context.CancelFunc
 
 	mu       sync.Mutex
 	faults   map[string]int
@@ -491,6 +493,7 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 		h.counter.restarted()
 		if err != nil {
 			h.fail("%v", err)
+			h.abort()
 			return
 		}
 		t0, back = killed, up

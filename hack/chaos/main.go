@@ -194,7 +194,10 @@ func run(o options) int {
 			_ = h.counter.scrape(ctx, cp.admin)
 		}
 	}()
-	h.schedule(ctx, start.Add(o.duration), rng)
+	schedCtx, abort := context.WithCancel(ctx)
+	defer abort()
+	h.abort = abort
+	h.schedule(schedCtx, start.Add(o.duration), rng)
 	h.running.Wait()
 	_ = h.counter.scrape(ctx, cp.admin)
 	elapsed := time.Since(start)
