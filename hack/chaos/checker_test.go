@@ -137,3 +137,69 @@ func TestRecordTerms(t *testing.T) {
 		t.Errorf("terms (-want +got):\n%s", diff)
 	}
 }
+
+// TestViolations checks the two rules across the members of an election:
+// no overlap, and ttl - renew deadline between leaders unless the first
+// released the lock.
+func TestViolations(t *testing.T) {
+	// ttl 3s, renew deadline 1.5s: the gap is 1.5s.
+	spec := electionSpec{name: "e", ttl: 3 * time.Second}
+	member := func(id string, released time.Time, terms ...term) *participant {
+		return &participant{id: id, released: released, terms: terms}
+	}
+	type result struct {
+		A, B    string
+		Overlap bool
+	}
+	for _, tt := range []struct {
+		name    string
+		members []*participant
+		want    []result
+	}{
+		{
+			name:    "a gap's worth apart",
+			members: []*participant{member("a", time.Time{}, span(0, 1, 1000, 1001)), member("b", time.Time{}, span(2500, 2501, 4000, 4001))},
+		},
+		{
+			name:    "too soon after a crash",
+			members: []*participant{member("a", time.Time{}, span(0, 1, 1000, 1001)), member("b", time.Time{}, span(2400, 2401, 4000, 4001))},
+			want:    []result{{"a", "b", false}},
+		},
+		{
+			name:    "at once after a release",
+			members: []*participant{member("a", at(1001), span(0, 1, 1000, 1001)), member("b", time.Time{}, span(1010, 1011, 4000, 4001))},
+		},
+		{
+			name: "a release covers only the last term",
+			members: []*participant{
+				member("a", at(9000), span(0, 1, 1000, 1001), span(5000, 5001, 6000, 6001)),
+				member("b", time.Time{}, span(1010, 1011, 2000, 2001)),
+			},
+			want: []result{{"a", "b", false}},
+		},
+		{
+			name:    "overlap",
+			members: []*participant{member("a", time.Time{}, span(0, 1, 1000, 1001)), member("b", time.Time{}, span(500, 501, 4000, 4001))},
+			want:    []result{{"a", "b", true}},
+		},
+		{
+			name: "a resumed leader's first answer inside its successor's term",
+			members: []*participant{
+				member("a", time.Time{}, span(0, 1, 1000, 1001), term{firstFrom: at(9000), firstTo: at(9002), lastFrom: at(9000), lastTo: at(9002), probe: true}),
+				member("b", time.Time{}, span(5000, 5001, 12000, 12001)),
+			},
+			want: []result{{"a", "b", true}},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			es := &electionState{electionSpec: spec, members: tt.members}
+			var got []result
+			for _, v := range violations(es) {
+				got = append(got, result{v.a, v.b, v.overlap})
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("violations (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
