@@ -2,13 +2,17 @@ package injector
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
@@ -196,5 +200,144 @@ func TestRestrictedNamespaceAdmitsInjectedPod(t *testing.T) {
 	}
 	if sidecarOf(pod) == nil {
 		t.Errorf("the pod was not injected")
+	}
+}
+
+// TestWedgePodIsDeniedAndTheNextInjected: a pod that declares every TCP
+// port once made the injector loop forever, and its review (each port with
+// its managedFields) is larger than controller-runtime reads. Through the
+// injector binary, wired as cmd/injector wires it, the API server gets a
+// denial naming the cause within the webhook's timeoutSeconds (a hang would
+// be a "context deadline exceeded" instead), and the next pod is injected
+// on the first try.
+func TestWedgePodIsDeniedAndTheNextInjected(t *testing.T) {
+	ns := env.Namespace(t)
+	serviceAccount(t, ns, "app")
+	inj := startInjectorWithEnvtestCert(t)
+	createInjected(t, ns, "before") // retries until the API server reaches the binary
+
+	wedge := electorPod("wedge", "app", map[string]string{webhook.AnnotationElection: "my-app"})
+	for p := int32(1); p <= 65535; p++ {
+		wedge.Spec.Containers[0].Ports = append(wedge.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: p})
+	}
+	_, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 60*time.Second), wedge, metav1.CreateOptions{})
+	if err == nil {
+		t.Fatal("the wedge pod was admitted")
+	}
+	if msg := err.Error(); !strings.Contains(msg, `admission webhook "inject.elector.vapor.io" denied the request`) ||
+		!strings.Contains(msg, "the pod is too large for the elector injector") ||
+		!strings.Contains(msg, fmt.Sprintf("above the injector's limit of %d bytes", webhook.MaxReviewSize)) {
+		t.Fatalf("error = %.500q; want the webhook's denial for the pod's size", msg)
+	}
+
+	pod, err := env.Client.CoreV1().Pods(ns).Create(ctxFor(t, 30*time.Second),
+		electorPod("after", "app", map[string]string{webhook.AnnotationElection: "my-app"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("the pod after the wedge pod: %v", err)
+	}
+	if sidecarOf(pod) == nil {
+		t.Errorf("the pod after the wedge pod was not injected")
+	}
+	inj.terminate(t)
+}
+
+// startInjectorWithEnvtestCert runs the injector binary with envtest's
+// serving certificate (-cert-management=external) and points the webhook
+// configuration at it until the test ends.
+func startInjectorWithEnvtestCert(t *testing.T) *process {
+	t.Helper()
+	opts := env.Env.WebhookInstallOptions
+	certDir := t.TempDir()
+	for _, f := range []string{"tls.key", "tls.crt"} {
+		data, err := os.ReadFile(filepath.Join(opts.LocalServingCertDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(certDir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	token, err := serviceAccountToken(ctxFor(t, 10*time.Second), systemNamespace, "k8s-elector-injector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	inj := startInjector(t,
+		"-kubeconfig="+kubeconfigFor(t, token),
+		"-namespace="+systemNamespace,
+		"-elector-image="+testImage,
+		"-cert-management=external",
+		fmt.Sprintf("-webhook-port=%d", port),
+		"-cert-dir="+certDir,
+		"-metrics-bind-address=0",
+		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", freePort(t)),
+		"-leader-elect",
+	)
+	whc, err := shippedWebhookConfiguration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("https://localhost:%d%s", port, *whc.Webhooks[0].ClientConfig.Service.Path)
+	whc.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: opts.LocalServingCAData}
+	swapWebhookConfiguration(t, whc)
+	return inj
+}
+
+// TestQuotaAndQoS: in a namespace whose ResourceQuota counts CPU and memory
+// limits, an injected pod is admitted (the sidecar has both limits), and a
+// Guaranteed pod stays Guaranteed.
+func TestQuotaAndQoS(t *testing.T) {
+	ns := env.Namespace(t)
+	serviceAccount(t, ns, "app")
+	ctx := ctxFor(t, 30*time.Second)
+	quota := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "limits"},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{
+			corev1.ResourceLimitsCPU:    resource.MustParse("4"),
+			corev1.ResourceLimitsMemory: resource.MustParse("4Gi"),
+		}},
+	}
+	quota, err := env.Client.CoreV1().ResourceQuotas(ns).Create(ctx, quota, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The quota admission plugin refuses pods until the quota has a status,
+	// which the resourcequota controller (not run here) would write.
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{
+		corev1.ResourceLimitsCPU:    resource.MustParse("0"),
+		corev1.ResourceLimitsMemory: resource.MustParse("0"),
+	}}
+	if _, err := env.Client.CoreV1().ResourceQuotas(ns).UpdateStatus(ctx, quota, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	guaranteed := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+	burstable := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+	}
+	for name, tt := range map[string]struct {
+		resources corev1.ResourceRequirements
+		qos       corev1.PodQOSClass
+	}{
+		"guaranteed": {guaranteed, corev1.PodQOSGuaranteed},
+		"burstable":  {burstable, corev1.PodQOSBurstable},
+	} {
+		p := electorPod(name, "app", map[string]string{webhook.AnnotationElection: "my-app"})
+		p.Spec.Containers[0].Resources = tt.resources
+		pod, err := env.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Errorf("%s: the injected pod was refused under a limits quota: %v", name, err)
+			continue
+		}
+		if sidecarOf(pod) == nil {
+			t.Errorf("%s: the pod was not injected", name)
+		}
+		if pod.Status.QOSClass != tt.qos {
+			t.Errorf("%s: QoS class %s, want %s", name, pod.Status.QOSClass, tt.qos)
+		}
 	}
 }
