@@ -111,6 +111,7 @@ func TestDuplicateID(t *testing.T) {
 		after := w.start("same", kubeconfig, electionArgs(ns, std)...)
 		// A released lock is free: no lease to wait out. Waiting one would
 		// take a ttl from the start.
-		w.waitLeader(std.ttl, after)
+		w.waitLeader(settle, after)
+		w.tookOver(after.started, std.ttl, after)
 	})
 }

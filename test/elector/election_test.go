@@ -52,7 +52,8 @@ func TestElection(t *testing.T) {
 
 			first := w.waitLeader(settle, ps...)
 			waitEvent(t, ns, first.id+" became leader")
-			if _, err := first.stop(t, syscall.SIGTERM); err != nil {
+			termed, err := first.stop(t, syscall.SIGTERM)
+			if err != nil {
 				t.Errorf("leader %s exited with %v after SIGTERM, want status 0", first.id, err)
 			}
 			if !strings.Contains(first.Logs(), "released the lock") {
@@ -61,7 +62,8 @@ func TestElection(t *testing.T) {
 			// Had the release been ignored, the others would wait out the
 			// lease they last saw renewed, at least ttl - retry period from
 			// the SIGTERM.
-			second := w.waitLeader(std.ttl-std.retry, ps...)
+			second := w.waitLeader(settle, ps...)
+			w.tookOver(termed, std.ttl-std.retry, ps...)
 
 			rec := readLock(t, lock, ns)
 			killed, err := second.stop(t, syscall.SIGKILL)

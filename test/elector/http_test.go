@@ -173,10 +173,13 @@ func TestJSONLogsAndSIGINT(t *testing.T) {
 	w.waitLeader(settle, a)
 	b := w.start("b", adminKubeconfig, args...)
 	w.waitLeader(settle, a, b)
-	if _, err := a.stop(t, syscall.SIGINT); err != nil {
+	interrupted, err := a.stop(t, syscall.SIGINT)
+	if err != nil {
 		t.Errorf("exit after SIGINT: %v, want status 0", err)
 	}
-	w.waitLeader(std.ttl-std.retry, b)
+	// Sooner than b could have waited out a's lease: the lock was released.
+	w.waitLeader(settle, b)
+	w.tookOver(interrupted, std.ttl-std.retry, b)
 	waitEvent(t, ns, "a stopped leading: shutting down")
 	var released bool
 	for line := range strings.Lines(a.Logs()) {

@@ -187,7 +187,7 @@ func TestInProcess(t *testing.T) {
 	}
 	events := watchStream(t, rest[0].addr)
 	next.stop(t)
-	last := waitMember(t, std.ttl-std.retry, rest...)
+	last := waitMember(t, settle, rest...)
 	want := fmt.Sprintf(`"leader":%q`, last.id)
 	deadline := time.After(std.ttl + loadSlack)
 	for seen := false; !seen; {

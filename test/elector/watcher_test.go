@@ -377,6 +377,27 @@ func (w *watcher) firstTrue(p *participant, since time.Time) (sample, bool) {
 	return sample{}, false
 }
 
+// tookOver checks that one of ps said is_leader=true sooner than within
+// after since, judged from the answers: a leader that lost the lock again
+// at once under load still counts.
+func (w *watcher) tookOver(since time.Time, within time.Duration, ps ...*participant) {
+	w.t.Helper()
+	var first sample
+	var who *participant
+	for _, p := range ps {
+		if s, ok := w.firstTrue(p, since); ok && (who == nil || s.to.Before(first.to)) {
+			first, who = s, p
+		}
+	}
+	if who == nil {
+		w.t.Errorf("nobody led after %s", since.Format(time.StampMilli))
+		return
+	}
+	if d := first.to.Sub(since); d >= within {
+		w.t.Errorf("%s led %s after %s, want sooner than %s", who.id, d.Round(time.Millisecond), since.Format(time.StampMilli), within)
+	}
+}
+
 // nextTerm is p's first is_leader=true answer that follows an
 // is_leader=false one, both to requests sent at or after since: the start
 // of its next term, not the rest of the one it was in.
