@@ -613,12 +613,12 @@ func (e *Elector) observe(obs *observation) {
 }
 
 // observeNewest records a version of the lock known to be the newest: a
-// read, or a write's answer. observedAt moves only when the record changes:
+// read, or a write's answer. observedAt moves when the version changes:
 // that is the moment a lease is timed from.
 func (e *Elector) observeNewest(obs *observation) {
 	e.mu.Lock()
 	prev := e.observed
-	changed := prev == nil || prev.object == nil || !prev.sameRecord(obs)
+	changed := prev == nil || !prev.sameVersion(obs)
 	if changed {
 		e.observedAt = time.Now()
 	}

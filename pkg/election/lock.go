@@ -32,16 +32,17 @@ type observation struct {
 	readErr error
 }
 
-// sameRecord reports whether o and other hold the same record. Two records
-// that cannot be read are the same only on the same version of the object:
-// a garbled record written again is a change, like any write.
-func (o *observation) sameRecord(other *observation) bool {
-	if o.readErr != nil || other.readErr != nil {
-		return o.readErr != nil && other.readErr != nil && o.object != nil && other.object != nil &&
-			o.object.GetUID() == other.object.GetUID() &&
-			o.object.GetResourceVersion() == other.object.GetResourceVersion()
+// sameVersion reports whether o and other are the same version of the lock
+// object. Any write makes a new version, and a follower restarts its wait
+// on every new version, not only on a different record: a record written
+// again as it was before (by hand, A then B then A) is still a write, and a
+// follower that missed B must not take it for the A it saw long ago.
+func (o *observation) sameVersion(other *observation) bool {
+	if o.object == nil || other.object == nil {
+		return o.object == nil && other.object == nil
 	}
-	return o.record.equal(other.record)
+	return o.object.GetUID() == other.object.GetUID() &&
+		o.object.GetResourceVersion() == other.object.GetResourceVersion()
 }
 
 // lockKind is what differs between lock types: where the record is kept.
