@@ -77,6 +77,8 @@ type checker struct {
 	problems []string
 	// intervals between two requests to a running participant.
 	intervals []time.Duration
+	// probes answered, and how many of those said is_leader=true.
+	probes, probesTrue int
 }
 
 func (c *checker) report(format string, args ...any) {
@@ -318,6 +320,12 @@ func (c *checker) probe(p *participant) {
 			return
 		}
 		from := answeredFrom(sent, p.freezes)
+		c.mu.Lock()
+		c.probes++
+		if leader {
+			c.probesTrue++
+		}
+		c.mu.Unlock()
 		if leader {
 			p.terms = append(p.terms, term{firstFrom: from, firstTo: got, lastFrom: from, lastTo: got, probe: true})
 		}

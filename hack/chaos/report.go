@@ -76,6 +76,7 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 	h.chk.mu.Lock()
 	intervals := slices.Clone(h.chk.intervals)
 	problems := len(h.chk.problems)
+	probes, probesTrue := h.chk.probes, h.chk.probesTrue
 	h.chk.mu.Unlock()
 	slices.Sort(intervals)
 	over := 0
@@ -92,6 +93,7 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 			dur(percentile(intervals, 50)), dur(percentile(intervals, 99)), dur(intervals[len(intervals)-1]),
 			100*float64(over)/float64(len(intervals)), o.pollPeriod+o.pollPeriod/2)
 	}
+	fmt.Fprintf(w, "first answers after SIGCONT to a request sent while stopped\t%d, %d of them is_leader=true\n", probes, probesTrue)
 	fmt.Fprintf(w, "requests a running participant did not answer\t%d\n", unanswered)
 	fmt.Fprintf(w, "problems reported (unanswered, exits, failed injections)\t%d\n", problems+len(h.errs))
 	fmt.Fprintf(w, "overlaps: two is_leader=true at one moment in one election\t%d\n", overlaps)
