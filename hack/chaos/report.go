@@ -12,7 +12,7 @@ import (
 // print writes the run's tables.
 func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlaps, early int) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "\nseed %d, %s of faults, %d elections\n\n", o.seed, elapsed.Round(time.Second), len(h.elections))
+	fmt.Fprintf(w, "\nseed %d, %d elections, faults injected for %s, measured over %s\n\n", o.seed, len(h.elections), o.duration, elapsed.Round(time.Second))
 
 	fmt.Fprintln(w, "ELECTION\tLOCK\tTTL\tRENEW DEADLINE\tRETRY\tSTARTED WITH\tJOINED IN ALL")
 	for _, es := range h.elections {
