@@ -128,6 +128,7 @@ func run(o options) int {
 	cp, err := startControlPlane(o.assets, logDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
+		os.RemoveAll(logDir)
 		return 1
 	}
 	failed := true
