@@ -219,14 +219,16 @@ func guaranteed(pod *corev1.Pod) bool {
 	if len(pod.Spec.Containers) == 0 {
 		return false
 	}
-	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			limit, ok := c.Resources.Limits[r]
-			if !ok || limit.Sign() <= 0 {
-				return false
-			}
-			if request, ok := c.Resources.Requests[r]; ok && request.Cmp(limit) != 0 {
-				return false
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			for _, r := range [...]corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				limit, ok := cs[i].Resources.Limits[r]
+				if !ok || limit.Sign() <= 0 {
+					return false
+				}
+				if request, ok := cs[i].Resources.Requests[r]; ok && request.Cmp(limit) != 0 {
+					return false
+				}
 			}
 		}
 	}
@@ -272,12 +274,13 @@ func sidecar(o Options) corev1.Container {
 			corev1.ResourceMemory: o.MemoryRequest,
 		},
 	}
-	for name, limit := range map[corev1.ResourceName]resource.Quantity{corev1.ResourceCPU: o.CPULimit, corev1.ResourceMemory: o.MemoryLimit} {
-		if !limit.IsZero() {
-			if resources.Limits == nil {
-				resources.Limits = corev1.ResourceList{}
-			}
-			resources.Limits[name] = limit
+	if !o.CPULimit.IsZero() || !o.MemoryLimit.IsZero() {
+		resources.Limits = corev1.ResourceList{}
+		if !o.CPULimit.IsZero() {
+			resources.Limits[corev1.ResourceCPU] = o.CPULimit
+		}
+		if !o.MemoryLimit.IsZero() {
+			resources.Limits[corev1.ResourceMemory] = o.MemoryLimit
 		}
 	}
 
