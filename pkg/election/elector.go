@@ -553,9 +553,18 @@ func (e *Elector) release() {
 	e.mu.Lock()
 	e.leading = false
 	mine := e.mine
+	claimed := !time.Now().Before(e.claimAt)
 	e.mu.Unlock()
 	e.metrics.leading(false)
 	e.notify()
+	if !claimed {
+		// It made the lock and has not yet waited out the lease of a
+		// leader the lock may have had before: a release would let a
+		// follower in at once, beside that leader. Its own lease runs out
+		// instead.
+		e.log.Info("not releasing the lock made less than a lease ago; the others take over when it expires")
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
