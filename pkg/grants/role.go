@@ -49,6 +49,12 @@ const (
 	// MarkerElections, with MarkerVerb and an election as resource name:
 	// the account's electors run that election with -pod-label.
 	MarkerElections = "elections"
+	// MarkerLocks, verb MarkerRestrictedVerb, names the lock objects of an
+	// account's electors: the policy k8s-elector-lock then lets it change
+	// only the election record on them, so that an election named like an
+	// existing ConfigMap (kube-root-ca.crt, an app's settings) cannot be
+	// used to rewrite its data.
+	MarkerLocks = "locks"
 	MarkerVerb      = "update"
 	// MarkerRestrictedVerb on MarkerPodLabels, with no resource name: the
 	// account's pod updates are limited to labelling. It is not in the
@@ -145,6 +151,7 @@ func lockResource(t election.LockType) (group, resource string) {
 //     and the elections.
 func DesiredRole(ns string, a Account) *rbacv1.Role {
 	var rules []rbacv1.PolicyRule
+	var locks []string
 	for _, t := range election.LockTypes {
 		names := a.Elections[t]
 		if len(names) == 0 {
@@ -155,6 +162,10 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{resource}, ResourceNames: names, Verbs: []string{"get", "update", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{resource}, Verbs: []string{"create"}},
 		)
+		locks = append(locks, names...)
+	}
+	if len(locks) > 0 {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: sortedSet(locks), Verbs: []string{MarkerRestrictedVerb}})
 	}
 	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
 	if len(a.PodLabels) > 0 {

@@ -96,6 +96,9 @@ func TestDesiredObjects(t *testing.T) {
 	lock := []string{"get", "update", "watch"}
 	create := []string{"create"}
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: create}
+	locks := func(names ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"locks"}, ResourceNames: names, Verbs: []string{"restricted"}}
+	}
 	markers := func(keys, elections []string) []rbacv1.PolicyRule {
 		return []rbacv1.PolicyRule{
 			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, ResourceNames: keys, Verbs: []string{"update"}},
@@ -112,6 +115,7 @@ func TestDesiredObjects(t *testing.T) {
 		{"one lease", []Elector{{Election: "a", LockType: election.LockLeases}}, []rbacv1.PolicyRule{
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a"}, Verbs: lock},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
+			locks("a"),
 			events,
 		}, false},
 		{"every lock type, sorted, each election once, pod-label markers", []Elector{
@@ -128,6 +132,7 @@ func TestDesiredObjects(t *testing.T) {
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: create},
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"e"}, Verbs: lock},
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: create},
+			locks("a", "b", "c", "e"),
 			events,
 		}, markers([]string{"role", "x/role"}, []string{"a", "c"})...), true},
 	}

@@ -48,7 +48,7 @@ var (
 		// Events, its own and granted.
 		"create /events", "patch /events", "create events.k8s.io/events", "patch events.k8s.io/events",
 		// Markers, granted.
-		"update elector.vapor.io/podlabels", "update elector.vapor.io/elections",
+		"update elector.vapor.io/podlabels", "update elector.vapor.io/elections", "restricted elector.vapor.io/locks",
 		// Its webhook configuration's caBundle.
 		"list admissionregistration.k8s.io/mutatingwebhookconfigurations", "watch admissionregistration.k8s.io/mutatingwebhookconfigurations",
 		"get admissionregistration.k8s.io/mutatingwebhookconfigurations/k8s-elector-injector",
