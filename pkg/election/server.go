@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,8 +30,10 @@ type Server struct {
 	// a second (the timestamp) unless the election does.
 	lastStatus atomic.Pointer[encodedStatus]
 	// done ends the /watch streams on shutdown, which http.Server.Shutdown
-	// does not do by itself.
-	done chan struct{}
+	// does not do by itself; it is closed once, however often Shutdown is
+	// called.
+	done      chan struct{}
+	closeDone sync.Once
 }
 
 // NewServer serves the elector's state and its metrics.
@@ -79,7 +82,7 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown ends the /watch streams and waits for other requests to finish,
 // until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
-	close(s.done)
+	s.closeDone.Do(func() { close(s.done) })
 	return s.server.Shutdown(ctx)
 }
 
