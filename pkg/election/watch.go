@@ -9,10 +9,15 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-// pollWithoutWatch is how long an elector without the right to watch its
-// lock reads it by GET before it tries to watch again (its RBAC may have
-// been fixed in the meantime).
-const pollWithoutWatch = 5 * time.Minute
+// An elector refused the watch reads its lock by GET for a while before it
+// tries to watch again: first minPollWithoutWatch, doubling up to
+// maxPollWithoutWatch while the refusals go on. A kube-apiserver that has
+// just restarted may refuse a watch it allows a moment later (its
+// authorizer is not warm yet), and a Role may be fixed in the meantime.
+const (
+	minPollWithoutWatch = 10 * time.Second
+	maxPollWithoutWatch = 5 * time.Minute
+)
 
 // watchLock keeps a watch on the lock object and feeds every version it sees
 // to observe, until ctx is done. A watch from no resourceVersion starts with
@@ -31,6 +36,7 @@ const pollWithoutWatch = 5 * time.Minute
 func (e *Elector) watchLock(ctx context.Context) {
 	const minBackoff = 100 * time.Millisecond
 	backoff := minBackoff
+	pollFor := minPollWithoutWatch
 	resourceVersion := ""
 	for ctx.Err() == nil {
 		// The server ends a watch after timeoutSeconds; a spread of five to
@@ -43,7 +49,8 @@ func (e *Elector) watchLock(ctx context.Context) {
 			// an etcd restore), start again from the object as it is.
 			resourceVersion = ""
 			if apierrors.IsForbidden(err) {
-				e.poll(ctx, pollWithoutWatch)
+				e.poll(ctx, pollFor)
+				pollFor = min(2*pollFor, maxPollWithoutWatch)
 				continue
 			}
 			e.log.V(1).Info("could not watch the lock", "err", err.Error(), "retryIn", backoff)
@@ -60,7 +67,7 @@ func (e *Elector) watchLock(ctx context.Context) {
 			backoff = sleep(ctx, backoff, e.cfg.RetryPeriod)
 		case events > 0:
 			resourceVersion = next
-			backoff = minBackoff
+			backoff, pollFor = minBackoff, minPollWithoutWatch
 		default:
 			resourceVersion = next
 			if ctx.Err() == nil {
