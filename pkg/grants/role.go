@@ -55,7 +55,7 @@ const (
 	// existing ConfigMap (kube-root-ca.crt, an app's settings) cannot be
 	// used to rewrite its data.
 	MarkerLocks = "locks"
-	MarkerVerb      = "update"
+	MarkerVerb  = "update"
 	// MarkerRestrictedVerb on MarkerPodLabels, with no resource name: the
 	// account's pod updates are limited to labelling. It is not in the
 	// account's Role but in PodLabelClusterRole, beside pods patch, so that
