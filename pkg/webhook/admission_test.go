@@ -329,7 +329,7 @@ func wedgePod() *corev1.Pod {
 	fields.WriteString(`}}}}}`)
 	pod.ManagedFields = []metav1.ManagedFieldsEntry{{
 		Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(fields.String())},
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(fields.String()),
 	}}
 	return pod
 }
