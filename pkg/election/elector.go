@@ -207,10 +207,9 @@ func (e *Elector) leaseLeft(now time.Time) time.Duration {
 	defer e.mu.Unlock()
 	obs := e.observed
 	switch {
-	case obs == nil:
-		return 0
-	case obs.object == nil:
-		// Missing: make it now, and lead a TTL later (see acquired).
+	case obs == nil || obs.object == nil:
+		// Nothing seen yet (read it now), or missing (make it now, and lead
+		// a TTL later: see acquired).
 		return 0
 	case obs.record.HolderIdentity == "" && obs.readErr == nil:
 		return 0
@@ -242,15 +241,8 @@ func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sen
 		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
 			// Someone else wrote first: read what they wrote and judge
 			// again, timing their lease from now.
-			got, gerr := e.lock.get(ctx)
-			switch {
-			case apierrors.IsNotFound(gerr):
-				e.observeAbsent()
-			case gerr != nil:
-				e.apiResult("get", gerr)
+			if err := e.read(ctx); err != nil {
 				return false, jitter(e.cfg.RetryPeriod)
-			default:
-				e.observeNewest(got)
 			}
 			return false, 0
 		}
