@@ -93,26 +93,35 @@ func (p *podLabeler) run(ctx context.Context) {
 	}
 }
 
-// flush writes the pending labels in order, and stops at the first that
-// fails; it reports whether all were written.
+// flush writes the pending labels in order and reports whether all were
+// written. A failure holds back the labels after it, except a refusal
+// (Forbidden): the elector may be waiting for its RBAC grant, or a policy
+// may keep it from one pod, so that label stays pending for the next round
+// and the others go ahead.
 func (p *podLabeler) flush(ctx context.Context) bool {
+	var refused []podLabel
 	for {
 		p.mu.Lock()
-		if len(p.pending) == 0 {
+		i := slices.IndexFunc(p.pending, func(l podLabel) bool { return !slices.Contains(refused, l) })
+		if i < 0 {
 			p.mu.Unlock()
-			return true
+			return len(refused) == 0
 		}
-		next := p.pending[0]
+		next := p.pending[i]
 		p.mu.Unlock()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.patch(pctx, next.pod, next.value)
 		cancel()
-		if err != nil && !permanent(err) {
+		switch {
+		case apierrors.IsForbidden(err):
+			refused = append(refused, next)
+			continue
+		case err != nil && !permanent(err):
 			return false
 		}
 		p.mu.Lock()
-		if len(p.pending) > 0 && p.pending[0] == next {
-			p.pending = p.pending[1:]
+		if j := slices.Index(p.pending, next); j >= 0 {
+			p.pending = slices.Delete(p.pending, j, j+1)
 		}
 		p.mu.Unlock()
 	}
@@ -138,9 +147,9 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 	return err
 }
 
-// permanent reports an error that retrying will not fix: the pod is gone, or
-// the elector may not label it (a policy denies it). It is logged, and the
-// labels after it go ahead.
+// permanent reports an error that retrying will not fix: the pod is gone,
+// or the patch itself is refused as invalid. It is logged, and the labels
+// after it go ahead.
 func permanent(err error) bool {
-	return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+	return apierrors.IsNotFound(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }
