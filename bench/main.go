@@ -28,8 +28,8 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 func main() {
@@ -58,7 +58,7 @@ const handoverParticipants = 10
 var statusConns = []int{4, 8}
 
 func run(bin string, handovers, failovers int, steady time.Duration) error {
-	env, err := testenv.Start(testenv.Options{})
+	env, err := controlplane.Start(controlplane.Options{})
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ type proc struct {
 
 type bench struct {
 	bin, kubeconfig string
-	env             *testenv.Env
+	env             *controlplane.Env
 	mu              sync.Mutex
 	procs           []*proc
 }

@@ -33,8 +33,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 const (
@@ -65,7 +65,7 @@ type row struct{ name, value, goal, verdict string }
 type bench struct {
 	bin, root string
 	dir       string
-	env       *testenv.Env
+	env       *controlplane.Env
 	client    kubernetes.Interface
 	injector  *exec.Cmd
 	done      chan struct{}
@@ -85,7 +85,7 @@ func (b *bench) run(pairs, burst, plain, injected, workers int) (err error) {
 	defer os.RemoveAll(b.dir)
 
 	say("starting the local control plane")
-	b.env, err = testenv.Start(testenv.Options{})
+	b.env, err = controlplane.Start(controlplane.Options{})
 	if err != nil {
 		return err
 	}
@@ -203,11 +203,11 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := testenv.Decode([]byte(rendered))
+	objs, err := controlplane.Decode([]byte(rendered))
 	if err != nil {
 		return err
 	}
-	keep, args, err := testenv.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kc, err := testenv.Kubeconfig(b.env.Config, token)
+	kc, err := controlplane.Kubeconfig(b.env.Config, token)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		return err
 	}
-	args = testenv.SetFlags(args, map[string]string{
+	args = controlplane.SetFlags(args, map[string]string{
 		"-kubeconfig":                kubeconfig,
 		"-cert-dns-names":            "localhost",
 		"-cert-dir":                  certDir,

@@ -21,8 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // electionSpec is one election of the topology.
@@ -160,7 +160,7 @@ func startParticipant(ctx context.Context, bin, logDir string, cp *controlPlane,
 	if noWatch {
 		token = es.noWatchToken
 	}
-	kc, err := testenv.Kubeconfig(cfg, token)
+	kc, err := controlplane.Kubeconfig(cfg, token)
 	if err != nil {
 		r.Close()
 		return nil, err

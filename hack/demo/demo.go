@@ -30,9 +30,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // Options say where things are and how long to run.
@@ -64,7 +64,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	defer os.RemoveAll(d.dir)
 
 	d.say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-	d.env, err = testenv.Start(testenv.Options{ControllerManager: true})
+	d.env, err = controlplane.Start(controlplane.Options{ControllerManager: true})
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 type demo struct {
 	opts Options
 	out  io.Writer
-	env  *testenv.Env
+	env  *controlplane.Env
 	dir  string
 
 	mu    sync.Mutex
@@ -131,13 +131,13 @@ func (d *demo) installInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := testenv.Decode([]byte(rendered))
+	objs, err := controlplane.Decode([]byte(rendered))
 	if err != nil {
 		return err
 	}
 	// The injector runs here as a local process, not as pods, with the
 	// args config/default gives its container.
-	keep, args, err := testenv.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (d *demo) installInjector(ctx context.Context) error {
 	certDir := filepath.Join(d.dir, "injector-certs")
 	// Only what must differ on one machine changes: the listeners, the
 	// certificate folder, localhost in the certificate, and the credentials.
-	args = testenv.SetFlags(args, map[string]string{
+	args = controlplane.SetFlags(args, map[string]string{
 		"-kubeconfig":                kubeconfig,
 		"-namespace":                 injectorNamespace,
 		"-cert-dns-names":            "localhost",
@@ -208,7 +208,7 @@ func (d *demo) applySample(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	objs, err := testenv.Decode([]byte(rendered))
+	objs, err := controlplane.Decode([]byte(rendered))
 	if err != nil {
 		return err
 	}
@@ -485,7 +485,7 @@ func (d *demo) token(ctx context.Context, ns, account string, pod *corev1.Pod) (
 }
 
 func (d *demo) kubeconfig(name, token string) (string, error) {
-	raw, err := testenv.Kubeconfig(d.env.Config, token)
+	raw, err := controlplane.Kubeconfig(d.env.Config, token)
 	if err != nil {
 		return "", err
 	}

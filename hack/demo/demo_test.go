@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vapor-ware/k8s-elector/test/testenv"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // TestDemo runs `make demo` to the handover and checks that it went through
@@ -20,7 +20,7 @@ import (
 // of the electors and the injector, and none of the control plane
 // (etcd, kube-apiserver, kube-controller-manager) it started.
 func TestDemo(t *testing.T) {
-	assets, err := testenv.Assets()
+	assets, err := controlplane.Assets()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("%s left behind: pid %d (%s)", name, c.pid, c.exe)
 		}
 	}
-	if pids := testenv.Processes(os.TempDir() + "/k8s-elector-demo-"); len(pids) > 0 {
+	if pids := controlplane.Processes(os.TempDir() + "/k8s-elector-demo-"); len(pids) > 0 {
 		t.Errorf("processes left behind: %v", pids)
 	}
 }

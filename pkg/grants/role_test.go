@@ -9,9 +9,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 func podWithElector(sa string, native bool, args ...string) corev1.Pod {
@@ -79,7 +79,7 @@ func TestElectorOf(t *testing.T) {
 // Role of config/elector, for the sample's election "example", from
 // drifting apart.
 func TestDesiredRoleMatchesShippedRole(t *testing.T) {
-	roles, err := testenv.ReadRoles("../../config/elector/role.yaml")
+	roles, err := controlplane.ReadRoles("../../config/elector/role.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // configDir is config/ of this tree.
@@ -64,7 +64,7 @@ func renderConfig(dir, component string) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	return testenv.Decode([]byte(out))
+	return controlplane.Decode([]byte(out))
 }
 
 // componentFor finds the kustomize Component under config/ whose files

@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // sidecar is the elector of one pod, run as a local process the way the
@@ -64,7 +64,7 @@ func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := testenv.Kubeconfig(env.Config, token)
+	raw, err := controlplane.Kubeconfig(env.Config, token)
 	if err != nil {
 		t.Fatal(err)
 	}

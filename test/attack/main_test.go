@@ -30,7 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/vapor-ware/k8s-elector/test/testenv"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // Where config/ installs the injector.
@@ -42,7 +42,7 @@ const (
 )
 
 var (
-	env *testenv.Env
+	env *controlplane.Env
 	// bin holds the injector and elector built from this tree.
 	bin string
 	// current is the injector now running.
@@ -80,7 +80,7 @@ func run(m *testing.M) int {
 
 	// No kube-controller-manager: the tests make their service accounts,
 	// and no pod here ever runs.
-	env, err = testenv.Start(testenv.Options{})
+	env, err = controlplane.Start(controlplane.Options{})
 	if err != nil {
 		return fail(err)
 	}
@@ -134,7 +134,7 @@ func startInjector(dir, component string, flags map[string]string) (*injector, e
 	if err != nil {
 		return nil, err
 	}
-	keep, args, err := testenv.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func startInjector(dir, component string, flags map[string]string) (*injector, e
 		return nil, err
 	}
 	kubeconfig := filepath.Join(dir, "injector.kubeconfig")
-	raw, err := testenv.Kubeconfig(env.Config, token)
+	raw, err := controlplane.Kubeconfig(env.Config, token)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func startInjector(dir, component string, flags map[string]string) (*injector, e
 	for k, v := range flags {
 		values[k] = v
 	}
-	args = testenv.SetFlags(args, values)
+	args = controlplane.SetFlags(args, values)
 
 	logFile, err := os.Create(filepath.Join(dir, "injector.log"))
 	if err != nil {

@@ -20,14 +20,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
-var env *testenv.Env
+var env *controlplane.Env
 
 func TestMain(m *testing.M) {
 	var err error
-	env, err = testenv.Start(testenv.Options{})
+	env, err = controlplane.Start(controlplane.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -154,7 +154,7 @@ func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *r
 
 func decode(t *testing.T, stream string) []*unstructured.Unstructured {
 	t.Helper()
-	objs, err := testenv.Decode([]byte(stream))
+	objs, err := controlplane.Decode([]byte(stream))
 	if err != nil {
 		t.Fatal(err)
 	}

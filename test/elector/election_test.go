@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 const electionName = "test"
@@ -179,7 +179,7 @@ func TestAPIServerHung(t *testing.T) {
 // resumes it, which also runs when the test ends.
 func freezeAPIServer(t *testing.T) (resume func()) {
 	t.Helper()
-	pids := testenv.Processes(env.Env.ControlPlane.APIServer.CertDir)
+	pids := controlplane.Processes(env.Env.ControlPlane.APIServer.CertDir)
 	if len(pids) != 1 {
 		t.Fatalf("kube-apiserver processes: %v, want one", pids)
 	}

@@ -25,8 +25,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // binaryEnv names an elector binary to test instead of building
@@ -34,7 +34,7 @@ import (
 const binaryEnv = "ELECTOR_TEST_BINARY"
 
 var (
-	env        *testenv.Env
+	env        *controlplane.Env
 	electorBin string
 	// adminKubeconfig talks to the API server as cluster admin.
 	adminKubeconfig string
@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 		}
 	}
 
-	env, err = testenv.Start(testenv.Options{})
+	env, err = controlplane.Start(controlplane.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -223,7 +223,7 @@ const shippedElection = "example"
 // the Role for -pod-label.
 func shippedRoles(t *testing.T) []rbacv1.Role {
 	t.Helper()
-	roles, err := testenv.ReadRoles("../../config/elector/role.yaml")
+	roles, err := controlplane.ReadRoles("../../config/elector/role.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func shippedRoles(t *testing.T) []rbacv1.Role {
 
 func writeKubeconfig(t *testing.T, cfg *rest.Config, token string) string {
 	t.Helper()
-	out, err := testenv.Kubeconfig(cfg, token)
+	out, err := controlplane.Kubeconfig(cfg, token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,9 +42,9 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
-	"github.com/vapor-ware/k8s-elector/test/testenv"
 )
 
 // systemNamespace is the injector's namespace in config/: the shipped
@@ -54,7 +54,7 @@ const systemNamespace = "k8s-elector-system"
 const testImage = "ghcr.io/vapor-ware/k8s-elector:test"
 
 var (
-	env         *testenv.Env
+	env         *controlplane.Env
 	electorBin  string
 	injectorBin string
 	// requests counts the admission requests the webhook server received,
@@ -98,7 +98,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	path := *whc.Webhooks[0].ClientConfig.Service.Path
-	env, err = testenv.Start(testenv.Options{
+	env, err = controlplane.Start(controlplane.Options{
 		ControllerManager: true,
 		Webhook: envtest.WebhookInstallOptions{
 			MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{whc},
@@ -290,7 +290,7 @@ func serviceAccount(t *testing.T, ns, name string) {
 // kubeconfigFor writes a kubeconfig with token, for a process.
 func kubeconfigFor(t *testing.T, token string) string {
 	t.Helper()
-	out, err := testenv.Kubeconfig(env.Config, token)
+	out, err := controlplane.Kubeconfig(env.Config, token)
 	if err != nil {
 		t.Fatal(err)
 	}

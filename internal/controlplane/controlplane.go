@@ -1,8 +1,8 @@
-// Package testenv starts the local control plane (etcd, kube-apiserver and,
+// Package controlplane starts the local control plane (etcd, kube-apiserver and,
 // when asked, kube-controller-manager) that the integration tests and the
 // demo run against. The binaries are built from source by `make envtest`
 // and found through KUBEBUILDER_ASSETS.
-package testenv
+package controlplane
 
 import (
 	"context"
