@@ -32,8 +32,16 @@ envtest: ## Build the local control plane (etcd, kube-apiserver, kube-controller
 	ENVTEST_DIR=$(ENVTEST_DIR) hack/envtest.sh
 
 .PHONY: test
-test: envtest ## Run the unit and integration tests (with -race) against the local control plane.
+test: envtest ## Run the unit and integration tests (with -race) against the local control plane, and 3000 simulated elections.
 	go test -race -count=1 -timeout 30m ./...
+	go test -count=1 -run '^TestSimulate$$' ./pkg/election -sim.schedules=3000
+
+# The packages whose tests need no control plane: the inner loop.
+UNIT_PKGS = $(shell go list ./... | grep -v -e /test/ -e /hack/demo -e /internal/controlplane)
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no control plane (under a minute).
+	env -u KUBEBUILDER_ASSETS go test -count=1 $(UNIT_PKGS)
 
 SIM_SCHEDULES ?= 100000
 SIM_BASE ?= $(shell date +%s)
