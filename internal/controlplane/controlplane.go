@@ -1,7 +1,9 @@
 // Package controlplane starts the local control plane (etcd, kube-apiserver and,
-// when asked, kube-controller-manager) that the integration tests and the
-// demo run against. The binaries are built from source by `make envtest`
-// and found through KUBEBUILDER_ASSETS.
+// when asked, kube-controller-manager) that the integration tests, the demo,
+// the benchmarks and the chaos harness run against, and injects the faults of
+// the control plane itself: kube-apiserver frozen or restarted, etcd
+// restarted. The binaries are built from source by `make envtest` and found
+// through KUBEBUILDER_ASSETS.
 package controlplane
 
 import (
@@ -13,7 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +38,9 @@ type Options struct {
 	Webhook envtest.WebhookInstallOptions
 	// Output shows the control plane's logs.
 	Output bool
+	// LogDir, when set, keeps the output of every process the Env starts
+	// again after a fault (RestartAPIServer, RestartEtcd), a file each.
+	LogDir string
 }
 
 // Env is a running control plane.
@@ -47,6 +52,12 @@ type Env struct {
 	kcm     *exec.Cmd
 	kcmDone chan error
 	dir     string
+
+	output bool
+	logDir string
+
+	faultsMu        sync.Mutex
+	apiServer, etcd *process // taken over from envtest by the first fault
 }
 
 // Assets returns the folder with the control-plane binaries, or an error
@@ -75,7 +86,7 @@ func Start(opts Options) (*Env, error) {
 		WebhookInstallOptions:    opts.Webhook,
 		AttachControlPlaneOutput: opts.Output,
 		ControlPlaneStopTimeout:  10 * time.Second,
-	}}
+	}, output: opts.Output, logDir: opts.LogDir}
 	// Watch caches and fast shutdown keep the tests quick; nothing here
 	// depends on the defaults these change.
 	api := e.Env.ControlPlane.GetAPIServer()
@@ -150,13 +161,23 @@ func (e *Env) Stop() error {
 	if e.dir != "" {
 		errs = append(errs, os.RemoveAll(e.dir))
 	}
+	e.stopTakenOver()
 	errs = append(errs, e.Env.Stop())
 	return errors.Join(errs...)
 }
 
+// T is the part of testing.TB that Namespace uses: the package is a
+// runtime library, and does not import testing.
+type T interface {
+	Helper()
+	Name() string
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 // Namespace creates a namespace of its own for one test and deletes it when
 // the test ends.
-func (e *Env) Namespace(t testing.TB) string {
+func (e *Env) Namespace(t T) string {
 	t.Helper()
 	ctx := context.Background()
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))

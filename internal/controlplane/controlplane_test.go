@@ -183,3 +183,109 @@ func controlPlaneChildren(t *testing.T, assets string) map[string]int {
 	}
 	return out
 }
+
+// TestFaults injects the control plane's own faults and checks what each
+// promises: a frozen kube-apiserver answers nothing and a thawed one answers
+// again; a restarted kube-apiserver is a new process on the same port,
+// certificates and etcd data, so the Env's client works and the objects
+// are still there; a restarted etcd keeps its data. Stop then leaves none
+// of the processes the Env started behind.
+func TestFaults(t *testing.T) {
+	logDir := t.TempDir()
+	env, err := Start(Options{LogDir: logDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiDir := env.Env.ControlPlane.APIServer.CertDir
+	etcdDir := env.Env.ControlPlane.Etcd.DataDir
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = env.Stop()
+		}
+	})
+	ns := env.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	leases := env.Client.CoordinationV1().Leases(ns)
+	created, err := leases.Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "kept", Namespace: ns},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To("a")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create lease: %v", err)
+	}
+	kept := func(when string) {
+		t.Helper()
+		got, err := leases.Get(ctx, "kept", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("%s: get lease with the Env's client: %v", when, err)
+		}
+		if got.UID != created.UID || ptr.Deref(got.Spec.HolderIdentity, "") != "a" {
+			t.Fatalf("%s: lease is %s held by %q, want the one created (%s, held by a)", when, got.UID, ptr.Deref(got.Spec.HolderIdentity, ""), created.UID)
+		}
+	}
+
+	if err := env.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	_, err = leases.Get(short, "kept", metav1.GetOptions{})
+	cancelShort()
+	if err == nil {
+		t.Errorf("a frozen kube-apiserver answered a read")
+	}
+	if err := env.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	kept("after thaw")
+
+	oldAPI := env.apiServer.pid
+	r, err := env.RestartAPIServer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.apiServer.pid == oldAPI {
+		t.Errorf("kube-apiserver has pid %d before and after the restart", oldAPI)
+	}
+	if r.Killed.IsZero() || r.Up.Before(r.Killed) || r.Ready.Before(r.Up) {
+		t.Errorf("restart steps out of order: killed %s, up %s, ready %s", r.Killed, r.Up, r.Ready)
+	}
+	t.Logf("kube-apiserver restart: up %s and ready %s after the kill", r.Up.Sub(r.Killed), r.Ready.Sub(r.Killed))
+	if _, err := os.Stat(filepath.Join(logDir, "kube-apiserver.1.log")); err != nil {
+		t.Errorf("no log of the restarted kube-apiserver: %v", err)
+	}
+	kept("after restarting kube-apiserver")
+	oldEtcd := env.etcd.pid
+	if r, err = env.RestartEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("etcd restart: up %s and kube-apiserver ready %s after the kill", r.Up.Sub(r.Killed), r.Ready.Sub(r.Killed))
+	if env.etcd.pid == oldEtcd {
+		t.Errorf("etcd has pid %d before and after the restart", oldEtcd)
+	}
+	kept("after restarting etcd")
+	got, err := leases.Get(ctx, "kept", metav1.GetOptions{})
+	if err == nil {
+		got.Spec.HolderIdentity = ptr.To("b")
+		_, err = leases.Update(ctx, got, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Errorf("update the lease after the restarts: %v", err)
+	}
+
+	// Stop resumes a frozen kube-apiserver before it ends it.
+	if err := env.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	if err := env.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if pids := Processes(apiDir); len(pids) > 0 {
+		t.Errorf("kube-apiserver still running after Stop: %v", pids)
+	}
+	if pids := Processes(etcdDir); len(pids) > 0 {
+		t.Errorf("etcd still running after Stop: %v", pids)
+	}
+}
