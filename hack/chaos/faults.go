@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,50 +17,42 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
-// The fault kinds, as the report names them.
+// The fault kinds, as the report names them. Each is one card of the
+// schedule's deck.
 const (
-	kindKillLeader     = "SIGKILL leader"
-	kindKillFollower   = "SIGKILL follower"
-	kindTermLeader     = "SIGTERM leader"
-	kindStopLeader     = "SIGSTOP leader past ttl"
-	kindStopFollower   = "SIGSTOP follower"
-	kindCutLeader      = "cut leader"
-	kindCutFollower    = "cut follower"
-	kindCutAll         = "cut everyone"
-	kindFreezeAPI      = "SIGSTOP kube-apiserver"
-	kindRestartAPI     = "restart kube-apiserver"
-	kindDeleteLock     = "delete lock"
-	kindGarbageLock    = "garbage lock record"
-	kindJoin           = "fresh joiner"
-	kindJoinNoWatch    = "fresh joiner without watch"
+	kindKillLeader   = "SIGKILL leader"
+	kindKillFollower = "SIGKILL follower"
+	kindTermLeader   = "SIGTERM leader"
+	kindStopLeader   = "SIGSTOP leader past ttl"
+	kindStopFollower = "SIGSTOP follower"
+	kindCutLeader    = "cut leader"
+	kindCutFollower  = "cut follower"
+	kindDeleteLock   = "delete lock"
+	kindGarbageLock  = "garbage lock record"
+	kindJoin         = "fresh joiner"
+	kindJoinNoWatch  = "fresh joiner without watch"
+	kindCutAll       = "cut everyone"
+	kindFreezeAPI    = "SIGSTOP kube-apiserver"
+	kindRestartAPI   = "restart kube-apiserver"
+	kindRestartEtcd  = "restart etcd"
+)
+
+// The joiners that take the place of a participant that ended. They are
+// not cards of the deck: a kill brings them.
+const (
 	kindReplace        = "replacement joiner"
 	kindReplaceNoWatch = "replacement joiner without watch"
 )
 
-// faultKind is one kind of fault and how often the schedule picks it.
-type faultKind struct {
-	name   string
-	weight int
-	// global faults hit every election at once: they wait until no other
-	// fault is under way, and none starts until they are measured.
-	global bool
-}
-
-var faultKinds = []faultKind{
-	{kindKillLeader, 3, false},
-	{kindKillFollower, 1, false},
-	{kindTermLeader, 2, false},
-	{kindStopLeader, 2, false},
-	{kindStopFollower, 1, false},
-	{kindCutLeader, 3, false},
-	{kindCutFollower, 1, false},
-	{kindDeleteLock, 1, false},
-	{kindGarbageLock, 1, false},
-	{kindJoin, 1, false},
-	{kindCutAll, 1, true},
-	{kindFreezeAPI, 1, true},
-	{kindRestartAPI, 1, true},
-}
+// electionKinds strike one election; globalKinds strike every election at
+// once.
+var (
+	electionKinds = []string{
+		kindKillLeader, kindKillFollower, kindTermLeader, kindStopLeader, kindStopFollower,
+		kindCutLeader, kindCutFollower, kindDeleteLock, kindGarbageLock, kindJoin, kindJoinNoWatch,
+	}
+	globalKinds = []string{kindCutAll, kindFreezeAPI, kindRestartAPI, kindRestartEtcd}
+)
 
 // The bounds the measures are held to, by the rule behind each.
 const (
@@ -84,7 +77,7 @@ type measure struct {
 // harness runs the elections and injects the faults.
 type harness struct {
 	bin, logDir string
-	cp          *controlPlane
+	cp          *cluster
 	chk         *checker
 	elections   []*electionState
 	counter     requestCounter
@@ -94,18 +87,36 @@ type harness struct {
 	// abort ends the schedule early: the control plane is gone.
 	abort context.CancelFunc
 
-	mu       sync.Mutex
-	faults   map[string]int
-	measures []measure
-	all      []*participant
-	errs     []string
-	running  sync.WaitGroup
+	mu sync.Mutex
+	// faults counts injections by kind; variants by kind and how it was
+	// done (the cut's mode, the garbage written).
+	faults, variants map[string]int
+	measures         []measure
+	all              []*participant
+	errs             []string
+	rounds           int
 }
 
-func (h *harness) count(kind string) {
+// count records an injection of kind, done as variant (the kind itself
+// when it has no variants).
+func (h *harness) count(kind, variant string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.faults[kind]++
+	h.variants[variant]++
+}
+
+// short lists the kinds of the deck injected fewer than min times.
+func (h *harness) short(min int) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, kind := range append(slices.Clone(electionKinds), globalKinds...) {
+		if h.faults[kind] < min {
+			out = append(out, kind)
+		}
+	}
+	return out
 }
 
 func (h *harness) add(m measure) {
@@ -195,6 +206,15 @@ func (h *harness) window(es *electionState) time.Duration {
 	return es.ttl + es.retry() + es.renew() + h.slack
 }
 
+// await waits until done reports true, or until deadline. A fault ends as
+// soon as what it measures happened: the schedule then moves on, and a
+// 30-minute run injects every kind more often.
+func await(ctx context.Context, deadline time.Time, done func() bool) {
+	for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
+		sleep(ctx, 20*time.Millisecond)
+	}
+}
+
 // newTermAfter is the earliest arrival of a first is_leader=true among the
 // terms of members other than not that began at or after t0.
 func newTermAfter(es *electionState, not *participant, t0 time.Time) (time.Time, bool) {
@@ -261,10 +281,13 @@ func (h *harness) measureStop(name string, p *participant, t0 time.Time, limit t
 	h.add(m)
 }
 
-// replace starts a participant in place of one that ended, after delay.
+// replace starts a participant in place of one that ended, after delay,
+// unless the election has as many as it started with: the fresh joiners
+// add participants and the kills take them away, and the size stays
+// near where it began.
 func (h *harness) replace(ctx context.Context, es *electionState, rng *rand.Rand, delay time.Duration) {
 	sleep(ctx, delay)
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || len(es.live()) >= es.size {
 		return
 	}
 	noWatch := rng.IntN(3) == 0
@@ -273,15 +296,15 @@ func (h *harness) replace(ctx context.Context, es *electionState, rng *rand.Rand
 		return
 	}
 	if noWatch {
-		h.count(kindReplaceNoWatch)
+		h.count(kindReplaceNoWatch, kindReplaceNoWatch)
 	} else {
-		h.count(kindReplace)
+		h.count(kindReplace, kindReplace)
 	}
 }
 
-// electionFault injects kind on es and measures it; it returns once the
-// fault's observation window is over. ok is false when es had no target
-// for it.
+// electionFault injects kind on es and measures it; it returns once what
+// it measures happened or the fault's observation window is over. ok is
+// false when es had no target for it.
 func (h *harness) electionFault(ctx context.Context, kind string, es *electionState, rng *rand.Rand) bool {
 	ttl, renew, retry := es.ttl, es.renew(), es.retry()
 	crash := ttl + retry
@@ -296,9 +319,9 @@ func (h *harness) electionFault(ctx context.Context, kind string, es *electionSt
 			sig = syscall.SIGTERM
 		}
 		t0 := l.end(sig)
-		h.count(kind)
+		h.count(kind, kind)
 		h.replace(ctx, es, rng, between(rng, 500*time.Millisecond, ttl))
-		sleep(ctx, time.Until(t0.Add(h.window(es))))
+		await(ctx, t0.Add(h.window(es)), func() bool { _, ok := newTermAfter(es, l, t0); return ok })
 		h.measureNewLeader(kind+": new leader", es, l, t0, t0, boundCrash, crash)
 	case kindKillFollower:
 		f := es.follower(rng)
@@ -306,7 +329,7 @@ func (h *harness) electionFault(ctx context.Context, kind string, es *electionSt
 			return false
 		}
 		f.end(syscall.SIGKILL)
-		h.count(kind)
+		h.count(kind, kind)
 		h.replace(ctx, es, rng, between(rng, 500*time.Millisecond, ttl))
 	case kindStopLeader, kindStopFollower:
 		p := es.leader()
@@ -323,12 +346,12 @@ func (h *harness) electionFault(ctx context.Context, kind string, es *electionSt
 			p.cont()
 			return true
 		}
-		h.count(kind)
+		h.count(kind, kind)
 		h.chk.probe(p)
 		sleep(ctx, time.Until(t0.Add(d)))
 		p.cont()
 		if kind == kindStopLeader {
-			sleep(ctx, time.Until(t0.Add(h.window(es))))
+			await(ctx, t0.Add(h.window(es)), func() bool { _, ok := newTermAfter(es, p, t0); return ok })
 			h.measureNewLeader(kind+": new leader", es, p, t0, t0, boundCrash, crash)
 		}
 	case kindCutLeader, kindCutFollower:
@@ -344,11 +367,11 @@ func (h *harness) electionFault(ctx context.Context, kind string, es *electionSt
 		t0 := time.Now()
 		p.relay.Cut(mode)
 		name := fmt.Sprintf("%s (%s)", kind, mode)
-		h.count(name)
+		h.count(kind, name)
 		sleep(ctx, d)
 		p.relay.Restore()
 		if kind == kindCutLeader {
-			sleep(ctx, time.Until(t0.Add(h.window(es))))
+			await(ctx, t0.Add(h.window(es)), func() bool { return stoppedAndFollowed(es, p, p, t0) })
 			h.measureStop(name+": old leader stops", p, t0, renew)
 			h.measureNewLeader(name+": new leader", es, p, t0, t0, boundCrash, crash)
 		}
@@ -378,41 +401,44 @@ func (h *harness) electionFault(ctx context.Context, kind string, es *electionSt
 			h.fail("%s in %s: %v", kind, es.name, err)
 			return true
 		}
-		h.count(name)
-		sleep(ctx, time.Until(t0.Add(limit+renew+h.slack)))
+		h.count(kind, name)
+		await(ctx, t0.Add(limit+renew+h.slack), func() bool { return stoppedAndFollowed(es, l, nil, t0) })
 		h.measureStop(name+": old leader stops", l, t0, renew)
 		h.measureNewLeader(name+": leader again", es, nil, t0, t0, bound, limit)
-	case kindJoin:
-		if len(es.live()) > es.size {
-			return false
-		}
-		noWatch := rng.IntN(2) == 0
-		if _, err := h.join(ctx, es, noWatch); err != nil {
+	case kindJoin, kindJoinNoWatch:
+		if _, err := h.join(ctx, es, kind == kindJoinNoWatch); err != nil {
 			h.fail("join %s: %v", es.name, err)
 			return true
 		}
-		if noWatch {
-			h.count(kindJoinNoWatch)
-		} else {
-			h.count(kindJoin)
-		}
+		h.count(kind, kind)
 	}
 	return true
 }
 
+// stoppedAndFollowed reports whether p's term under way at t0 ended and a
+// participant other than not began a term after t0.
+func stoppedAndFollowed(es *electionState, p, not *participant, t0 time.Time) bool {
+	_, stopped := stoppedAfter(p, t0)
+	_, followed := newTermAfter(es, not, t0)
+	return stopped && followed
+}
+
 // deleteLock deletes the election's lock object as an admin would.
 func (h *harness) deleteLock(ctx context.Context, es *electionState) error {
-	if es.lock == election.LockLeases {
+	switch es.lock {
+	case election.LockLeases:
 		return h.cp.admin.CoordinationV1().Leases(es.namespace).Delete(ctx, es.name, metav1.DeleteOptions{})
+	case election.LockEndpoints:
+		return h.cp.admin.CoreV1().Endpoints(es.namespace).Delete(ctx, es.name, metav1.DeleteOptions{})
 	}
 	return h.cp.admin.CoreV1().ConfigMaps(es.namespace).Delete(ctx, es.name, metav1.DeleteOptions{})
 }
 
 // garbleLock overwrites the lock's record as a confused admin might: a
 // holder no participant has, with a random lease duration and times, or
-// (ConfigMaps) an annotation that is not a record at all. It never writes a
-// record without a holder: that is a release, which lets a follower take
-// over at once while the leader still leads, by design.
+// (ConfigMaps and Endpoints) an annotation that is not a record at all. It
+// never writes a record without a holder: that is a release, which lets a
+// follower take over at once while the leader still leads, by design.
 func (h *harness) garbleLock(ctx context.Context, es *electionState, rng *rand.Rand) (string, time.Duration, error) {
 	holder := fmt.Sprintf("garbage-%d", rng.IntN(1e6))
 	dur := 1 + rng.IntN(int(2*es.ttl/time.Second))
@@ -429,35 +455,47 @@ func (h *harness) garbleLock(ctx context.Context, es *electionState, rng *rand.R
 		_, err = h.cp.admin.CoordinationV1().Leases(es.namespace).Update(ctx, lease, metav1.UpdateOptions{})
 		return "foreign holder", time.Duration(dur) * time.Second, err
 	}
-	cm, err := h.cp.admin.CoreV1().ConfigMaps(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
-	if err != nil {
-		return "", 0, err
-	}
 	variant, lease := "not JSON", es.ttl
 	value := "{" + strings.Repeat("garbage", 1+rng.IntN(3))
 	if rng.IntN(2) == 0 {
 		raw, _ := json.Marshal(election.Record{HolderIdentity: holder, LeaseDurationSeconds: dur, RenewTime: metav1.Time{Time: renewed}})
 		variant, value, lease = "foreign holder", string(raw), time.Duration(dur)*time.Second
 	}
-	if cm.Annotations == nil {
-		cm.Annotations = map[string]string{}
+	annotate := func(m *metav1.ObjectMeta) {
+		if m.Annotations == nil {
+			m.Annotations = map[string]string{}
+		}
+		m.Annotations[election.LeaderAnnotation] = value
 	}
-	cm.Annotations[election.LeaderAnnotation] = value
+	if es.lock == election.LockEndpoints {
+		ep, err := h.cp.admin.CoreV1().Endpoints(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
+		if err != nil {
+			return "", 0, err
+		}
+		annotate(&ep.ObjectMeta)
+		_, err = h.cp.admin.CoreV1().Endpoints(es.namespace).Update(ctx, ep, metav1.UpdateOptions{})
+		return variant, lease, err
+	}
+	cm, err := h.cp.admin.CoreV1().ConfigMaps(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
+	if err != nil {
+		return "", 0, err
+	}
+	annotate(&cm.ObjectMeta)
 	_, err = h.cp.admin.CoreV1().ConfigMaps(es.namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	return variant, lease, err
 }
 
 // globalFault injects a fault on every election at once and measures it in
-// each.
+// each. No election fault is under way meanwhile.
 func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) {
 	leaders := map[*electionState]*participant{}
-	var maxTTL time.Duration
+	var longestTTL time.Duration
 	for _, es := range h.elections {
 		leaders[es] = es.leader()
-		maxTTL = max(maxTTL, es.ttl)
+		longestTTL = max(longestTTL, es.ttl)
 	}
 	t0 := time.Now()
-	var back time.Time // when the API server could be reached again
+	var back time.Time // when the API server could serve the electors again
 	name := kind
 	switch kind {
 	case kindCutAll:
@@ -470,50 +508,78 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 		for _, p := range cut {
 			p.relay.Cut(mode)
 		}
-		sleep(ctx, between(rng, time.Second, maxTTL+2*time.Second))
+		sleep(ctx, between(rng, time.Second, longestTTL+2*time.Second))
 		back = time.Now()
 		for _, p := range cut {
 			p.relay.Restore()
 		}
 	case kindFreezeAPI:
-		if err := h.cp.Freeze(); err != nil {
+		if err := h.cp.env.Freeze(); err != nil {
 			h.fail("%v", err)
 			return
 		}
-		sleep(ctx, between(rng, time.Second, maxTTL))
+		sleep(ctx, between(rng, time.Second, longestTTL))
 		back = time.Now()
-		if err := h.cp.Thaw(); err != nil {
+		if err := h.cp.env.Thaw(); err != nil {
 			h.fail("SIGCONT kube-apiserver: %v", err)
 		}
-	case kindRestartAPI:
-		_ = h.counter.scrape(ctx, h.cp.admin)
+	case kindRestartAPI, kindRestartEtcd:
+		restart := h.cp.env.RestartAPIServer
+		if kind == kindRestartEtcd {
+			restart = h.cp.env.RestartEtcd
+		} else {
+			_ = h.counter.scrape(ctx, h.cp.admin)
+		}
 		rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		killed, up, ready, err := h.cp.Restart(rctx)
+		r, err := restart(rctx)
 		cancel()
-		h.counter.restarted()
+		if kind == kindRestartAPI {
+			h.counter.restarted()
+		}
 		if err != nil {
 			h.fail("%v", err)
 			h.abort()
 			return
 		}
-		t0, back = killed, up
-		h.add(measure{name: name + ": kill to first answer", bound: boundNone, value: up.Sub(killed)})
-		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: ready.Sub(killed)})
+		// A restarted kube-apiserver may serve the electors from its first
+		// answer; behind a restarted etcd, kube-apiserver answers all along
+		// but serves nothing until it reads from the new etcd.
+		t0, back = r.Killed, r.Up
+		if kind == kindRestartEtcd {
+			back = r.Ready
+		}
+		h.add(measure{name: name + ": kill to first answer", bound: boundNone, value: r.Up.Sub(r.Killed)})
+		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: r.Ready.Sub(r.Killed)})
 	}
-	h.count(name)
+	h.count(kind, name)
 	var longest time.Duration
 	for _, es := range h.elections {
 		longest = max(longest, h.window(es))
 	}
-	sleep(ctx, time.Until(back.Add(longest)))
+	// A leader is bound to stop only if the outage outlasted its renew
+	// deadline; one that kept leading needs no new election. Until a
+	// retry period after the API server is back, a leader may still stop.
+	boundToStop := func(es *electionState) bool { return back.Sub(t0) > es.renew()+200*time.Millisecond }
+	await(ctx, back.Add(longest), func() bool {
+		for es, l := range leaders {
+			if l == nil {
+				continue
+			}
+			_, stopped := stoppedAfter(l, t0)
+			_, followed := newTermAfter(es, nil, t0)
+			settled := !boundToStop(es) && time.Since(back) > es.retry()+es.renew()
+			if !(stopped && followed) && !(settled && !stopped) {
+				return false
+			}
+		}
+		return true
+	})
 	for _, es := range h.elections {
 		l := leaders[es]
 		if l == nil {
 			continue
 		}
-		// A leader is bound to stop only if the outage outlasted its
-		// renew deadline; one that kept leading needs no new election.
-		if back.Sub(t0) > es.renew()+200*time.Millisecond {
+		if boundToStop(es) {
 			h.measureStop(name+": leader stops", l, t0, es.renew())
 		}
 		if _, stopped := stoppedAfter(l, t0); stopped {
@@ -522,55 +588,88 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 	}
 }
 
-// schedule injects faults until end, from rng.
-func (h *harness) schedule(ctx context.Context, end time.Time, rng *rand.Rand) {
-	total := 0
-	for _, k := range faultKinds {
-		total += k.weight
+// schedule injects faults in rounds until end, and past it until every
+// kind was injected min times, but never past hardEnd. A round deals a
+// shuffled deck of the election kinds, each to an idle election that has
+// a target for it (a leader to kill, a follower to stop), several
+// elections at once; once they are all measured, it injects the global
+// kinds, in shuffled order, one after the other. A card with no target
+// anywhere goes back under the deck. So every round injects every kind
+// once, and the global faults, which must not overlap any other fault's
+// measure, wait for the elections once a round rather than once each.
+func (h *harness) schedule(ctx context.Context, end, hardEnd time.Time, min int, rng *rand.Rand) {
+	done := func() bool {
+		now := time.Now()
+		return ctx.Err() != nil || now.After(hardEnd) || (now.After(end) && len(h.short(min)) == 0)
 	}
-	busy := map[*electionState]bool{}
-	var mu sync.Mutex
-	for time.Now().Before(end) && ctx.Err() == nil {
-		sleep(ctx, between(rng, 300*time.Millisecond, 1500*time.Millisecond))
-		n := rng.IntN(total)
-		var kind faultKind
-		for _, k := range faultKinds {
-			if n -= k.weight; n < 0 {
-				kind = k
-				break
-			}
-		}
-		seed1, seed2 := rng.Uint64(), rng.Uint64()
-		frng := rand.New(rand.NewPCG(seed1, seed2))
-		if kind.global {
-			h.running.Wait()
-			if time.Now().After(end) {
+	for !done() {
+		h.electionRound(ctx, shuffled(rng, electionKinds), rng, done)
+		for _, kind := range shuffled(rng, globalKinds) {
+			if done() {
 				return
 			}
-			h.globalFault(ctx, kind.name, frng)
-			continue
+			sleep(ctx, between(rng, 300*time.Millisecond, time.Second))
+			h.globalFault(ctx, kind, newRand(rng))
 		}
-		mu.Lock()
+		h.mu.Lock()
+		h.rounds++
+		h.mu.Unlock()
+	}
+}
+
+// electionRound deals deck to the elections and returns when every card
+// was injected and measured, or done.
+func (h *harness) electionRound(ctx context.Context, deck []string, rng *rand.Rand, done func() bool) {
+	type result struct {
+		es   *electionState
+		kind string
+		ok   bool
+	}
+	results := make(chan result)
+	busy := map[*electionState]bool{}
+	next := time.Now()
+	for len(deck) > 0 || len(busy) > 0 {
 		var idle []*electionState
 		for _, es := range h.elections {
 			if !busy[es] {
 				idle = append(idle, es)
 			}
 		}
-		if len(idle) == 0 {
-			mu.Unlock()
-			continue
+		deal := len(deck) > 0 && len(idle) > 0 && !done()
+		if !deal && len(busy) == 0 {
+			return
 		}
-		es := idle[rng.IntN(len(idle))]
-		busy[es] = true
-		mu.Unlock()
-		h.running.Go(func() {
-			defer func() {
-				mu.Lock()
-				busy[es] = false
-				mu.Unlock()
-			}()
-			h.electionFault(ctx, kind.name, es, frng)
-		})
+		var timer <-chan time.Time
+		if deal {
+			timer = time.After(time.Until(next))
+		}
+		select {
+		case r := <-results:
+			delete(busy, r.es)
+			if !r.ok {
+				// No target there now: the card goes back under the deck.
+				deck = append(deck, r.kind)
+				next = time.Now().Add(200 * time.Millisecond)
+			}
+		case <-timer:
+			kind, es, frng := deck[0], idle[rng.IntN(len(idle))], newRand(rng)
+			deck = deck[1:]
+			busy[es] = true
+			go func() { results <- result{es, kind, h.electionFault(ctx, kind, es, frng)} }()
+			next = time.Now().Add(between(rng, 200*time.Millisecond, time.Second))
+		}
 	}
+}
+
+// shuffled is a copy of kinds in an order drawn from rng.
+func shuffled(rng *rand.Rand, kinds []string) []string {
+	out := slices.Clone(kinds)
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// newRand is a generator of its own for one fault, drawn from rng, so
+// that how long one fault waits does not change the draws of the next.
+func newRand(rng *rand.Rand) *rand.Rand {
+	return rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 }

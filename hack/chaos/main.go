@@ -9,16 +9,21 @@
 // their failover times against the elector's bounds, and the load on the
 // API server. Run it with `make chaos`.
 //
-// The seed fixes the topology and the sequence of choices (which fault,
-// which election, how long); who leads when a fault strikes is up to the
-// run, so a replay repeats the schedule, not every interleaving.
+// The schedule deals the fault kinds in rounds, each a shuffled deck with
+// every kind once, so a run of n rounds injects every kind n times (see
+// schedule). The seed fixes the topology and the sequence of choices (the
+// order of each deck, which election, how long); who leads when a fault
+// strikes is up to the run, so a replay repeats the schedule, not every
+// interleaving.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,8 +32,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -40,6 +48,7 @@ type options struct {
 	seed          uint64
 	elections     int
 	maxSize       int
+	minPerKind    int
 	pollPeriod    time.Duration
 	answerTimeout time.Duration
 	slack         time.Duration
@@ -52,8 +61,9 @@ func main() {
 	flag.StringVar(&o.assets, "assets", envOr("KUBEBUILDER_ASSETS", "bin/k8s"), "the folder with etcd and kube-apiserver (`make envtest` builds them)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "how long to inject faults; the run then waits out the last fault's measurement")
 	flag.Uint64Var(&o.seed, "seed", 0, "the seed of the topology and the fault schedule (0: from the clock)")
-	flag.IntVar(&o.elections, "elections", 4, "how many elections run at once, half on Leases and half on ConfigMaps")
-	flag.IntVar(&o.maxSize, "max-participants", 3, "the most participants an election starts with (at least 2; up to one more joins)")
+	flag.IntVar(&o.elections, "elections", 6, "how many elections run at once, on Leases, ConfigMaps and Endpoints in turn")
+	flag.IntVar(&o.maxSize, "max-participants", 10, "the most participants an election starts with: the sizes are spread from 2 to this")
+	flag.IntVar(&o.minPerKind, "min-per-kind", 0, "inject every fault kind at least this often, going on past -duration (by at most a quarter of it) until done (0: 20 per 30 minutes of -duration)")
 	flag.DurationVar(&o.pollPeriod, "poll", 2*time.Millisecond, "how often the checker asks each participant GET /, at most")
 	flag.DurationVar(&o.answerTimeout, "answer-timeout", 5*time.Second, "how long a running participant may take to answer GET / before it is reported")
 	flag.DurationVar(&o.slack, "slack", 3*time.Second, "time added to each fault's measurement window for a loaded machine (never to a bound)")
@@ -62,9 +72,12 @@ func main() {
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano()) % 1e9
 	}
-	if o.elections < 1 || o.maxSize < 2 || o.duration <= 0 || o.pollPeriod <= 0 {
-		fmt.Fprintln(os.Stderr, "chaos: -elections must be at least 1, -max-participants at least 2, -duration and -poll positive")
+	if o.elections < 1 || o.maxSize < 2 || o.duration <= 0 || o.pollPeriod <= 0 || o.minPerKind < 0 {
+		fmt.Fprintln(os.Stderr, "chaos: -elections must be at least 1, -max-participants at least 2, -duration and -poll positive, -min-per-kind not negative")
 		os.Exit(2)
+	}
+	if o.minPerKind == 0 {
+		o.minPerKind = max(1, int(20*o.duration/(30*time.Minute)))
 	}
 	os.Exit(run(o))
 }
@@ -78,28 +91,73 @@ func envOr(name, def string) string {
 
 // replay is the command line that repeats this run's schedule.
 func (o options) replay() string {
-	return fmt.Sprintf("go run ./hack/chaos -elector=%s -duration=%s -elections=%d -max-participants=%d -poll=%s -seed=%d",
-		o.bin, o.duration, o.elections, o.maxSize, o.pollPeriod, o.seed)
+	return fmt.Sprintf("go run ./hack/chaos -elector=%s -duration=%s -elections=%d -max-participants=%d -min-per-kind=%d -poll=%s -seed=%d",
+		o.bin, o.duration, o.elections, o.maxSize, o.minPerKind, o.pollPeriod, o.seed)
 }
 
-// topology draws the elections from rng: lock types alternate, ttls are
-// whole seconds from 2 to 10, sizes from 2 to maxSize.
+// The range of ttls the topology spreads over: the elector's least, and the
+// most the issue asks for.
+const (
+	minTTL = 2 * time.Second
+	maxTTL = 10 * time.Second
+)
+
+// topology makes n elections: lock types in turn (Leases, ConfigMaps,
+// Endpoints), ttls spread evenly from minTTL to maxTTL and sizes from 2 to
+// maxSize, both ends included, each dealt to the elections in an order
+// drawn from rng.
 func topology(rng *rand.Rand, n, maxSize int) []electionSpec {
+	ttls, sizes := rng.Perm(n), rng.Perm(n)
 	var specs []electionSpec
 	for i := range n {
-		lock := election.LockLeases
-		if i%2 == 1 {
-			lock = election.LockConfigMaps
-		}
 		specs = append(specs, electionSpec{
 			name:      fmt.Sprintf("e%d", i),
 			namespace: fmt.Sprintf("chaos-e%d", i),
-			lock:      lock,
-			ttl:       time.Duration(2+rng.IntN(9)) * time.Second,
-			size:      2 + rng.IntN(maxSize-1),
+			lock:      election.LockTypes[i%len(election.LockTypes)],
+			ttl:       minTTL + spread(ttls[i], n, maxTTL-minTTL).Round(100*time.Millisecond),
+			size:      2 + int(spread(sizes[i], n, time.Duration(maxSize-2))),
 		})
 	}
 	return specs
+}
+
+// spread is the i-th of n points spread evenly over [0, span], rounded to
+// the nearest whole unit.
+func spread(i, n int, span time.Duration) time.Duration {
+	if n == 1 {
+		return 0
+	}
+	return (span*time.Duration(2*i) + time.Duration(n-1)) / time.Duration(2*(n-1))
+}
+
+// cluster is the control plane as the harness uses it.
+type cluster struct {
+	env *controlplane.Env
+	// cfg and admin are the admin's, with a short timeout: the faults
+	// freeze the API server, and no admin call may hang for long.
+	cfg   *rest.Config
+	admin kubernetes.Interface
+	host  string // the API server's host:port, which the relays forward to
+}
+
+// startCluster starts etcd and kube-apiserver; the processes the faults
+// start again write their logs in logDir.
+func startCluster(logDir string) (*cluster, error) {
+	env, err := controlplane.Start(controlplane.Options{LogDir: logDir})
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{env: env, cfg: rest.CopyConfig(env.Config)}
+	c.cfg.Timeout = 5 * time.Second
+	u, err := url.Parse(c.cfg.Host)
+	if err == nil {
+		c.host = u.Host
+		c.admin, err = kubernetes.NewForConfig(c.cfg)
+	}
+	if err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	return c, nil
 }
 
 func run(o options) int {
@@ -125,7 +183,11 @@ func run(o options) int {
 	defer cancelRun()
 
 	fmt.Fprintln(os.Stderr, "chaos: starting etcd and kube-apiserver")
-	cp, err := startControlPlane(o.assets, logDir)
+	if err := os.Setenv(controlplane.AssetsEnv, o.assets); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 1
+	}
+	cp, err := startCluster(logDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
 		os.RemoveAll(logDir)
@@ -133,7 +195,7 @@ func run(o options) int {
 	}
 	failed := true
 	defer func() {
-		if err := cp.Stop(); err != nil {
+		if err := cp.env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos: stop control plane:", err)
 		}
 		if failed || o.keep {
@@ -146,7 +208,7 @@ func run(o options) int {
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
 	h := &harness{
-		bin: bin, logDir: logDir, cp: cp, slack: o.slack, faults: map[string]int{},
+		bin: bin, logDir: logDir, cp: cp, slack: o.slack, faults: map[string]int{}, variants: map[string]int{},
 		chk: &checker{ctx: pollCtx, pollPeriod: o.pollPeriod, answerTimeout: o.answerTimeout},
 	}
 	defer func() {
@@ -198,8 +260,7 @@ func run(o options) int {
 	schedCtx, abort := context.WithCancel(ctx)
 	defer abort()
 	h.abort = abort
-	h.schedule(schedCtx, start.Add(o.duration), rng)
-	h.running.Wait()
+	h.schedule(schedCtx, start.Add(o.duration), start.Add(o.duration+o.duration/4), o.minPerKind, rng)
 	_ = h.counter.scrape(ctx, cp.admin)
 	elapsed := time.Since(start)
 	stopPolling()
@@ -221,6 +282,9 @@ func run(o options) int {
 	}
 	h.print(os.Stdout, o, elapsed, len(found), len(early))
 	problems := append(append([]string(nil), h.errs...), h.chk.problems...)
+	for _, kind := range h.short(o.minPerKind) {
+		problems = append(problems, fmt.Sprintf("%s injected %d times, fewer than -min-per-kind=%d", kind, h.faults[kind], o.minPerKind))
+	}
 	if ctx.Err() != nil {
 		problems = append(problems, "the run was interrupted: "+context.Cause(ctx).Error())
 	}

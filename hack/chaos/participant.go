@@ -54,7 +54,7 @@ type electionState struct {
 // accounts: "elector", with every right the elector uses on its lock, and
 // "elector-nowatch", the same without watch, so its electors read the lock
 // every retry period instead.
-func setupElection(ctx context.Context, cp *controlPlane, spec electionSpec) (*electionState, error) {
+func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electionState, error) {
 	admin := cp.admin
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: spec.namespace}}, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("namespace %s: %w", spec.namespace, err)
@@ -142,7 +142,7 @@ type freeze struct{ signalled, stopped, resumed time.Time }
 var listening = regexp.MustCompile(`msg="serving leader state".*address=(\S+)`)
 
 // startParticipant runs the elector through a relay of its own.
-func startParticipant(ctx context.Context, bin, logDir string, cp *controlPlane, es *electionState, noWatch bool) (*participant, error) {
+func startParticipant(ctx context.Context, bin, logDir string, cp *cluster, es *electionState, noWatch bool) (*participant, error) {
 	es.mu.Lock()
 	es.joined++
 	id := fmt.Sprintf("%s-%d", es.name, es.joined)

@@ -20,9 +20,18 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintln(w, "FAULT\tINJECTED")
-	for _, kind := range slices.Sorted(maps.Keys(h.faults)) {
-		fmt.Fprintf(w, "%s\t%d\n", kind, h.faults[kind])
+	fmt.Fprintf(w, "FAULT KIND\tINJECTED\tAT LEAST (%d rounds of the deck)\n", h.rounds)
+	for _, kind := range append(slices.Clone(electionKinds), globalKinds...) {
+		fmt.Fprintf(w, "%s\t%d\t%d\n", kind, h.faults[kind], o.minPerKind)
+	}
+	for _, kind := range []string{kindReplace, kindReplaceNoWatch} {
+		fmt.Fprintf(w, "%s\t%d\t- (after a kill)\n", kind, h.faults[kind])
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "FAULT AS INJECTED\tINJECTED")
+	for _, variant := range slices.Sorted(maps.Keys(h.variants)) {
+		fmt.Fprintf(w, "%s\t%d\n", variant, h.variants[variant])
 	}
 	fmt.Fprintln(w)
 
@@ -111,6 +120,7 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 		fmt.Fprintf(w, "%s\t%.2f\n", k, totals[k]/elapsed.Seconds())
 	}
 	fmt.Fprintf(w, "all\t%.2f\n", sum/elapsed.Seconds())
+	fmt.Fprintf(w, "(requests between the last scrape and each kube-apiserver restart are not counted)\n")
 	_ = w.Flush()
 }
 
