@@ -131,6 +131,13 @@ func (a *app) createPod(name, sa string, annotations map[string]string, edit ...
 	return a.deployer.CoreV1().Pods(a.ns).Create(ctxFor(a.t, 30*time.Second), p, metav1.CreateOptions{})
 }
 
+// electorUserAgent is the user agent of the elector binary, and so the
+// manager its writes are recorded under in a lock's managedFields: the
+// policy k8s-elector-lock lets electors take over only locks an elector
+// wrote. An attacker chooses its user agent freely; a client with an
+// elector's token calls itself the same, to be given every chance.
+const electorUserAgent = "k8s-elector"
+
 // elector returns a client with the token the kubelet would give the
 // elector of pod: its service account's, bound to the pod.
 func (a *app) elector(pod *corev1.Pod) kubernetes.Interface {
@@ -140,7 +147,13 @@ func (a *app) elector(pod *corev1.Pod) kubernetes.Interface {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return clientFor(a.t, token)
+	cfg := tokenConfig(token)
+	cfg.UserAgent = electorUserAgent
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return cs
 }
 
 // get reads a pod as the admin.

@@ -120,7 +120,14 @@ func TestElectorAccountReachesOnlyItsLock(t *testing.T) {
 	victimLease(t, a.ns, "cert-manager-leader") // another controller's election
 	victimLease(t, other.ns, "web")             // the same election name, elsewhere
 	victimLease(t, "kube-system", "kube-scheduler")
-	own := victimLease(t, a.ns, "web")
+	// Its own Lease, made by its elector, as the elector makes it.
+	own, err := cs.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: new("web-1"), LeaseDurationSeconds: new(int32(15))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("the elector making its Lease: %v", err)
+	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-password"}, StringData: map[string]string{"password": "hunter2"}}
 	if _, err := env.Client.CoreV1().Secrets(a.ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

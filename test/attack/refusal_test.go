@@ -18,6 +18,10 @@ const (
 	// policyInjectedLabel keeps elector.vapor.io/injected from being
 	// removed, changed or added.
 	policyInjectedLabel = "k8s-elector-injected-label"
+	// policyLock lets an elector's account change only the election
+	// record of its lock objects, and only of lock objects that an elector
+	// wrote.
+	policyLock = "k8s-elector-lock"
 	// policyPrefix begins the name of every shipped policy.
 	policyPrefix = "k8s-elector"
 )
