@@ -14,6 +14,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -124,8 +125,8 @@ func decodePod(req admission.Request) (*corev1.Pod, error) {
 // sent it, into injected, Inject's result. Inject stays the only place that
 // decides what a pod gets: the patch is read off the few places Inject
 // changes (a sidecar inserted among the init containers or appended to the
-// containers, a volume appended, the service account named, an annotation
-// and a label set). It is much cheaper than diffing the whole pod
+// containers, a volume appended, the service account named, the pod-level
+// resources replaced, an annotation and a label set). It is much cheaper than diffing the whole pod
 // as JSON, which was most of the handler's time. TestHandlePatches applies
 // the patch to the raw request and checks that it gives Inject's pod.
 func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
@@ -141,6 +142,9 @@ func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
 	add(listPatch("/spec/volumes", pod.Spec.Volumes, injected.Spec.Volumes, func(v corev1.Volume) string { return v.Name }))
 	if pod.Spec.ServiceAccountName != injected.Spec.ServiceAccountName {
 		patches = append(patches, addOp("/spec/serviceAccountName", injected.Spec.ServiceAccountName))
+	}
+	if !equality.Semantic.DeepEqual(pod.Spec.Resources, injected.Spec.Resources) {
+		patches = append(patches, addOp("/spec/resources", injected.Spec.Resources))
 	}
 	patches = append(patches, mapPatch("/metadata/annotations", pod.Annotations, injected.Annotations)...)
 	patches = append(patches, mapPatch("/metadata/labels", pod.Labels, injected.Labels)...)

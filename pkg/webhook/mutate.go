@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -55,7 +54,10 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	o, err := ParseOptions(pod.Annotations, s)
 	errs := []error{err}
 	errs = append(errs, checkReservedNames(pod)...)
-	errs = append(errs, checkHostNetwork(pod), checkPodLabel(pod, o.PodLabel))
+	errs = append(errs, checkHostNetwork(pod), checkPodLabel(pod, o.PodLabel), checkOS(pod), checkRunAsRoot(pod))
+	if err == nil {
+		errs = append(errs, checkRunsToCompletion(pod, o.NativeSidecar, s.NativeSidecars))
+	}
 	if o.Port != 0 && !pod.Spec.HostNetwork {
 		errs = append(errs, checkPortFree(pod, o.Port))
 	}
@@ -66,6 +68,9 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	// 3. Add the sidecar, its volume, and the marks of an injected pod.
 	if guaranteed(pod) {
 		o.guarantee()
+	}
+	if hasPodLevelResources(pod) {
+		out.Spec.Resources = o.addToPodBudget(pod)
 	}
 	c := sidecar(o)
 	if o.NativeSidecar {
@@ -127,8 +132,8 @@ func checkReservedNames(pod *corev1.Pod) []error {
 // (an init container with restartPolicy Always) in inits, or 0.
 func nativeSidecarsEnd(inits []corev1.Container) int {
 	end := 0
-	for i, c := range inits {
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+	for i := range inits {
+		if isNativeSidecar(&inits[i]) {
 			end = i + 1
 		}
 	}
@@ -145,6 +150,45 @@ func checkHostNetwork(pod *corev1.Pod) error {
 		return nil
 	}
 	return fmt.Errorf("spec.hostNetwork: the elector sidecar is not injected into pods on the node's network, where its port would be taken on the node itself (a second replica on the node could not start) and its API open to the node's network; run the pod without hostNetwork, or remove the %s annotations", AnnotationPrefix)
+}
+
+// checkOS refuses a Windows pod: the elector's image runs on Linux, and the
+// API server refuses the Linux-only securityContext fields the sidecar sets
+// (seccompProfile, capabilities, readOnlyRootFilesystem) in a Windows pod,
+// with a message about fields the user never wrote.
+func checkOS(pod *corev1.Pod) error {
+	if pod.Spec.OS == nil || pod.Spec.OS.Name != corev1.Windows {
+		return nil
+	}
+	return fmt.Errorf("spec.os.name: the elector sidecar runs on Linux only and is not injected into a %s pod; elect from a Linux pod, or remove the %s annotations", corev1.Windows, AnnotationPrefix)
+}
+
+// checkRunAsRoot refuses a pod that runs every container as root: the
+// sidecar inherits the pod's runAsUser, and with its own runAsNonRoot the
+// kubelet would refuse to start it, so the pod would be admitted and then
+// never become ready (CreateContainerConfigError).
+func checkRunAsRoot(pod *corev1.Pod) error {
+	sc := pod.Spec.SecurityContext
+	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+		return nil
+	}
+	return fmt.Errorf("spec.securityContext.runAsUser: 0 runs every container as root, and the elector sidecar runs as non-root (runAsNonRoot), so the kubelet would not start it; set runAsUser: 0 on the containers that need root instead of on the pod, or remove the %s annotations", AnnotationPrefix)
+}
+
+// checkRunsToCompletion refuses a plain elector container in a pod that
+// runs to completion (restartPolicy Never or OnFailure, as a Job's pods
+// are): the elector never exits, so the pod would never complete and its
+// Job never finish. A native sidecar is stopped once the app's containers
+// have exited, so it is what such a pod needs.
+func checkRunsToCompletion(pod *corev1.Pod, native, serverHasNative bool) error {
+	policy := pod.Spec.RestartPolicy
+	if native || policy == "" || policy == corev1.RestartPolicyAlways {
+		return nil
+	}
+	if !serverHasNative {
+		return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, but the elector never exits and this API server has no native sidecars (Kubernetes 1.29 and later), which stop with the app; the pod would never complete; run the pod with restartPolicy Always, or remove the %s annotations", policy, AnnotationPrefix)
+	}
+	return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, but a plain elector container never exits, so the pod would never complete; set annotation %s to \"true\", or remove it (a native sidecar stops once the app's containers have exited)", policy, AnnotationNativeSidecar)
 }
 
 // checkPodLabel refuses a pod-label key that the pod already carries: the
@@ -209,47 +253,6 @@ func freePort(pod *corev1.Pod, port int32) (free int32, ok bool) {
 
 func isTCP(p corev1.ContainerPort) bool {
 	return p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
-}
-
-// guaranteed reports whether every container of the pod is of the
-// Guaranteed QoS class: CPU and memory limits, and requests equal to them
-// (a request left out defaults to its limit). The API server refuses a pod
-// whose class changes, so it cannot change later either.
-func guaranteed(pod *corev1.Pod) bool {
-	if len(pod.Spec.Containers) == 0 {
-		return false
-	}
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			for _, r := range [...]corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-				limit, ok := cs[i].Resources.Limits[r]
-				if !ok || limit.Sign() <= 0 {
-					return false
-				}
-				if request, ok := cs[i].Resources.Requests[r]; ok && request.Cmp(limit) != 0 {
-					return false
-				}
-			}
-		}
-	}
-	return true
-}
-
-// guarantee makes the sidecar's requests equal to its limits, so that it
-// keeps a Guaranteed pod Guaranteed (and on the kubelet's exclusive CPUs,
-// if it has a static CPU manager policy). A limit of none takes the
-// request's value instead.
-func (o *Options) guarantee() {
-	for _, r := range []struct{ request, limit *resource.Quantity }{
-		{&o.CPURequest, &o.CPULimit},
-		{&o.MemoryRequest, &o.MemoryLimit},
-	} {
-		if r.limit.IsZero() {
-			*r.limit = r.request.DeepCopy()
-		} else {
-			*r.request = r.limit.DeepCopy()
-		}
-	}
 }
 
 // sidecar builds the elector container.

@@ -354,6 +354,33 @@ func TestInjectErrors(t *testing.T) {
 				`annotation elector.vapor.io/port: port 8080 is already used by container "web"; choose a free port (example: 8081)`,
 		},
 		{
+			name:        "windows pod",
+			annotations: withElection(),
+			modify:      func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Windows} },
+			want:        `spec.os.name: the elector sidecar runs on Linux only and is not injected into a windows pod; elect from a Linux pod, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name:        "pod runs as root",
+			annotations: withElection(),
+			modify: func(p *corev1.Pod) {
+				p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: new(int64(0))}
+			},
+			want: `spec.securityContext.runAsUser: 0 runs every container as root, and the elector sidecar runs as non-root (runAsNonRoot), so the kubelet would not start it; set runAsUser: 0 on the containers that need root instead of on the pod, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name:        "plain sidecar in a pod that runs to completion",
+			annotations: withElection(AnnotationNativeSidecar, "false"),
+			modify:      func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever },
+			want:        `spec.restartPolicy: Never: the pod runs to completion, but a plain elector container never exits, so the pod would never complete; set annotation elector.vapor.io/native-sidecar to "true", or remove it (a native sidecar stops once the app's containers have exited)`,
+		},
+		{
+			name:        "pod that runs to completion on an API server without native sidecars",
+			annotations: withElection(),
+			modify:      func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyOnFailure },
+			settings:    func(s *Settings) { s.NativeSidecars = false },
+			want:        `spec.restartPolicy: OnFailure: the pod runs to completion, but the elector never exits and this API server has no native sidecars (Kubernetes 1.29 and later), which stop with the app; the pod would never complete; run the pod with restartPolicy Always, or remove the elector.vapor.io/ annotations`,
+		},
+		{
 			name:        "invalid settings",
 			annotations: withElection(),
 			settings:    func(s *Settings) { s.ElectorImage = "" },
