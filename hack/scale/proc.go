@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat:
+// Linux fixes it at 100 for user space on every architecture Go runs on.
+const clockTicks = 100
+
+// cpuSeconds is the CPU time (user + system) that process pid has used.
+func cpuSeconds(pid int) (float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	ticks, err := parseStatTicks(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return float64(ticks) / clockTicks, nil
+}
+
+// parseStatTicks adds utime and stime, fields 14 and 15 of a
+// /proc/PID/stat line. The command name, field 2, is in parentheses and may
+// itself hold spaces and parentheses, so the fields are counted from the
+// last ')'.
+func parseStatTicks(stat string) (int64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no ')' closing the command name in %q", stat)
+	}
+	fields := strings.Fields(stat[i+1:])
+	// fields[0] is field 3, the state.
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(fields))
+	}
+	utime, err := strconv.ParseInt(fields[11], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("utime: %w", err)
+	}
+	stime, err := strconv.ParseInt(fields[12], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stime: %w", err)
+	}
+	return utime + stime, nil
+}
+
+// rss is the resident memory of process pid, in bytes.
+func rss(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	n, err := parseVmRSS(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
+	}
+	return n, nil
+}
+
+// parseVmRSS reads the "VmRSS:   1234 kB" line of /proc/PID/status.
+func parseVmRSS(status string) (int64, error) {
+	for line := range strings.SplitSeq(status, "\n") {
+		v, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmRSS: %w", err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("no VmRSS line (a kernel thread, or a process that has exited)")
+}
