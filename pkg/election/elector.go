@@ -77,6 +77,17 @@ type Elector struct {
 	running bool
 	// subscribers are woken on every change of Status.
 	subscribers map[chan struct{}]struct{}
+
+	// loopRand and watchRand draw this participant's jitter: one source
+	// per goroutine, so that a seeded participant (the simulation seeds
+	// them from its schedule) draws the same numbers in every run.
+	loopRand  *rand.Rand
+	watchRand *rand.Rand
+	// spread is how long after the lease of spreadOf has run out this
+	// follower tries to take the lock; drawn once for each version, the
+	// loop may wake many times while it waits.
+	spread   time.Duration
+	spreadOf *observation
 }
 
 // New validates cfg and returns an elector that talks to the API server
@@ -104,6 +115,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		changed:     make(chan struct{}, 1),
 		subscribers: map[chan struct{}]struct{}{},
 	}
+	e.seed(uint64(time.Now().UnixNano()))
 	if cfg.PodLabel != "" {
 		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, e.log, metrics)
 	}
@@ -142,6 +154,17 @@ func (e *Elector) follow(ctx context.Context) bool {
 		case <-e.changed:
 		case <-timer.C:
 		}
+		if ctx.Err() != nil {
+			// ctx ended on the instant of another wake-up.
+			return false
+		}
+		// The attempt judges the newest state, so a wake-up that came on
+		// the instant of the one taken is spent with it: which of the two
+		// the select took must not decide how many attempts are made.
+		select {
+		case <-e.changed:
+		default:
+		}
 		acquired, retryIn := e.tryAcquire(ctx)
 		if acquired {
 			return true
@@ -158,7 +181,7 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	if wait := e.leaseLeft(now); wait > 0 {
 		// Followers all wake at expiry; a little jitter spreads their
 		// attempts, and the compare-and-swap picks one.
-		return false, wait + jitter(e.cfg.RetryPeriod/10) - e.cfg.RetryPeriod/10
+		return false, wait + e.spreadFor(e.cfg.RetryPeriod/10)
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
@@ -169,7 +192,7 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 		// Nothing seen yet: read the lock first.
 		if err := e.read(rctx); err != nil {
 			e.log.V(1).Info("could not read the lock", "err", err.Error())
-			return false, jitter(e.cfg.RetryPeriod)
+			return false, jitter(e.loopRand, e.cfg.RetryPeriod)
 		}
 		return false, 0
 	case obs.object == nil:
@@ -242,12 +265,12 @@ func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sen
 			// Someone else wrote first: read what they wrote and judge
 			// again, timing their lease from now.
 			if err := e.read(ctx); err != nil {
-				return false, jitter(e.cfg.RetryPeriod)
+				return false, jitter(e.loopRand, e.cfg.RetryPeriod)
 			}
 			return false, 0
 		}
 		e.log.V(1).Info("could not take the lock", "err", err.Error())
-		return false, jitter(e.cfg.RetryPeriod)
+		return false, jitter(e.loopRand, e.cfg.RetryPeriod)
 	}
 	e.apiResult("acquire", nil)
 	e.observe(obs)
@@ -292,60 +315,72 @@ func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 // lead renews the lock every retry period until ctx is done (then it
 // releases it), a renewal fails past the renew deadline, or the lock is
 // seen to be lost (then it steps down).
+//
+// Every wake-up (a timer, a new version of the lock, ctx) judges all that
+// may be due, from the clock and the state, in one order: a shutdown, the
+// renew deadline, a lost lock, the claim, the renewal. Which wake-up came
+// first never matters, so a seeded participant does the same in every run
+// even when two of them fall on one instant.
 func (e *Elector) lead(ctx context.Context) {
 	e.mu.Lock()
-	claimIn := time.Until(e.claimAt)
+	claimAt := e.claimAt
 	e.mu.Unlock()
-	var claim <-chan time.Time
-	if claimIn > 0 {
+	claimed := false
+	if claimIn := time.Until(claimAt); claimIn > 0 {
 		// It made the lock object: it holds and renews it, but says it
 		// leads only once any leader of a deleted lock has stopped.
 		e.log.Info("made the lock; leading once a full lease has passed", "in", claimIn.Round(time.Millisecond))
-		t := time.NewTimer(claimIn)
-		defer t.Stop()
-		claim = t.C
-	} else {
-		e.announce()
 	}
 
-	next := time.NewTimer(e.cfg.RetryPeriod)
-	defer next.Stop()
+	renewAt := time.Now().Add(e.cfg.RetryPeriod)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
+		now := time.Now()
 		e.mu.Lock()
 		deadline := e.renewedAt.Add(e.cfg.RenewDeadline)
 		e.mu.Unlock()
-		stepDown := time.NewTimer(time.Until(deadline))
-		select {
-		case <-ctx.Done():
-			stepDown.Stop()
+		if ctx.Err() != nil {
 			e.release()
 			return
-		case <-stepDown.C:
+		}
+		if !now.Before(deadline) {
 			e.stepDown("could not renew the lease within the renew deadline")
 			return
-		case <-claim:
-			stepDown.Stop()
-			claim = nil
-			e.announce()
-			continue
-		case <-e.changed:
-			// Stepping down is always safe: do it as soon as a version that
-			// is not ours is seen, without waiting for the next renewal.
-			stepDown.Stop()
-			if lost := e.lostByObservation(); lost != "" {
-				e.stepDown(lost)
-				return
-			}
-			continue
-		case <-next.C:
 		}
-		stepDown.Stop()
-		retryIn, lost := e.renew(ctx, deadline)
-		if lost != "" {
+		// Stepping down is always safe: do it as soon as a version that is
+		// not ours is seen, without waiting for the next renewal.
+		if lost := e.lostByObservation(); lost != "" {
 			e.stepDown(lost)
 			return
 		}
-		next.Reset(retryIn)
+		if !claimed && !now.Before(claimAt) {
+			claimed = true
+			e.announce()
+		}
+		if !now.Before(renewAt) {
+			retryIn, lost := e.renew(ctx, deadline)
+			if lost != "" {
+				e.stepDown(lost)
+				return
+			}
+			renewAt = time.Now().Add(retryIn)
+			continue
+		}
+
+		wake := deadline
+		if renewAt.Before(wake) {
+			wake = renewAt
+		}
+		if !claimed && claimAt.Before(wake) {
+			wake = claimAt
+		}
+		timer.Reset(wake.Sub(now))
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		case <-e.changed:
+		}
 	}
 }
 
@@ -493,7 +528,7 @@ func (e *Elector) duplicateLocked() string {
 	e.metrics.duplicateID()
 	msg := "another process renews the lock with this participant's ID " + strconv.Quote(e.cfg.ID) +
 		"; give every participant its own -" + FlagID
-	e.event(corev1.EventTypeWarning, "DuplicateID", msg)
+	e.eventOn(e.observed, corev1.EventTypeWarning, "DuplicateID", msg)
 	return msg
 }
 
@@ -679,8 +714,26 @@ func (e *Elector) apiResult(op string, err error) {
 	}
 }
 
-// jitter is a random duration in [d, 1.2d): participants that woke together
-// spread out.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+// seed sets the participant's random sources. New seeds them from the
+// clock; the simulation, from its schedule, so that a schedule replays
+// exactly. Call it before Run.
+func (e *Elector) seed(s uint64) {
+	e.loopRand = rand.New(rand.NewPCG(s, 1))
+	e.watchRand = rand.New(rand.NewPCG(s, 2))
+}
+
+// spreadFor is how long after the lease of the newest observed version this
+// follower tries to take the lock: up to d/5, drawn once for that version.
+func (e *Elector) spreadFor(d time.Duration) time.Duration {
+	obs, _ := e.snapshot()
+	if obs != e.spreadOf {
+		e.spread, e.spreadOf = jitter(e.loopRand, d)-d, obs
+	}
+	return e.spread
+}
+
+// jitter is a random duration in [d, 1.2d) drawn from r: participants that
+// woke together spread out.
+func jitter(r *rand.Rand, d time.Duration) time.Duration {
+	return d + time.Duration(r.Int64N(int64(d)/5+1))
 }

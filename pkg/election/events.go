@@ -16,16 +16,28 @@ const eventTimeout = 5 * time.Second
 // event posts an Event of type typ (Normal or Warning) about the lock object
 // in the background.
 func (e *Elector) event(typ, reason, message string) {
+	obs, _ := e.snapshot()
+	e.eventOn(obs, typ, reason, message)
+}
+
+// eventOn posts an Event about the version obs of the lock object in the
+// background. It is taken when the Event happens, not when it is posted.
+func (e *Elector) eventOn(obs *observation, typ, reason, message string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 		defer cancel()
-		e.eventSync(ctx, typ, reason, message)
+		e.post(ctx, obs, typ, reason, message)
 	}()
 }
 
 // eventSync posts the Event and returns when it is written or ctx is done.
 func (e *Elector) eventSync(ctx context.Context, typ, reason, message string) {
 	obs, _ := e.snapshot()
+	e.post(ctx, obs, typ, reason, message)
+}
+
+// post writes one Event about the version obs of the lock object.
+func (e *Elector) post(ctx context.Context, obs *observation, typ, reason, message string) {
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{

@@ -81,6 +81,10 @@ func (p *podLabeler) run(ctx context.Context) {
 			return
 		case <-p.kick:
 		}
+		if ctx.Err() != nil {
+			// ctx ended on the instant of a kick.
+			return
+		}
 		if p.flush(ctx) {
 			backoff = minBackoff
 			continue

@@ -127,13 +127,14 @@ type simFate struct {
 	watchEnd  time.Duration
 	watchErr  time.Duration // 0: none
 	errKind   int
+	wake      time.Duration // how long an answer held by a pause takes to be read once it ends
 }
 
 func (n *simNet) fate(stream string, watch bool) (simFate, *rand.Rand) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r := n.rand(stream)
-	f := simFate{up: n.delay(r), down: n.delay(r)}
+	f := simFate{up: n.delay(r), down: n.delay(r), wake: n.delay(r)}
 	f.drop = r.Float64() < n.params.Drop
 	f.lost = r.Float64() < n.params.Lost
 	// A lost message is noticed when the connection breaks: the client's
@@ -165,7 +166,7 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = b
 	}
 	// A paused process sends nothing.
-	if err := n.awake(); err != nil {
+	if _, err := n.awake(); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
@@ -176,7 +177,7 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	watch := req.URL.Query().Get("watch") == "true"
-	if n.w.trace.all {
+	if n.w.trace.all && !n.isDead() {
 		rv := req.URL.Query().Get("resourceVersion")
 		if body != nil {
 			rv = simBrief(body)
@@ -184,8 +185,16 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		n.w.tracef("p%d -> %s %s %s", n.proc, req.Method, simResource(req.URL.Path), rv)
 	}
 	stream := req.Method + " " + simResource(req.URL.Path)
-	if watch {
+	switch {
+	case watch:
 		stream = "WATCH"
+	case simResource(req.URL.Path) == "events":
+		// Every Event is posted by a goroutine of its own, and two may
+		// be posted on one instant: each message draws from its own
+		// stream, whichever goroutine comes first.
+		h := fnv.New64a()
+		h.Write(body)
+		stream = fmt.Sprintf("%s %x", stream, h.Sum64())
 	}
 	f, r := n.fate(stream, watch)
 
@@ -209,9 +218,13 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		reset.Stop()
 		err = errSimOver
 	}
-	// A paused process takes in no answer until it resumes.
-	if werr := n.awake(); werr != nil && err == nil {
+	// A paused process takes in no answer until it resumes; then each
+	// answer it was sent is taken in after its own delay, so that the
+	// goroutines waiting for them do not all wake on one instant.
+	if waited, werr := n.awake(); werr != nil && err == nil {
 		err = werr
+	} else if waited && !n.w.sleep(f.wake) && err == nil {
+		err = errSimOver
 	}
 	if err != nil {
 		return nil, err
@@ -223,7 +236,7 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		Proto:      "HTTP/2.0", ProtoMajor: 2,
 		Request: req,
 	}
-	if n.w.trace.all {
+	if n.w.trace.all && !n.isDead() {
 		n.w.tracef("p%d <- %s %s: %d %s", n.proc, req.Method, simResource(req.URL.Path), reply.code, simBrief(reply.body))
 	}
 	if reply.watch != nil {
@@ -298,7 +311,9 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 		}
 		return
 	case simHeld:
-		if !n.waitHealed() {
+		// Held answers cross once the partition ends, each after its
+		// own delay.
+		if !n.waitHealed() || !n.w.sleep(f.down) {
 			return
 		}
 	}
@@ -343,22 +358,24 @@ func (n *simNet) waitHealed() bool {
 	return false
 }
 
-// awake waits while the process is paused. A paused process does not see
-// its context being cancelled either: it notices when it resumes.
-func (n *simNet) awake() error {
+// awake waits while the process is paused, and reports whether it did. A
+// paused process does not see its context being cancelled either: it
+// notices when it resumes.
+func (n *simNet) awake() (waited bool, err error) {
 	for {
 		n.mu.Lock()
 		paused, resumed, died := n.paused, n.resumed, n.died
 		n.mu.Unlock()
 		if !paused {
-			return nil
+			return waited, nil
 		}
+		waited = true
 		select {
 		case <-resumed:
 		case <-died:
-			return errSimRefused
+			return waited, errSimRefused
 		case <-n.w.done:
-			return errSimOver
+			return waited, errSimOver
 		}
 	}
 }
@@ -389,6 +406,12 @@ func (n *simNet) heal() {
 	n.cut = false
 	close(n.healed)
 	n.healed = make(chan struct{})
+}
+
+func (n *simNet) isDead() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dead
 }
 
 // kill ends the process's connections at once: a crashed process sends
@@ -562,12 +585,13 @@ func (b *simWatchBody) next() ([]byte, error) {
 
 // deliver waits until the event has crossed the network.
 func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte, error) {
-	b.n.mu.Lock()
-	d := b.n.delay(b.r)
-	b.n.mu.Unlock()
-	at := it.at.Add(d)
-	if at.Before(b.last) {
-		at = b.last // a stream delivers in order
+	// A stream delivers in order, and one event at a time: the client
+	// reads one, hands it on, and then reads the next, so no two of its
+	// events reach the elector on one instant.
+	const readNext = time.Microsecond
+	at := it.at.Add(b.delay())
+	if earliest := b.last.Add(readNext); at.Before(earliest) {
+		at = earliest
 	}
 	b.last = at
 	t := time.NewTimer(time.Until(at))
@@ -590,21 +614,30 @@ func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte,
 		b.n.waitHealed()
 		return nil, errSimReset
 	case simHeld:
-		if !b.n.waitHealed() {
+		if !b.n.waitHealed() || !b.n.w.sleep(b.delay()) {
 			return nil, errSimReset
 		}
-		b.last = time.Now()
 	}
-	if werr := b.n.awake(); werr != nil {
+	if waited, werr := b.n.awake(); werr != nil {
 		return nil, werr
+	} else if waited && !b.n.w.sleep(b.delay()) {
+		return nil, io.EOF
 	}
+	b.last = time.Now()
 	if err != nil {
 		return nil, err
 	}
-	if b.n.w.trace.all {
+	if b.n.w.trace.all && !b.n.isDead() {
 		b.n.w.tracef("p%d <- watch %s", b.n.proc, simBrief(data))
 	}
 	return data, nil
+}
+
+// delay draws the transit time of one event of this stream.
+func (b *simWatchBody) delay() time.Duration {
+	b.n.mu.Lock()
+	defer b.n.mu.Unlock()
+	return b.n.delay(b.r)
 }
 
 func (b *simWatchBody) Close() error {

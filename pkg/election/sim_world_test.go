@@ -59,7 +59,8 @@ type simWorld struct {
 
 type simOptions struct {
 	step    time.Duration // the longest gap between two samples; 0: a hundredth of the TTL
-	verbose bool
+	verbose bool          // log the whole trace, with the elector's logs
+	trace   bool          // keep the whole trace, with the elector's logs, in the result
 }
 
 // simResult is what one schedule showed.
@@ -72,6 +73,7 @@ type simResult struct {
 	quietEnd  bool // no action of the plan for the last 3 TTLs, and a participant was up to lead
 	virtual   time.Duration
 	samples   int
+	trace     string // with simOptions.trace
 }
 
 type simProcState int
@@ -109,7 +111,7 @@ func simExecute(t *testing.T, plan *simPlan, opts simOptions) simResult {
 			wake:   make(chan struct{}, 1),
 			res:    simResult{plan: plan, first: -1},
 		}
-		w.trace.all = opts.verbose
+		w.trace.all = opts.verbose || opts.trace
 		w.server.wrote = w.wrote
 		res = w.run()
 	})
@@ -214,11 +216,17 @@ func (w *simWorld) run() simResult {
 			}
 		}
 	}
+	// The story ends here: what the processes log as they are torn down
+	// depends on which of their goroutines notices first.
+	w.trace.close()
 	w.shutdown()
 	if w.res.violation != "" {
 		w.res.violation += "\n" + w.trace.String()
 	} else if w.opts.verbose {
 		w.t.Log("trace:\n" + w.trace.String())
+	}
+	if w.opts.trace {
+		w.res.trace = w.trace.String()
 	}
 	return w.res
 }
@@ -505,13 +513,22 @@ func (w *simWorld) startProc(id string, params simNetParams) {
 		cfg.PodLabel, cfg.PodName = "sim.vapor.io/role", id
 	}
 	log := logr.Discard()
-	if w.opts.verbose {
-		log = funcr.New(func(prefix, args string) { w.tracef("%s %s: %s", p, prefix, args) }, funcr.Options{Verbosity: 1})
+	if w.trace.all {
+		log = funcr.New(func(prefix, args string) {
+			// What a crashed process still logs, no one would read; and it
+			// depends on which of its goroutines notices first.
+			if !p.net.isDead() {
+				w.tracef("%s %s: %s", p, prefix, args)
+			}
+		}, funcr.Options{Verbosity: 1})
 	}
 	e, err := New(cfg, clients, log, nil)
 	if err != nil {
 		w.t.Fatalf("seed %d: New: %v", w.plan.Seed, err)
 	}
+	// The participant's own jitter comes from the schedule too, so that a
+	// seed replays exactly.
+	e.seed(w.plan.Seed*1_000_003 + uint64(p.n))
 	if w.plan.Tamper == "renew-deadline" {
 		e.cfg.RenewDeadline = 3 * cfg.TTL
 	}
@@ -595,9 +612,10 @@ func simDescribe(raw []byte) string {
 // simTrace keeps the last lines of a schedule's story (all of it when
 // verbose), formatted only when shown.
 type simTrace struct {
-	mu    sync.Mutex
-	all   bool
-	lines []simLine
+	mu     sync.Mutex
+	all    bool
+	closed bool
+	lines  []simLine
 }
 
 type simLine struct {
@@ -610,10 +628,20 @@ const simTraceKeep = 80
 func (t *simTrace) add(at time.Duration, text func() string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
 	if !t.all && len(t.lines) >= 2*simTraceKeep {
 		t.lines = append(t.lines[:0], t.lines[simTraceKeep:]...)
 	}
 	t.lines = append(t.lines, simLine{at, text})
+}
+
+// close ends the trace: lines added later are dropped.
+func (t *simTrace) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
 }
 
 func (t *simTrace) String() string {

@@ -2,7 +2,6 @@ package election
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -41,7 +40,7 @@ func (e *Elector) watchLock(ctx context.Context) {
 	for ctx.Err() == nil {
 		// The server ends a watch after timeoutSeconds; a spread of five to
 		// ten minutes keeps a fleet of electors from reconnecting in step.
-		timeout := int64(300 + rand.IntN(300))
+		timeout := int64(300 + e.watchRand.IntN(300))
 		w, err := e.lock.watch(ctx, resourceVersion, timeout)
 		if err != nil {
 			e.apiResult("watch", err)
@@ -130,7 +129,7 @@ func (e *Elector) poll(ctx context.Context, d time.Duration) {
 		rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 		_ = e.read(rctx) // counted in the metrics; the next read retries
 		cancel()
-		sleep(ctx, jitter(e.cfg.RetryPeriod), 0)
+		sleep(ctx, jitter(e.watchRand, e.cfg.RetryPeriod), 0)
 	}
 }
 
