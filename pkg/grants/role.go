@@ -56,6 +56,15 @@ const (
 	// used to rewrite its data.
 	MarkerLocks = "locks"
 	MarkerVerb  = "update"
+	// MarkerCreates, a name no object can have, with MarkerRestrictedVerb
+	// on MarkerLocks: the account may create lock objects only under the
+	// names it holds MarkerLocks for, and only as an elector makes them
+	// (no data, no labels). RBAC cannot limit create by name; the
+	// ValidatingAdmissionPolicy k8s-elector-lock-create can, and asks the
+	// authorizer for this marker. A name rather than a verb of its own, so
+	// that the injector, which must hold what it grants, needs no right
+	// beyond the markers it already holds.
+	MarkerCreates = ":create"
 	// MarkerRestrictedVerb on MarkerPodLabels, with no resource name: the
 	// account's pod updates are limited to labelling. It is not in the
 	// account's Role but in PodLabelClusterRole, beside pods patch, so that
@@ -141,11 +150,12 @@ func lockResource(t election.LockType) (group, resource string) {
 // DesiredRole is the Role of one account in ns:
 //   - get, update and watch on exactly its lock objects, by name. The
 //     elector reads, renews and watches its one object; no list, no delete.
-//   - create on each lock resource it uses, for any name: Kubernetes cannot
-//     limit create by name (the name is not known to the authorizer until
-//     the object is decoded), and the first elector must make its object.
-//     An object it makes under another name is one it cannot then read or
-//     update.
+//   - create on each lock resource it uses: RBAC cannot limit create by
+//     name (the name is not known to the authorizer until the object is
+//     decoded), and the first elector must make its object.
+//   - the markers of the lock policies (see MarkerLocks): its lock objects
+//     by name, which it may update only as an elector does, and create,
+//     which limits what it makes to those names and to an elector's lock.
 //   - events create, for its leadership Events.
 //   - with -pod-label, the named markers (see MarkerGroup): the label keys
 //     and the elections.
@@ -165,7 +175,10 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 		locks = append(locks, names...)
 	}
 	if len(locks) > 0 {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: sortedSet(locks), Verbs: []string{MarkerRestrictedVerb}})
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: sortedSet(locks), Verbs: []string{MarkerRestrictedVerb}},
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: []string{MarkerCreates}, Verbs: []string{MarkerRestrictedVerb}},
+		)
 	}
 	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
 	if len(a.PodLabels) > 0 {

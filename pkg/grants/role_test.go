@@ -1,6 +1,7 @@
 package grants
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,8 +97,11 @@ func TestDesiredObjects(t *testing.T) {
 	lock := []string{"get", "update", "watch"}
 	create := []string{"create"}
 	events := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: create}
-	locks := func(names ...string) rbacv1.PolicyRule {
-		return rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"locks"}, ResourceNames: names, Verbs: []string{"restricted"}}
+	locks := func(names ...string) []rbacv1.PolicyRule {
+		return []rbacv1.PolicyRule{
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"locks"}, ResourceNames: names, Verbs: []string{"restricted"}},
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"locks"}, ResourceNames: []string{":create"}, Verbs: []string{"restricted"}},
+		}
 	}
 	markers := func(keys, elections []string) []rbacv1.PolicyRule {
 		return []rbacv1.PolicyRule{
@@ -112,12 +116,10 @@ func TestDesiredObjects(t *testing.T) {
 		wantRules []rbacv1.PolicyRule
 		podLabel  bool
 	}{
-		{"one lease", []Elector{{Election: "a", LockType: election.LockLeases}}, []rbacv1.PolicyRule{
+		{"one lease", []Elector{{Election: "a", LockType: election.LockLeases}}, append(append([]rbacv1.PolicyRule{
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a"}, Verbs: lock},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
-			locks("a"),
-			events,
-		}, false},
+		}, locks("a")...), events), false},
 		{"every lock type, sorted, each election once, pod-label markers", []Elector{
 			{Election: "e", LockType: election.LockEndpoints},
 			{Election: "b", LockType: election.LockLeases},
@@ -125,16 +127,14 @@ func TestDesiredObjects(t *testing.T) {
 			{Election: "a", LockType: election.LockLeases, PodLabel: "role"},
 			{Election: "b", LockType: election.LockLeases},
 			{Election: "c", LockType: election.LockConfigMaps, PodLabel: "x/role"},
-		}, append([]rbacv1.PolicyRule{
+		}, slices.Concat([]rbacv1.PolicyRule{
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a", "b"}, Verbs: lock},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"c"}, Verbs: lock},
 			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: create},
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"e"}, Verbs: lock},
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: create},
-			locks("a", "b", "c", "e"),
-			events,
-		}, markers([]string{"role", "x/role"}, []string{"a", "c"})...), true},
+		}, locks("a", "b", "c", "e"), []rbacv1.PolicyRule{events}, markers([]string{"role", "x/role"}, []string{"a", "c"})), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

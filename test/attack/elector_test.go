@@ -3,7 +3,6 @@
 package attack
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -100,11 +99,13 @@ func TestAnnotationEditsGrantNothing(t *testing.T) {
 }
 
 // TestElectorAccountReachesOnlyItsLock: an elector's account may read,
-// renew and watch its own lock, make a lock, and post Events. Everything
-// else a stolen elector token might try is refused by RBAC: another
+// renew and watch its own lock, make it, and post Events. Everything
+// else a stolen elector token might try is refused: by RBAC, another
 // election's Lease (the hijack of another controller), deleting a Lease,
 // listing, its Lease's namespace twin, kube-system's Leases, Secrets,
-// RBAC, pods, and tokens of other accounts.
+// RBAC, pods, and tokens of other accounts; by the policy
+// k8s-elector-lock-create, a Lease made under another name, which RBAC
+// cannot tell from its own.
 func TestElectorAccountReachesOnlyItsLock(t *testing.T) {
 	a := newApp(t)
 	other := newApp(t)
@@ -146,8 +147,6 @@ func TestElectorAccountReachesOnlyItsLock(t *testing.T) {
 		if err == nil {
 			w.Stop()
 		}
-		_, err = cs.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "web-" + fmt.Sprint(time.Now().UnixNano())}}, metav1.CreateOptions{})
-		allowed(t, "creating a Lease (create cannot be limited by name)", err)
 		_, err = cs.CoreV1().Events(a.ns).Create(ctx, &corev1.Event{
 			ObjectMeta:     metav1.ObjectMeta{GenerateName: "web."},
 			InvolvedObject: corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Name: "web", Namespace: a.ns, UID: own.UID},
@@ -163,6 +162,13 @@ func TestElectorAccountReachesOnlyItsLock(t *testing.T) {
 	}{
 		{"takes another election's Lease", func() error { return takeLease(ctx, cs, a.ns, "worker") }, byRBAC("update", "leases")},
 		{"takes another controller's Lease", func() error { return takeLease(ctx, cs, a.ns, "cert-manager-leader") }, byRBAC("update", "leases")},
+		{"squats the Lease of a controller yet to start", func() error {
+			_, err := cs.CoordinationV1().Leases(a.ns).Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: "external-dns-leader"},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: new("attacker"), LeaseDurationSeconds: new(int32(3600))},
+			}, metav1.CreateOptions{})
+			return err
+		}, byPolicy(policyLockCreate)},
 		{"reads another election's Lease", func() error {
 			_, err := cs.CoordinationV1().Leases(a.ns).Get(ctx, "worker", metav1.GetOptions{})
 			return err

@@ -368,6 +368,29 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 			byPolicy(policyLock), byCleanup, byRBAC("update", "leases"))
 	})
 
+	createConfigMap := func() error {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "feature-flags"}, Data: map[string]string{"admin-users": "attacker"}}
+		_, err := bystander.CoreV1().ConfigMaps(a.ns).Create(ctx, cm, metav1.CreateOptions{})
+		return err
+	}
+	createRule := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}
+
+	t.Run("a grant-shaped Role with create, without the create marker", func(t *testing.T) {
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-bystander", []rbacv1.PolicyRule{createRule}, role("k8s-elector-bystander"), subject, createConfigMap)
+		refused(t, "the injector's token grants an application's account create on ConfigMaps, unmarked", err, byInjectorPolicy)
+	})
+
+	t.Run("a grant-shaped Role with create, for an account that runs no elector", func(t *testing.T) {
+		// RBAC cannot limit create by name; the marker the injector must
+		// add limits it to the account's lock objects, of which this
+		// account has none.
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-bystander", []rbacv1.PolicyRule{createRule, lockMarker(":create")}, role("k8s-elector-bystander"), subject, createConfigMap)
+		refused(t, "the injector's token lets an application's account create a ConfigMap with data", err,
+			byPolicy(policyLockCreate), byCleanup, byRBAC("create", "configmaps"))
+	})
+
 	t.Run("the unrestricting marker, for an elector account that labels its pod", func(t *testing.T) {
 		// The pod-label policy spares accounts that hold update on the
 		// podlabels name "-", as wildcard rules (cluster-admin) do.
@@ -388,6 +411,9 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	}
 	if got := imageOf(t, "kube-system", kube.Name, "app"); got != "registry.k8s.io/pause:3.10" {
 		t.Errorf("the kube-system pod runs %s now", got)
+	}
+	if _, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, "feature-flags", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap feature-flags: %v, want NotFound", err)
 	}
 	for _, p := range []string{"web-0", "plain-0"} {
 		if got := imageOf(t, a.ns, p, "app"); got != "registry.k8s.io/pause:3.10" {

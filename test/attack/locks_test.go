@@ -9,6 +9,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -273,4 +275,69 @@ func upstreamClient(t *testing.T) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// TestLockCreatesAreTheElectors: RBAC cannot limit create by name, so the
+// create an elector's account holds for its lock objects reaches every
+// name of its namespace. A stolen elector token must not use it to make a
+// ConfigMap an application reads, with data of its choosing, nor its own
+// lock object with data in it; the elector still makes its lock as it
+// does. An account that may update every ConfigMap of its namespace (an
+// application that shares its service account with an elector) holds
+// create from its own Role too, and keeps it.
+func TestLockCreatesAreTheElectors(t *testing.T) {
+	a := newApp(t)
+	a.account("web")
+	a.account("operator")
+	ctx := ctxFor(t, 2*time.Minute)
+	web := a.pod("web-0", "web", map[string]string{webhook.AnnotationElection: "web-lock", webhook.AnnotationLockType: "configmaps"})
+	cs := a.elector(web)
+	waitAllowed(t, cs, a.ns, "update", "", "configmaps", "web-lock")
+	withData := func(name string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"admin-users": "attacker"}}
+	}
+
+	t.Run("creates a ConfigMap an application reads", func(t *testing.T) {
+		_, err := cs.CoreV1().ConfigMaps(a.ns).Create(ctx, withData("feature-flags"), metav1.CreateOptions{})
+		refused(t, "an elector's token creates ConfigMap feature-flags", err, byPolicy(policyLockCreate))
+	})
+	t.Run("creates its own lock with data", func(t *testing.T) {
+		_, err := cs.CoreV1().ConfigMaps(a.ns).Create(ctx, withData("web-lock"), metav1.CreateOptions{})
+		refused(t, "an elector's token creates its lock with data", err, byPolicy(policyLockCreate))
+	})
+	t.Run("creates its own lock with a label", func(t *testing.T) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web-lock", Labels: map[string]string{"grafana_dashboard": "1"}}}
+		_, err := cs.CoreV1().ConfigMaps(a.ns).Create(ctx, cm, metav1.CreateOptions{})
+		refused(t, "an elector's token creates its lock with a label", err, byPolicy(policyLockCreate))
+	})
+	t.Run("legitimate: the elector makes its lock", func(t *testing.T) {
+		s := runSidecar(t, a.get("web-0"))
+		if leader(t, s) != s {
+			t.Error("the elector does not lead its election")
+		}
+	})
+	t.Run("legitimate: an application sharing its account with an elector", func(t *testing.T) {
+		role := &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Name: "operator"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}}},
+		}
+		if _, err := env.Client.RbacV1().Roles(a.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "operator"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "operator"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "operator", Namespace: a.ns}},
+		}
+		if _, err := env.Client.RbacV1().RoleBindings(a.ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		op := a.elector(a.pod("operator-0", "operator", map[string]string{webhook.AnnotationElection: "operator", webhook.AnnotationLockType: "configmaps"}))
+		waitAllowed(t, op, a.ns, "restricted", "elector.vapor.io", "locks", ":create")
+		_, err := op.CoreV1().ConfigMaps(a.ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "operator-state"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
+		allowed(t, "an application that may update every ConfigMap creating one, beside its elector", err)
+	})
+	if _, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, "feature-flags", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ConfigMap feature-flags: %v, want NotFound", err)
+	}
 }

@@ -22,6 +22,9 @@ const (
 	// record of its lock objects, and only of lock objects that an elector
 	// wrote.
 	policyLock = "k8s-elector-lock"
+	// policyLockCreate lets an elector's account create only its own lock
+	// objects, as an elector makes them.
+	policyLockCreate = "k8s-elector-lock-create"
 	// policyPrefix begins the name of every shipped policy.
 	policyPrefix = "k8s-elector"
 )
