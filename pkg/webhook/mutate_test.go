@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -547,6 +548,14 @@ func FuzzInject(f *testing.F) {
 		if n != 1 || !alreadyInjected(out) {
 			t.Fatalf("Inject gave the pod %d %s containers and status %q, want one and %q", n, ContainerName, out.Annotations[AnnotationStatus], StatusInjected)
 		}
+		if hasPodLevelResources(pod) && budgetFits(pod) == nil {
+			if err := budgetFits(out); err != nil {
+				t.Fatalf("the pod's containers fitted its pod-level budget, the injected pod's do not: %v", err)
+			}
+			if guaranteed(pod) != guaranteed(out) {
+				t.Fatalf("Inject changed the pod's QoS class: Guaranteed %v, then %v", guaranteed(pod), guaranteed(out))
+			}
+		}
 		var again *corev1.Pod
 		within(t, "Inject of an injected pod", func() { again, err = Inject(out, testSettings()) })
 		if err != nil {
@@ -556,4 +565,27 @@ func FuzzInject(f *testing.F) {
 			t.Fatal("Inject is not idempotent: it changed the pod it injected")
 		}
 	})
+}
+
+// budgetFits applies the API server's checks of a pod-level budget
+// (validatePodResourceConsistency, and requests within limits) to the
+// budget the API server settles on: the containers' aggregate request
+// within the pod's request, and each app container's limit within the
+// pod's limit.
+func budgetFits(pod *corev1.Pod) error {
+	for _, r := range podLevelResources {
+		b := settledBudget(pod, r)
+		if b.hasRequest && b.hasLimit && b.request.Cmp(b.limit) > 0 {
+			return fmt.Errorf("%s: pod request %s above pod limit %s", r, b.request.String(), b.limit.String())
+		}
+		if agg, ok := aggregate(pod, containerRequest, r); ok && b.hasRequest && agg.Cmp(b.request) > 0 {
+			return fmt.Errorf("%s: containers request %s, above the pod's %s", r, agg.String(), b.request.String())
+		}
+		for i := range pod.Spec.Containers {
+			if l, ok := containerLimit(&pod.Spec.Containers[i], r); ok && b.hasLimit && l.Cmp(b.limit) > 0 {
+				return fmt.Errorf("%s: container %q limit %s, above the pod's %s", r, pod.Spec.Containers[i].Name, l.String(), b.limit.String())
+			}
+		}
+	}
+	return nil
 }
