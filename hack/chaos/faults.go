@@ -541,13 +541,11 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 			h.abort()
 			return
 		}
-		// A restarted kube-apiserver may serve the electors from its first
-		// answer; behind a restarted etcd, kube-apiserver answers all along
-		// but serves nothing until it reads from the new etcd.
-		t0, back = r.Killed, r.Up
-		if kind == kindRestartEtcd {
-			back = r.Ready
-		}
+		// The outage ends when kube-apiserver serves a read again: a
+		// restarted one answers /livez before it authenticates and reads,
+		// and behind a restarted etcd it answers all along but serves
+		// nothing until it reads from the new etcd.
+		t0, back = r.Killed, r.Ready
 		h.add(measure{name: name + ": kill to first answer", bound: boundNone, value: r.Up.Sub(r.Killed)})
 		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: r.Ready.Sub(r.Killed)})
 	}

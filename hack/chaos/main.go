@@ -61,7 +61,9 @@ func main() {
 	flag.StringVar(&o.assets, "assets", envOr("KUBEBUILDER_ASSETS", "bin/k8s"), "the folder with etcd and kube-apiserver (`make envtest` builds them)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "how long to inject faults; the run then waits out the last fault's measurement")
 	flag.Uint64Var(&o.seed, "seed", 0, "the seed of the topology and the fault schedule (0: from the clock)")
-	flag.IntVar(&o.elections, "elections", 6, "how many elections run at once, on Leases, ConfigMaps and Endpoints in turn")
+	// Four elections cover the ranges with some 25 participants, about as
+	// many as the checker polls every 2 ms on a 2-core machine.
+	flag.IntVar(&o.elections, "elections", 4, "how many elections run at once, on Leases, ConfigMaps and Endpoints in turn")
 	flag.IntVar(&o.maxSize, "max-participants", 10, "the most participants an election starts with: the sizes are spread from 2 to this")
 	flag.IntVar(&o.minPerKind, "min-per-kind", 0, "inject every fault kind at least this often, going on past -duration (by at most a quarter of it) until done (0: 20 per 30 minutes of -duration)")
 	flag.DurationVar(&o.pollPeriod, "poll", 2*time.Millisecond, "how often the checker asks each participant GET /, at most")
@@ -105,7 +107,7 @@ const (
 // topology makes n elections: lock types in turn (Leases, ConfigMaps,
 // Endpoints), ttls spread evenly from minTTL to maxTTL and sizes from 2 to
 // maxSize, both ends included, each dealt to the elections in an order
-// drawn from rng.
+// drawn from rng. Ttls are whole seconds, as the lease stores them.
 func topology(rng *rand.Rand, n, maxSize int) []electionSpec {
 	ttls, sizes := rng.Perm(n), rng.Perm(n)
 	var specs []electionSpec
@@ -114,7 +116,7 @@ func topology(rng *rand.Rand, n, maxSize int) []electionSpec {
 			name:      fmt.Sprintf("e%d", i),
 			namespace: fmt.Sprintf("chaos-e%d", i),
 			lock:      election.LockTypes[i%len(election.LockTypes)],
-			ttl:       minTTL + spread(ttls[i], n, maxTTL-minTTL).Round(100*time.Millisecond),
+			ttl:       minTTL + spread(ttls[i], n, (maxTTL-minTTL)/time.Second)*time.Second,
 			size:      2 + int(spread(sizes[i], n, time.Duration(maxSize-2))),
 		})
 	}

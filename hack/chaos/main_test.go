@@ -20,9 +20,9 @@ func TestTopology(t *testing.T) {
 		ttls       []time.Duration
 		sizes      []int
 	}{
-		{6, 10, []time.Duration{2 * time.Second, 3600 * time.Millisecond, 5200 * time.Millisecond, 6800 * time.Millisecond, 8400 * time.Millisecond, 10 * time.Second}, []int{2, 4, 5, 7, 8, 10}},
-		{3, 3, []time.Duration{2 * time.Second, 6 * time.Second, 10 * time.Second}, []int{2, 3, 3}},
-		{1, 10, []time.Duration{2 * time.Second}, []int{2}},
+		{6, 10, seconds(2, 4, 5, 7, 8, 10), []int{2, 4, 5, 7, 8, 10}},
+		{3, 3, seconds(2, 6, 10), []int{2, 3, 3}},
+		{1, 10, seconds(2), []int{2}},
 	} {
 		for seed := range uint64(5) {
 			specs := topology(rand.New(rand.NewPCG(seed, seed)), tc.n, tc.maxSize)
@@ -62,4 +62,12 @@ func TestShuffled(t *testing.T) {
 	if len(orders) < 10 {
 		t.Errorf("20 seeds dealt only %d different decks", len(orders))
 	}
+}
+
+func seconds(s ...int) []time.Duration {
+	var out []time.Duration
+	for _, n := range s {
+		out = append(out, time.Duration(n)*time.Second)
+	}
+	return out
 }
