@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -611,6 +612,7 @@ func (h *harness) schedule(ctx context.Context, end, hardEnd time.Time, min int,
 		}
 		h.mu.Lock()
 		h.rounds++
+		fmt.Fprintf(os.Stderr, "chaos: %s: round %d of the deck done\n", time.Now().Format("15:04:05"), h.rounds)
 		h.mu.Unlock()
 	}
 }
