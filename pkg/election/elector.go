@@ -39,6 +39,11 @@ const releaseTimeout = 750 * time.Millisecond
 //     its last successful write, and every write it sends changes the
 //     record at RecordPrecision, so that every follower sees it as a change
 //     and restarts its timer no earlier than the leader restarted its own.
+//   - A participant that finds in the lock a record it sent to take the
+//     lock, whose answer it lost, takes that version with a compare-and-swap
+//     and calls itself leader only RenewDeadline after it saw it (a TTL for
+//     a lock it made): another process with its ID that wrote an equal
+//     record has stopped calling itself leader by then (see adopt).
 type Elector struct {
 	cfg     Config
 	lock    *Lock
@@ -65,11 +70,12 @@ type Elector struct {
 	mine      *observation
 	renewedAt time.Time
 	claimAt   time.Time
-	// unconfirmed are the records this participant sent since its last
-	// confirmed write whose outcome it does not know (the request timed
-	// out, say): finding one of them in the lock is finding its own write,
-	// not another process with its ID.
-	unconfirmed []Record
+	// unconfirmed are the writes this participant sent since its last
+	// confirmed one whose outcome it does not know (the request timed out,
+	// say): finding one of their records in the lock is finding its own
+	// write, not another process with its ID. A write the API server
+	// refused is dropped from them.
+	unconfirmed []sentWrite
 	// previousPod is the pod of the holder this participant last took the
 	// lock from, to be labelled standby.
 	previousPod string
@@ -178,6 +184,11 @@ func (e *Elector) follow(ctx context.Context) bool {
 // lease it observed is still running.
 func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	now := time.Now()
+	if obs, observedAt := e.snapshot(); obs != nil {
+		if w, ok := e.ownWrite(obs); ok {
+			return e.adopt(ctx, obs, observedAt, w)
+		}
+	}
 	if wait := e.leaseLeft(now); wait > 0 {
 		// Followers all wake at expiry; a little jitter spreads their
 		// attempts, and the compare-and-swap picks one.
@@ -197,29 +208,80 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 		return false, 0
 	case obs.object == nil:
 		rec := e.newRecord(Record{}, now, true)
-		e.sent(rec)
+		w := sentWrite{record: rec, create: true}
+		e.sent(w)
 		created, err := e.lock.create(rctx, rec)
-		return e.acquired(rctx, created, err, now, "", e.cfg.TTL)
+		return e.acquired(rctx, w, created, err, now, time.Time{})
 	default:
-		rec := e.newRecord(obs.record, now, false)
-		e.sent(rec)
-		updated, err := e.lock.update(rctx, obs, rec)
-		return e.acquired(rctx, updated, err, now, e.lock.holderPodOf(obs), 0)
+		w := sentWrite{record: e.newRecord(obs.record, now, false), previousPod: e.lock.holderPodOf(obs)}
+		e.sent(w)
+		updated, err := e.lock.update(rctx, obs, w.record)
+		return e.acquired(rctx, w, updated, err, now, time.Time{})
 	}
+}
+
+// adopt takes as its own a version of the lock that holds a record this
+// participant wrote to take the lock, whose answer it never got (the write
+// landed, the answer was lost). Without it, it would wait out its own lease
+// like another process's, and no one would lead for a TTL or more.
+//
+// It cannot tell its write from an equal one by another process with its
+// ID, so it claims the version the way it takes any lock, with a
+// compare-and-swap of a renewal, and calls itself leader only a renew
+// deadline after it saw that version (a TTL for a lock it made): if the
+// version was the other process's, that process sent it before it was seen
+// and its renewals over it now fail, so it has stopped calling itself
+// leader by then.
+func (e *Elector) adopt(ctx context.Context, obs *observation, observedAt time.Time, w sentWrite) (bool, time.Duration) {
+	now := time.Now()
+	renewTime, wait := nextRenewTime(obs.record.RenewTime.Time, now, now.Sub(observedAt))
+	if wait > 0 {
+		return false, wait
+	}
+	rec := obs.record
+	rec.RenewTime = recordTime(renewTime)
+	rec.LeaseDurationSeconds = int(e.cfg.TTL / time.Second)
+	claimAt := observedAt.Add(e.cfg.RenewDeadline)
+	if w.create {
+		claimAt = observedAt.Add(e.cfg.TTL)
+	}
+	e.log.Info("found its own write in the lock, whose answer was lost; taking it", "leadingIn", time.Until(claimAt).Round(time.Millisecond))
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
+	defer cancel()
+	w.record = rec
+	e.sent(w)
+	updated, err := e.lock.update(rctx, obs, rec)
+	return e.acquired(rctx, w, updated, err, now, claimAt)
+}
+
+// ownWrite is the unconfirmed write of this participant whose record obs
+// holds, if any.
+func (e *Elector) ownWrite(obs *observation) (sentWrite, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if obs == nil || obs.object == nil || obs.readErr != nil || obs.record.HolderIdentity != e.cfg.ID {
+		return sentWrite{}, false
+	}
+	i := slices.IndexFunc(e.unconfirmed, func(w sentWrite) bool { return w.record.equal(obs.record) })
+	if i < 0 {
+		return sentWrite{}, false
+	}
+	return e.unconfirmed[i], true
 }
 
 // read gets the lock and observes what it finds, the object or its absence.
 func (e *Elector) read(ctx context.Context) error {
+	sent := time.Now()
 	got, err := e.lock.get(ctx)
 	switch {
 	case apierrors.IsNotFound(err):
-		e.observeAbsent()
+		e.observeRead(nil, sent)
 		return nil
 	case err != nil:
 		e.apiResult("get", err)
 		return err
 	}
-	e.observeNewest(got)
+	e.observeRead(got, sent)
 	return nil
 }
 
@@ -251,12 +313,15 @@ func (e *Elector) holdFor(rec Record) time.Duration {
 	return max(rec.LeaseDuration(), e.cfg.TTL)
 }
 
-// acquired finishes an attempt, sent at sent, to take the lock from the
-// holder whose pod is previousPod. After a success this participant may
-// call itself leader only claimAfter from now.
-func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sent time.Time, previousPod string, claimAfter time.Duration) (bool, time.Duration) {
+// acquired finishes the write w, sent at sent, that takes the lock. After a
+// success this participant may call itself leader from claimAt; when that
+// is zero, at once, or a TTL after the answer for a lock it made.
+func (e *Elector) acquired(ctx context.Context, w sentWrite, obs *observation, err error, sent, claimAt time.Time) (bool, time.Duration) {
 	if err != nil {
 		e.apiResult("acquire", err)
+		if refused(err) {
+			e.forget(w.record)
+		}
 		switch {
 		case apierrors.IsNotFound(err):
 			e.observeAbsent()
@@ -274,12 +339,12 @@ func (e *Elector) acquired(ctx context.Context, obs *observation, err error, sen
 	}
 	e.apiResult("acquire", nil)
 	e.observe(obs)
-	e.mu.Lock()
-	e.claimAt = time.Time{}
-	if claimAfter > 0 {
-		e.claimAt = time.Now().Add(claimAfter)
+	if claimAt.IsZero() && w.create {
+		claimAt = time.Now().Add(e.cfg.TTL)
 	}
-	e.leading, e.mine, e.renewedAt, e.previousPod = true, obs, sent, previousPod
+	e.mu.Lock()
+	e.claimAt = claimAt
+	e.leading, e.mine, e.renewedAt, e.previousPod = true, obs, sent, w.previousPod
 	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
 	e.metrics.renewed(time.Now())
@@ -448,36 +513,32 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	e.sent(rec)
+	e.sent(sentWrite{record: rec})
 	obs, err := e.lock.update(rctx, mine, rec)
 	e.metrics.renewLatency(time.Since(now), err)
+	if refused(err) {
+		// Not written: finding an equal record in the lock now is finding
+		// another process's.
+		e.forget(rec)
+	}
 	switch {
 	case apierrors.IsConflict(err):
 		// The object changed under us: a label on it, a write of ours whose
 		// answer was lost, another holder, or another process with our ID.
-		got, gerr := e.lock.get(rctx)
-		if apierrors.IsNotFound(gerr) {
-			e.observeAbsent()
-			return 0, "the lock object was deleted"
-		}
-		if gerr != nil {
-			e.apiResult("get", gerr)
+		// Judge the newest version seen: the read, or what the watch
+		// brought while it was under way.
+		if gerr := e.read(rctx); gerr != nil {
 			return e.cfg.RetryPeriod / 2, ""
 		}
-		e.observeNewest(got)
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		switch {
-		case got.record.HolderIdentity != e.cfg.ID:
-			return 0, "the lock was taken by " + holderName(got.record.HolderIdentity)
-		case got.record.equal(mine.record) || e.wasSentLocked(got.record):
-			// Still ours: renew over the new version. renewedAt stays at the
-			// last write known to have landed.
-			e.mine = got
-			return 0, ""
-		default:
-			return 0, e.duplicateLocked()
+		if lost := e.lostByObservation(); lost != "" {
+			return 0, lost
 		}
+		// Still ours: renew over the new version. renewedAt stays at the
+		// last write known to have landed.
+		e.mu.Lock()
+		e.mine = e.observed
+		e.mu.Unlock()
+		return 0, ""
 	case apierrors.IsNotFound(err):
 		e.observeAbsent()
 		return 0, "the lock object was deleted"
@@ -540,22 +601,48 @@ func holderName(id string) string {
 	return strconv.Quote(id)
 }
 
-// sent remembers a record before it is written, until a write is
-// confirmed.
-func (e *Elector) sent(rec Record) {
+// sentWrite is a write of the lock this participant sent as its holder.
+type sentWrite struct {
+	record Record
+	// create is set for a write that made the lock object, or took over a
+	// version that such a write made.
+	create bool
+	// previousPod is the pod of the holder a write to take the lock took
+	// it from.
+	previousPod string
+}
+
+// sent remembers a write before it is sent, until a write is confirmed.
+func (e *Elector) sent(w sentWrite) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// A handful is enough: every confirmed write clears them.
 	if len(e.unconfirmed) >= 16 {
 		e.unconfirmed = e.unconfirmed[1:]
 	}
-	e.unconfirmed = append(e.unconfirmed, rec)
+	e.unconfirmed = append(e.unconfirmed, w)
+}
+
+// forget drops a write the API server refused.
+func (e *Elector) forget(rec Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.unconfirmed = slices.DeleteFunc(e.unconfirmed, func(w sentWrite) bool { return w.record.equal(rec) })
+}
+
+// refused reports an answer that says the write was not made: the
+// compare-and-swap failed, or the request was turned away as it stood.
+// Any other error (a timeout, a lost connection) leaves the write's
+// outcome unknown.
+func refused(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err) ||
+		apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
 }
 
 // wasSentLocked reports whether rec is one this participant sent and has
 // not seen confirmed. e.mu is held.
 func (e *Elector) wasSentLocked(rec Record) bool {
-	return slices.ContainsFunc(e.unconfirmed, rec.equal)
+	return slices.ContainsFunc(e.unconfirmed, func(w sentWrite) bool { return w.record.equal(rec) })
 }
 
 // stepDown stops leading at once; the loop then rejoins as a follower.
@@ -667,6 +754,27 @@ func (e *Elector) observeNewest(obs *observation) {
 		e.wake()
 		e.notify()
 	}
+}
+
+// observeRead records what a read sent at sent found: a version of the
+// lock, or nil for none. A read is the newest version when it is served,
+// but its answer may come after that of a write, or an event of the watch,
+// that is newer: then the read is dropped. (An older resourceVersion on
+// its own does not make a read stale: after an etcd restore, the numbers
+// start again lower.)
+func (e *Elector) observeRead(got *observation, sent time.Time) {
+	e.mu.Lock()
+	prev, prevAt := e.observed, e.observedAt
+	e.mu.Unlock()
+	if prev != nil && prev.object != nil && prevAt.After(sent) &&
+		(got == nil || olderVersion(got.object, prev.object)) {
+		return
+	}
+	if got == nil {
+		e.observeAbsent()
+		return
+	}
+	e.observeNewest(got)
 }
 
 // observeAbsent records that the lock object is missing. Whoever makes it

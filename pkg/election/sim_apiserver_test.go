@@ -473,7 +473,8 @@ func simMustUnmarshal(b []byte, v any) {
 // clients: status codes and reasons, resourceVersions, precision, watches.
 func TestSimAPIServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := &simWorld{t: t, plan: &simPlan{Seed: 1}, server: newSimAPIServer(3),
+		plan := &simPlan{Seed: 1, TTL: simDuration(10 * time.Second)}
+		w := &simWorld{t: t, plan: plan, server: newSimAPIServer(3), live: newSimLiveness(plan),
 			done: make(chan struct{}), wake: make(chan struct{}, 1)}
 		defer close(w.done)
 		w.server.wrote = w.wrote

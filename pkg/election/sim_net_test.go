@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,32 +110,44 @@ func (n *simNet) rand(name string) *rand.Rand {
 
 // delay draws one message's transit time.
 func (n *simNet) delay(r *rand.Rand) time.Duration {
+	d, _ := n.transit(r)
+	return d
+}
+
+// transit draws one message's transit time, and whether it was held up.
+func (n *simNet) transit(r *rand.Rand) (time.Duration, bool) {
 	p := n.params
 	if p.Spike > 0 && r.Float64() < p.Spike {
-		return time.Duration(r.Int64N(int64(p.SpikeMax.D()) + 1))
+		return time.Duration(r.Int64N(int64(p.SpikeMax.D()) + 1)), true
 	}
 	lat := p.Latency.D()
-	return lat/2 + time.Duration(r.Int64N(int64(3*lat/2)+1))
+	return lat/2 + time.Duration(r.Int64N(int64(3*lat/2)+1)), false
 }
 
 // fate is what happens to one request.
 type simFate struct {
-	up, down  time.Duration
-	drop      bool // the request is lost on the way
-	lost      bool // the response is lost on the way back
-	resetIn   time.Duration
-	lateApply bool // a request held by a partition is applied even if the client gave up
-	watchEnd  time.Duration
-	watchErr  time.Duration // 0: none
-	errKind   int
-	wake      time.Duration // how long an answer held by a pause takes to be read once it ends
+	up, down   time.Duration
+	drop       bool // the request is lost on the way
+	lost       bool // the response is lost on the way back
+	resetIn    time.Duration
+	lateApply  bool // a request held by a partition is applied even if the client gave up
+	watchEnd   time.Duration
+	watchErr   time.Duration // 0: none
+	errKind    int
+	wake       time.Duration // how long an answer held by a pause takes to be read once it ends
+	upSpiked   bool          // the request is held up
+	downSpiked bool          // its answer is held up
 }
 
 func (n *simNet) fate(stream string, watch bool) (simFate, *rand.Rand) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r := n.rand(stream)
-	f := simFate{up: n.delay(r), down: n.delay(r), wake: n.delay(r)}
+	// The delay after a pause comes from a stream of its own, so that a
+	// stream draws for every message what it drew before pauses had one.
+	f := simFate{wake: n.delay(n.rand(stream + "/wake"))}
+	f.up, f.upSpiked = n.transit(r)
+	f.down, f.downSpiked = n.transit(r)
 	f.drop = r.Float64() < n.params.Drop
 	f.lost = r.Float64() < n.params.Lost
 	// A lost message is noticed when the connection breaks: the client's
@@ -197,9 +210,15 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		stream = fmt.Sprintf("%s %x", stream, h.Sum64())
 	}
 	f, r := n.fate(stream, watch)
+	if watch && (f.drop || f.lost) && simLockResource(req.URL.Path) {
+		// The participant is blind until the connection resets.
+		at := time.Now().Add(f.resetIn)
+		n.w.live.hard(n.proc, at, fmt.Sprintf("its watch request was lost, which it notices at %s", simClock(simDay(at))))
+	}
 
 	done := make(chan simReply, 1)
-	go n.carry(ctx, req, body, f, done)
+	var applied atomic.Int64 // when the server applied it, in Unix nanoseconds; 0: not (yet)
+	go n.carry(ctx, req, body, f, done, &applied)
 
 	var (
 		reply simReply
@@ -226,6 +245,9 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 	} else if waited && !n.w.sleep(f.wake) && err == nil {
 		err = errSimOver
 	}
+	if simLockResource(req.URL.Path) {
+		n.judge(req.Method, watch, f, applied.Load(), err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -249,10 +271,27 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// judge tells the liveness check what went wrong with one request of the
+// lock, if anything: a lost answer to a request that was applied (at
+// applied, in Unix nanoseconds), or any other fault.
+func (n *simNet) judge(method string, watch bool, f simFate, applied int64, err error) {
+	live, now := n.w.live, time.Now()
+	switch {
+	case err != nil && watch:
+		live.hard(n.proc, now, fmt.Sprintf("its watch request failed at %s: %v", simClock(simDay(now)), err))
+	case err != nil && f.lost && !f.upSpiked && applied != 0:
+		live.lostAnswer(n.proc, method, time.Unix(0, applied))
+	case err != nil:
+		live.hard(n.proc, now, fmt.Sprintf("its %s failed at %s: %v", method, simClock(simDay(now)), err))
+	case f.upSpiked || f.downSpiked:
+		live.hard(n.proc, now, fmt.Sprintf("its %s was held up until %s", method, simClock(simDay(now))))
+	}
+}
+
 // carry takes one request to the server and its answer back. It goes on
 // after the client has given up: a request on the wire may still be
-// applied.
-func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f simFate, done chan<- simReply) {
+// applied. It sets applied when the server applies a request of the lock.
+func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f simFate, done chan<- simReply, applied *atomic.Int64) {
 	if !n.w.sleep(f.up) || f.drop {
 		return
 	}
@@ -293,6 +332,13 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 		}
 	}
 	reply := n.w.server.serve(req.Method, req.URL, body)
+	if simLockResource(req.URL.Path) && reply.watch == nil {
+		now := time.Now()
+		applied.Store(now.UnixNano())
+		if req.Method != http.MethodGet && reply.code < 300 {
+			n.w.live.wrote(n.proc, req.Method, simVersionOf(reply.body), now)
+		}
+	}
 	n.w.poke()
 	if reply.watch != nil && ctx.Err() != nil {
 		n.w.server.forget(reply.watch)
@@ -520,6 +566,8 @@ func (b *simWatchBody) Read(p []byte) (int, error) {
 		b.buf, b.err = b.next()
 		if b.err != nil {
 			b.n.w.server.forget(b.w)
+			now := time.Now()
+			b.n.w.live.hard(b.n.proc, now, fmt.Sprintf("its watch ended at %s: %v", simClock(simDay(now)), b.err))
 		}
 		b.n.w.poke()
 	}
@@ -589,7 +637,11 @@ func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte,
 	// reads one, hands it on, and then reads the next, so no two of its
 	// events reach the elector on one instant.
 	const readNext = time.Microsecond
-	at := it.at.Add(b.delay())
+	d, spiked := b.transit()
+	if spiked {
+		defer func() { b.n.w.live.lateEvent(b.n.proc, simVersionOf(data), time.Now()) }()
+	}
+	at := it.at.Add(d)
 	if earliest := b.last.Add(readNext); at.Before(earliest) {
 		at = earliest
 	}
@@ -635,14 +687,43 @@ func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte,
 
 // delay draws the transit time of one event of this stream.
 func (b *simWatchBody) delay() time.Duration {
+	d, _ := b.transit()
+	return d
+}
+
+// transit draws the transit time of one event of this stream, and whether
+// it was held up.
+func (b *simWatchBody) transit() (time.Duration, bool) {
 	b.n.mu.Lock()
 	defer b.n.mu.Unlock()
-	return b.n.delay(b.r)
+	return b.n.transit(b.r)
 }
 
 func (b *simWatchBody) Close() error {
 	b.once.Do(func() { close(b.close) })
 	return nil
+}
+
+// simVersionOf is the resourceVersion of an object, or of the object of a
+// watch event.
+func simVersionOf(b []byte) string {
+	var o struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+		Object *struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		} `json:"object"`
+	}
+	if json.Unmarshal(b, &o) != nil {
+		return ""
+	}
+	if o.Object != nil {
+		return o.Object.Metadata.ResourceVersion
+	}
+	return o.Metadata.ResourceVersion
 }
 
 // simBrief is the gist of an answer or a watch event, for traces: its type

@@ -283,7 +283,7 @@ func simRunFamily(t *testing.T, fam simFamily, n int, expectViolations bool) sim
 	})
 
 	wall := time.Since(started)
-	t.Logf("%s: %d schedules (seeds %d to %d; %s of virtual time) in %s; %d with two leaders at once",
+	t.Logf("%s: %d schedules (seeds %d to %d; %s of virtual time) in %s; %d failed (two leaders at once, or none for too long)",
 		fam.name, sum.schedules, seeds[0], seeds[len(seeds)-1], sum.virtual.Round(time.Second), wall.Round(time.Millisecond), sum.violations)
 	t.Logf("%s: first leader after %s TTL; failovers (last leader gone to next leader): %s TTL",
 		fam.name, simQuantiles(sum.firsts), simQuantiles(sum.failovers))

@@ -43,6 +43,7 @@ type simWorld struct {
 	plan   *simPlan
 	opts   simOptions
 	server *simAPIServer
+	live   *simLiveness
 	rand   *rand.Rand // the controller's choices
 	start  time.Time
 	done   chan struct{}
@@ -106,6 +107,7 @@ func simExecute(t *testing.T, plan *simPlan, opts simOptions) simResult {
 		w := &simWorld{
 			t: t, plan: plan, opts: opts,
 			server: newSimAPIServer(plan.History),
+			live:   newSimLiveness(plan),
 			rand:   rand.New(rand.NewPCG(plan.Seed, 0xc0ffee)),
 			done:   make(chan struct{}),
 			wake:   make(chan struct{}, 1),
@@ -322,6 +324,9 @@ func (w *simWorld) sample() {
 			strings.Join(names, " and "), simClock(w.since(now)), now.Sub(w.start))
 		w.tracef("VIOLATION: %s lead at once", strings.Join(names, ", "))
 	}
+	if len(leaders) == 0 && w.res.violation == "" {
+		w.checkLiveness(now)
+	}
 	switch {
 	case len(leaders) > 0 && !w.hadLeader:
 		w.res.first = now.Sub(w.start)
@@ -334,6 +339,26 @@ func (w *simWorld) sample() {
 	}
 	if len(leaders) > 0 {
 		w.lastLeader = leaders[0]
+	}
+}
+
+// checkLiveness fails the schedule if no one leads at now although a
+// running participant has been free of faults for long enough to lead (see
+// simLiveness).
+func (w *simWorld) checkLiveness(now time.Time) {
+	for _, p := range w.procs {
+		if p.state != simRunning {
+			continue
+		}
+		due, why := w.live.due(p.n)
+		if !now.After(due) {
+			continue
+		}
+		w.res.violation = fmt.Sprintf("no one leads at %s (%s after the start), although %s should have seen a leader by %s: "+
+			"the last thing that could hold the election up was %s",
+			simClock(w.since(now)), now.Sub(w.start), p, simClock(w.since(due)), why)
+		w.tracef("VIOLATION: no leader, and %s runs free of faults", p)
+		return
 	}
 }
 
@@ -362,6 +387,7 @@ func (w *simWorld) resolve(who int) *simProc {
 func (w *simWorld) apply(q simQueued) []simQueued {
 	a := q.act
 	now := time.Now()
+	w.live.fault(now)
 	resource := string(w.plan.Lock)
 	switch a.Do {
 	case "start":
