@@ -33,6 +33,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -57,6 +60,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(2)
 	}
+	// envtest logs through controller-runtime; its start-up chatter is not
+	// the measurement.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {

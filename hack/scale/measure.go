@@ -239,7 +239,7 @@ func (m *measurement) waitElected(ctx context.Context, n int, timeout time.Durat
 			return nil, fmt.Errorf("%d of %d elections without exactly one leader after %s (raise -elect-timeout)", missing, n, timeout)
 		}
 		// A pause between sweeps leaves the cores to the electors.
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -262,6 +262,7 @@ type snapshot struct {
 	at                     time.Time
 	requests               requests
 	api, etcd, electorsCPU float64 // seconds
+	machine                float64 // seconds of all cores
 }
 
 // usage is what the control plane and the electors did between two
@@ -269,6 +270,9 @@ type snapshot struct {
 type usage struct {
 	requests                     requests
 	apiCPU, etcdCPU, electorsCPU float64 // seconds per second
+	// machineCPU is every core's busy time, whoever used it: on a shared
+	// machine, what the figures were measured beside.
+	machineCPU float64
 }
 
 func between(a, b snapshot) usage {
@@ -278,6 +282,7 @@ func between(a, b snapshot) usage {
 		apiCPU:      (b.api - a.api) / seconds,
 		etcdCPU:     (b.etcd - a.etcd) / seconds,
 		electorsCPU: (b.electorsCPU - a.electorsCPU) / seconds,
+		machineCPU:  (b.machine - a.machine) / seconds,
 	}
 }
 
@@ -300,10 +305,13 @@ func (m *measurement) window(ctx context.Context, d time.Duration) (usage, error
 func (m *measurement) snapshot(ctx context.Context) (snapshot, error) {
 	var s snapshot
 	var err error
-	if s.requests, err = scrapeRequests(ctx, m.env.Client); err != nil {
+	if s.requests, err = controlplane.Requests(ctx, m.env.Client); err != nil {
 		return s, err
 	}
 	s.at = time.Now()
+	if s.machine, err = machineBusy(); err != nil {
+		return s, err
+	}
 	if s.api, err = cpuSeconds(m.apiPID); err != nil {
 		return s, fmt.Errorf("kube-apiserver: %w", err)
 	}

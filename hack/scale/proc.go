@@ -77,3 +77,39 @@ func parseVmRSS(status string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS line (a kernel thread, or a process that has exited)")
 }
+
+// machineBusy is the CPU time all of the machine's cores have spent on
+// anything but idling, from the "cpu" line of /proc/stat.
+func machineBusy() (float64, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	ticks, err := parseBusyTicks(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("/proc/stat: %w", err)
+	}
+	return float64(ticks) / clockTicks, nil
+}
+
+// parseBusyTicks adds user, nice, system, irq, softirq and steal of the
+// first line of /proc/stat: "cpu user nice system idle iowait irq softirq
+// steal ...". Guest time is already counted in user.
+func parseBusyTicks(stat string) (int64, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, fmt.Errorf("first line %q is not \"cpu\" and 8 times", line)
+	}
+	var busy int64
+	for i, f := range fields[1:9] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("field %d of %q: %w", i+2, line, err)
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, nil
+}

@@ -97,43 +97,48 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
-func TestParseRequests(t *testing.T) {
-	metrics := `# HELP apiserver_request_total [STABLE] Counter of apiserver requests
-# TYPE apiserver_request_total counter
-apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 40
-apiserver_request_total{code="409",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 2
-apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="serviceaccounts",scope="resource",subresource="token",verb="POST",version="v1"} 3
-apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="configmaps",scope="resource",subresource="",verb="GET",version="v1"} 1e+01
-apiserver_request_duration_seconds_count{resource="leases",verb="PUT"} 99
-`
-	got, err := parseRequests([]byte(metrics))
+func TestParseBusyTicks(t *testing.T) {
+	stat := "cpu  1000 20 300 9000 400 5 6 7 50 0\ncpu0 500 10 150 4500 200 2 3 3 25 0\nintr 1 2 3\n"
+	got, err := parseBusyTicks(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := requests{
-		{"leases", "PUT"}:                 42,
-		{"serviceaccounts/token", "POST"}: 3,
-		{"configmaps", "GET"}:             10,
+	// user+nice+system+irq+softirq+steal; not idle, iowait or guest.
+	if want := int64(1000 + 20 + 300 + 5 + 6 + 7); got != want {
+		t.Errorf("parseBusyTicks = %d, want %d", got, want)
 	}
-	if diff := cmp.Diff(want, got, cmp.AllowUnexported(request{})); diff != "" {
-		t.Errorf("parseRequests (-want +got):\n%s", diff)
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8", "cpu 1 2 3"} {
+		if _, err := parseBusyTicks(bad); err == nil {
+			t.Errorf("parseBusyTicks(%q) = nil error, want one", bad)
+		}
 	}
-	if w, r := got.sum(writeVerbs), got.sum(readVerbs); w != 45 || r != 10 {
-		t.Errorf("writes, reads = %v, %v; want 45, 10", w, r)
+}
+
+func TestRequestSums(t *testing.T) {
+	r := requests{
+		{Resource: "leases", Verb: "PUT"}:                 42,
+		{Resource: "serviceaccounts/token", Verb: "POST"}: 3,
+		{Resource: "configmaps", Verb: "GET"}:             10,
+		{Resource: "configmaps", Verb: "LIST"}:            1,
+		{Resource: "leases", Verb: "WATCH"}:               7,
+		{Resource: "pods", Verb: "APPLY"}:                 2,
+	}
+	if w, r := r.sum(writeVerbs), r.sum(readVerbs); w != 47 || r != 11 {
+		t.Errorf("writes, reads = %v, %v; want 47 (PUT, POST, APPLY), 11 (GET, LIST)", w, r)
 	}
 }
 
 func TestBetween(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	a := snapshot{at: t0, requests: requests{{"leases", "PUT"}: 100, {"events", "POST"}: 5}, api: 10, etcd: 2, electorsCPU: 1}
-	b := snapshot{at: t0.Add(20 * time.Second), requests: requests{{"leases", "PUT"}: 160, {"events", "POST"}: 5, {"configmaps", "PUT"}: 20}, api: 14, etcd: 3, electorsCPU: 1.5}
+	a := snapshot{at: t0, requests: requests{{Resource: "leases", Verb: "PUT"}: 100, {Resource: "events", Verb: "POST"}: 5}, api: 10, etcd: 2, electorsCPU: 1, machine: 100}
+	b := snapshot{at: t0.Add(20 * time.Second), requests: requests{{Resource: "leases", Verb: "PUT"}: 160, {Resource: "events", Verb: "POST"}: 5, {Resource: "configmaps", Verb: "PUT"}: 20}, api: 14, etcd: 3, electorsCPU: 1.5, machine: 130}
 	got := between(a, b)
 	want := usage{
 		// An unchanged count is left out; a new one counts from zero.
-		requests: requests{{"leases", "PUT"}: 3, {"configmaps", "PUT"}: 1},
-		apiCPU:   0.2, etcdCPU: 0.05, electorsCPU: 0.025,
+		requests: requests{{Resource: "leases", Verb: "PUT"}: 3, {Resource: "configmaps", Verb: "PUT"}: 1},
+		apiCPU:   0.2, etcdCPU: 0.05, electorsCPU: 0.025, machineCPU: 1.5,
 	}
-	if diff := cmp.Diff(want, got, cmp.AllowUnexported(usage{}, request{})); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(usage{})); diff != "" {
 		t.Errorf("between (-want +got):\n%s", diff)
 	}
 }
@@ -167,9 +172,9 @@ func TestRender(t *testing.T) {
 		size:       size{100, 3},
 		allElected: 12340 * time.Millisecond, electedP50: 4 * time.Second,
 		stable: 99,
-		idle:   usage{requests: requests{{"leases", "PUT"}: 0.4}, apiCPU: 0.05, etcdCPU: 0.01},
+		idle:   usage{requests: requests{{Resource: "leases", Verb: "PUT"}: 0.4}, apiCPU: 0.05, etcdCPU: 0.01},
 		steady: usage{
-			requests: requests{{"leases", "PUT"}: 30, {"configmaps", "PUT"}: 30, {"leases", "GET"}: 2},
+			requests: requests{{Resource: "leases", Verb: "PUT"}: 30, {Resource: "configmaps", Verb: "PUT"}: 30, {Resource: "leases", Verb: "GET"}: 2},
 			apiCPU:   0.8, etcdCPU: 0.2, electorsCPU: 0.3,
 		},
 		electorsRSS: 3000 << 20, electorRSSp50: 10 << 20, electorRSSMax: 12 << 20,

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"text/tabwriter"
 	"time"
+
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // result is one size's figures.
@@ -37,9 +39,9 @@ func percentile[T any](sorted []T, p int) T {
 // render prints a row per size, then the writes per second by resource.
 func render(out io.Writer, results []result) error {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "SIZE\tELECTORS\tALL ELECTED\tELECTED p50\tSTABLE\tWRITES/s (idle)\tREADS/s (idle)\tAPISERVER CPU (idle)\tETCD CPU (idle)\tELECTORS CPU\tELECTORS RSS\tRSS EACH p50/max\tAPISERVER RSS\tETCD RSS\t")
+	fmt.Fprintln(w, "SIZE\tELECTORS\tALL ELECTED\tELECTED p50\tSTABLE\tWRITES/s (idle)\tREADS/s (idle)\tAPISERVER CPU (idle)\tETCD CPU (idle)\tELECTORS CPU\tELECTORS RSS\tRSS EACH p50/max\tAPISERVER RSS\tETCD RSS\tMACHINE CPU (idle)\t")
 	for _, r := range results {
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s/%s\t%s\t%s\t\n",
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s/%s\t%s\t%s\t%s\t\n",
 			r.size, r.size.elections*r.size.participants,
 			seconds(r.allElected), seconds(r.electedP50),
 			r.stable, r.size.elections,
@@ -48,17 +50,18 @@ func render(out io.Writer, results []result) error {
 			withIdle("%.2f", r.steady.apiCPU, r.idle.apiCPU),
 			withIdle("%.2f", r.steady.etcdCPU, r.idle.etcdCPU),
 			r.steady.electorsCPU,
-			mib(r.electorsRSS), mib(r.electorRSSp50), mib(r.electorRSSMax), mib(r.apiRSS), mib(r.etcdRSS))
+			mib(r.electorsRSS), mib(r.electorRSSp50), mib(r.electorRSSMax), mib(r.apiRSS), mib(r.etcdRSS),
+			withIdle("%.2f", r.steady.machineCPU, r.idle.machineCPU))
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
 
 	// Which writes: the lock renewals, and what else grows.
-	writes := map[request]bool{}
+	writes := map[controlplane.Request]bool{}
 	for _, r := range results {
 		for k := range r.steady.requests {
-			if writeVerbs[k.verb] {
+			if writeVerbs[k.Verb] {
 				writes[k] = true
 			}
 		}
@@ -70,8 +73,8 @@ func render(out io.Writer, results []result) error {
 		fmt.Fprintf(w, "%s\t", r.size)
 	}
 	fmt.Fprintln(w)
-	for _, k := range slices.SortedFunc(maps.Keys(writes), func(a, b request) int {
-		return cmp.Or(cmp.Compare(a.resource, b.resource), cmp.Compare(a.verb, b.verb))
+	for _, k := range slices.SortedFunc(maps.Keys(writes), func(a, b controlplane.Request) int {
+		return cmp.Or(cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Verb, b.Verb))
 	}) {
 		fmt.Fprintf(w, "%s\t", k)
 		for _, r := range results {
