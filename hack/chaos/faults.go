@@ -13,6 +13,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/vapor-ware/k8s-elector/pkg/election"
@@ -439,22 +440,38 @@ func (h *harness) deleteLock(ctx context.Context, es *electionState) error {
 // holder no participant has, with a random lease duration and times, or
 // (ConfigMaps and Endpoints) an annotation that is not a record at all. It
 // never writes a record without a holder: that is a release, which lets a
-// follower take over at once while the leader still leads, by design.
-func (h *harness) garbleLock(ctx context.Context, es *electionState, rng *rand.Rand) (string, time.Duration, error) {
+// follower take over at once while the leader still leads, by design. A
+// leader renews between the admin's read and write now and then: the
+// admin then reads again and writes the same garbage.
+func (h *harness) garbleLock(ctx context.Context, es *electionState, rng *rand.Rand) (variant string, lease time.Duration, err error) {
+	write := h.garbage(es, rng)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		variant, lease, err = write(ctx)
+		return err
+	})
+	return variant, lease, err
+}
+
+// garbage draws the garbage for es from rng, and returns what writes it
+// over the lock's record.
+func (h *harness) garbage(es *electionState, rng *rand.Rand) func(context.Context) (string, time.Duration, error) {
 	holder := fmt.Sprintf("garbage-%d", rng.IntN(1e6))
 	dur := 1 + rng.IntN(int(2*es.ttl/time.Second))
 	renewed := time.Now().Add(between(rng, -time.Hour, time.Hour)).Truncate(time.Second)
 	if es.lock == election.LockLeases {
-		lease, err := h.cp.admin.CoordinationV1().Leases(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
-		if err != nil {
-			return "", 0, err
+		return func(ctx context.Context) (string, time.Duration, error) {
+			leases := h.cp.admin.CoordinationV1().Leases(es.namespace)
+			lease, err := leases.Get(ctx, es.name, metav1.GetOptions{})
+			if err != nil {
+				return "", 0, err
+			}
+			lease.Spec.HolderIdentity = ptr.To(holder)
+			lease.Spec.LeaseDurationSeconds = ptr.To(int32(dur))
+			lease.Spec.RenewTime = &metav1.MicroTime{Time: renewed}
+			lease.Spec.AcquireTime = nil
+			_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+			return "foreign holder", time.Duration(dur) * time.Second, err
 		}
-		lease.Spec.HolderIdentity = ptr.To(holder)
-		lease.Spec.LeaseDurationSeconds = ptr.To(int32(dur))
-		lease.Spec.RenewTime = &metav1.MicroTime{Time: renewed}
-		lease.Spec.AcquireTime = nil
-		_, err = h.cp.admin.CoordinationV1().Leases(es.namespace).Update(ctx, lease, metav1.UpdateOptions{})
-		return "foreign holder", time.Duration(dur) * time.Second, err
 	}
 	variant, lease := "not JSON", es.ttl
 	value := "{" + strings.Repeat("garbage", 1+rng.IntN(3))
@@ -468,22 +485,26 @@ func (h *harness) garbleLock(ctx context.Context, es *electionState, rng *rand.R
 		}
 		m.Annotations[election.LeaderAnnotation] = value
 	}
-	if es.lock == election.LockEndpoints {
-		ep, err := h.cp.admin.CoreV1().Endpoints(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
+	return func(ctx context.Context) (string, time.Duration, error) {
+		if es.lock == election.LockEndpoints {
+			endpoints := h.cp.admin.CoreV1().Endpoints(es.namespace)
+			ep, err := endpoints.Get(ctx, es.name, metav1.GetOptions{})
+			if err != nil {
+				return "", 0, err
+			}
+			annotate(&ep.ObjectMeta)
+			_, err = endpoints.Update(ctx, ep, metav1.UpdateOptions{})
+			return variant, lease, err
+		}
+		configMaps := h.cp.admin.CoreV1().ConfigMaps(es.namespace)
+		cm, err := configMaps.Get(ctx, es.name, metav1.GetOptions{})
 		if err != nil {
 			return "", 0, err
 		}
-		annotate(&ep.ObjectMeta)
-		_, err = h.cp.admin.CoreV1().Endpoints(es.namespace).Update(ctx, ep, metav1.UpdateOptions{})
+		annotate(&cm.ObjectMeta)
+		_, err = configMaps.Update(ctx, cm, metav1.UpdateOptions{})
 		return variant, lease, err
 	}
-	cm, err := h.cp.admin.CoreV1().ConfigMaps(es.namespace).Get(ctx, es.name, metav1.GetOptions{})
-	if err != nil {
-		return "", 0, err
-	}
-	annotate(&cm.ObjectMeta)
-	_, err = h.cp.admin.CoreV1().ConfigMaps(es.namespace).Update(ctx, cm, metav1.UpdateOptions{})
-	return variant, lease, err
 }
 
 // globalFault injects a fault on every election at once and measures it in
