@@ -26,9 +26,9 @@ type Server struct {
 	metrics  *Metrics
 	watchers atomic.Int32
 	server   *http.Server
-	// lastStatus caches the encoded GET / answer: it changes at most once
-	// a second (the timestamp) unless the election does.
-	lastStatus atomic.Pointer[encodedStatus]
+	// lastStatus is the last GET / answer encoded; concurrent requests
+	// that find it stale may each encode and store one, all valid.
+	lastStatus atomic.Pointer[document]
 	// done ends the /watch streams on shutdown, which http.Server.Shutdown
 	// does not do by itself; it is closed once, however often Shutdown is
 	// called.
@@ -98,8 +98,12 @@ func onlyGET(next http.Handler) http.Handler {
 	})
 }
 
-type encodedStatus struct {
-	status Status
+// document is an encoded GET / answer and what it was encoded from. The
+// answer changes once a second (the timestamp) or when the election does,
+// so requests in between write the same bytes: no encoding, no allocation.
+type document struct {
+	view   view
+	second int64 // Unix time of the timestamp
 	body   []byte
 }
 
@@ -112,19 +116,22 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	st := s.elector.Status()
-	cached := s.lastStatus.Load()
-	if cached == nil || cached.status != st {
-		body, err := json.Marshal(st)
+	now := time.Now()
+	// Judged on every request, never cached: leadership may end at any
+	// instant (see Status).
+	v := s.elector.viewAt(now)
+	doc := s.lastStatus.Load()
+	if doc == nil || doc.view != v || doc.second != now.Unix() {
+		body, err := json.Marshal(Status{IsLeader: v.isLeader, Leader: v.leader, Node: s.elector.cfg.ID, Timestamp: timestamp(now)})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		cached = &encodedStatus{status: st, body: append(body, '\n')}
-		s.lastStatus.Store(cached)
+		doc = &document{view: v, second: now.Unix(), body: append(body, '\n')}
+		s.lastStatus.Store(doc)
 	}
 	w.Header()["Content-Type"] = jsonContentType
-	_, _ = w.Write(cached.body)
+	_, _ = w.Write(doc.body)
 }
 
 // leader answers 200 only on the leader: a readiness probe for Services

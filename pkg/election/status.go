@@ -23,20 +23,39 @@ type Status struct {
 // answers false from its first call after it resumes, before its loop has run.
 func (e *Elector) Status() Status {
 	now := time.Now()
+	v := e.viewAt(now)
+	return Status{IsLeader: v.isLeader, Leader: v.leader, Node: e.cfg.ID, Timestamp: timestamp(now)}
+}
+
+// view is the part of Status that the election decides: the rest is this
+// participant's ID and the time. It is comparable, so that GET / can tell
+// whether the answer it encoded last still holds.
+type view struct {
+	isLeader bool
+	leader   string
+}
+
+// viewAt judges the election at now, as Status does, without formatting the
+// time: GET / calls it on every request.
+func (e *Elector) viewAt(now time.Time) view {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := Status{Node: e.cfg.ID, Timestamp: now.UTC().Format(time.RFC3339)}
 	switch {
 	case e.isLeaderLocked(now):
-		s.IsLeader, s.Leader = true, e.cfg.ID
+		return view{isLeader: true, leader: e.cfg.ID}
 	case e.observed != nil && e.observed.object != nil && e.observed.readErr == nil &&
 		e.observed.record.HolderIdentity != "" &&
 		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())):
 		// Possibly this participant's own ID, held by another process or an
 		// earlier life of this one: is_leader says which.
-		s.Leader = e.observed.record.HolderIdentity
+		return view{leader: e.observed.record.HolderIdentity}
 	}
-	return s
+	return view{}
+}
+
+// timestamp is Status.Timestamp for t: RFC3339 in UTC, whole seconds.
+func timestamp(t time.Time) string {
+	return t.UTC().Format(time.RFC3339)
 }
 
 // IsLeader reports whether this participant leads now.
