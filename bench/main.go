@@ -6,11 +6,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -34,17 +36,24 @@ import (
 
 func main() {
 	bin := flag.String("elector", "bin/elector", "the elector binary to measure (built stripped, as the images build it)")
+	baseline := flag.String("baseline", "", "an earlier elector binary, built the same way: its memory and GET / figures are measured in the same run, alternating with -elector's, and printed beside them")
+	footprint := flag.Bool("footprint", false, "measure only memory and GET /, not handovers, failovers or API requests")
 	handovers := flag.Int("handovers", 100, "graceful handovers to time, among handoverParticipants participants")
 	failovers := flag.Int("failovers", 3, "crash failovers to time")
-	steady := flag.Duration("steady", 30*time.Second, "how long to count API requests at steady state")
+	steady := flag.Duration("steady", 30*time.Second, "how long participants run before their steady-state RSS is read, and how long API requests are counted")
 	flag.Parse()
-	if err := run(*bin, *handovers, *failovers, *steady); err != nil {
+	if *handovers < 1 || *failovers < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -handovers and -failovers must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(*bin, *baseline, *footprint, *handovers, *failovers, *steady); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-type row struct{ name, value, goal, verdict string }
+// row is one line of the table; baseline is the same figure for -baseline.
+type row struct{ name, value, baseline, goal, verdict string }
 
 // handoverParticipants take part in the election whose graceful handovers
 // are timed: the more followers, the more of them race for the released
@@ -57,7 +66,18 @@ const handoverParticipants = 10
 // queueing on those cores more than the elector.
 var statusConns = []int{4, 8}
 
-func run(bin string, handovers, failovers int, steady time.Duration) error {
+// statusRounds are how many times each GET / load runs: the machine's other
+// work moves single runs by a quarter, so the table reports the median.
+const statusRounds = 3
+
+// Goals of the footprint, from the README.
+const (
+	maxRSS        = 16 << 20
+	minStatusRate = 20000 // GET / per second
+	maxStatusP99  = 2 * time.Millisecond
+)
+
+func run(bin, baseline string, footprintOnly bool, handovers, failovers int, steady time.Duration) error {
 	env, err := controlplane.Start(controlplane.Options{})
 	if err != nil {
 		return err
@@ -82,125 +102,242 @@ func run(bin string, handovers, failovers int, steady time.Duration) error {
 	}
 	b := &bench{bin: bin, kubeconfig: kubeconfig, env: env}
 	defer b.stopAll()
-	var rows []row
 
-	fmt.Fprintln(os.Stderr, "bench: starting 3 participants (ttl 10s)")
-	for i := range 3 {
-		if _, err := b.start(fmt.Sprintf("p%d", i), "handover"); err != nil {
+	bins := []string{bin}
+	if baseline != "" {
+		bins = append(bins, baseline)
+	}
+	footprint, err := b.footprint(bins, steady)
+	if err != nil {
+		return err
+	}
+	var rows []row
+	if !footprintOnly {
+		if rows, err = b.elections(handovers, failovers, steady); err != nil {
 			return err
 		}
-	}
-	if _, err := b.waitLeader(30 * time.Second); err != nil {
-		return err
-	}
-
-	// Steady state first, while the three are fresh.
-	fmt.Fprintf(os.Stderr, "bench: counting API requests for %s at steady state\n", steady)
-	load3, err := b.requestRates(steady)
-	if err != nil {
-		return err
-	}
-	rss, err := b.maxRSS()
-	if err != nil {
-		return err
-	}
-
-	fmt.Fprintln(os.Stderr, "bench: GET / load")
-	var statusRows []row
-	target := b.live()[0]
-	for _, conns := range statusConns {
-		rps, p99, err := b.statusLoad(target, 5*time.Second, conns)
+		info, err := os.Stat(bin)
 		if err != nil {
 			return err
 		}
-		statusRows = append(statusRows,
-			row{fmt.Sprintf("GET / throughput (%d connections)", conns), fmt.Sprintf("%.0f req/s", rps), "> 20000 req/s", verdict(rps > 20000)},
-			row{fmt.Sprintf("GET / latency p99 (%d connections)", conns), fmt.Sprintf("%.2f ms", float64(p99)/1e6), "< 2 ms", verdict(p99 < 2*time.Millisecond)})
+		rows = append(rows, row{name: "elector binary, stripped", value: fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), goal: "< 16 MB", verdict: verdict(info.Size() < 16e6)})
 	}
-	loadedRSS, err := rssOf(target)
+	rows = append(rows, footprint...)
+	return printTable(rows, baseline != "")
+}
+
+func printTable(rows []row, withBaseline bool) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	if withBaseline {
+		fmt.Fprintln(w, "MEASURE\tVALUE\tBASELINE\tGOAL\tMET")
+	} else {
+		fmt.Fprintln(w, "MEASURE\tVALUE\tGOAL\tMET")
+	}
+	for _, r := range rows {
+		if withBaseline {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.name, r.value, r.baseline, r.goal, r.verdict)
+		} else {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.name, r.value, r.goal, r.verdict)
+		}
+	}
+	return w.Flush()
+}
+
+// footprint measures the memory and the GET / speed of each binary, the
+// first one's figures judged against the goals. Each binary runs three
+// participants of an election of its own, all at the same time, so that
+// they share the machine's conditions; their leaders are loaded in turn.
+func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
+	groups := make([][]*proc, len(bins))
+	for i, bin := range bins {
+		for j := range 3 {
+			p, err := b.start(bin, fmt.Sprintf("f%d-%d", i, j), fmt.Sprintf("footprint-%d", i))
+			if err != nil {
+				return nil, err
+			}
+			groups[i] = append(groups[i], p)
+		}
+	}
+	defer func() {
+		for _, g := range groups {
+			b.stop(g)
+		}
+	}()
+	leaders := make([]*proc, len(bins))
+	for i, g := range groups {
+		var err error
+		if leaders[i], err = waitLeader(g, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d elector binaries, 3 participants each, running for %s\n", len(bins), steady)
+	time.Sleep(steady)
+	figures := make([][]string, len(bins))
+	var steadyRSS memory
+	for i, g := range groups {
+		m, err := maxMemory(g)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			steadyRSS = m
+		}
+		figures[i] = append(figures[i], m.String())
+	}
+
+	fmt.Fprintf(os.Stderr, "bench: GET / load on each binary's leader, %d rounds\n", statusRounds)
+	type result struct {
+		rps []float64
+		p99 []time.Duration
+	}
+	results := make([][]result, len(bins)) // by binary, then by statusConns
+	for i := range bins {
+		results[i] = make([]result, len(statusConns))
+	}
+	for round := range statusRounds {
+		for c, conns := range statusConns {
+			for k := range bins {
+				// Alternate which binary goes first.
+				i := (k + round + c) % len(bins)
+				rps, p99, err := statusLoad(leaders[i], 5*time.Second, conns)
+				if err != nil {
+					return nil, err
+				}
+				results[i][c].rps = append(results[i][c].rps, rps)
+				results[i][c].p99 = append(results[i][c].p99, p99)
+			}
+		}
+	}
+	var goals, verdicts []string
+	for i := range bins {
+		for c := range statusConns {
+			rps, p99 := median(results[i][c].rps), median(results[i][c].p99)
+			figures[i] = append(figures[i], fmt.Sprintf("%.0f req/s", rps), fmt.Sprintf("%.2f ms", float64(p99)/1e6))
+			if i == 0 {
+				goals = append(goals, fmt.Sprintf("> %d req/s", minStatusRate), fmt.Sprintf("< %.0f ms", float64(maxStatusP99)/1e6))
+				verdicts = append(verdicts, verdict(rps > minStatusRate), verdict(p99 < maxStatusP99))
+			}
+		}
+	}
+	var loadedRSS memory
+	for i, leader := range leaders {
+		m, err := memoryOf(leader)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			loadedRSS = m
+		}
+		figures[i] = append(figures[i], m.String())
+	}
+
+	names := []string{"elector RSS at steady state (max of 3 participants)"}
+	goals = append([]string{"< 16 MiB"}, goals...)
+	verdicts = append([]string{verdict(steadyRSS.rss < maxRSS)}, verdicts...)
+	for _, conns := range statusConns {
+		names = append(names,
+			fmt.Sprintf("GET / throughput (%d connections), median of %d", conns, statusRounds),
+			fmt.Sprintf("GET / latency p99 (%d connections), median of %d", conns, statusRounds))
+	}
+	names = append(names, "elector RSS right after the GET / load (the loaded leader)")
+	goals = append(goals, "< 16 MiB")
+	verdicts = append(verdicts, verdict(loadedRSS.rss < maxRSS))
+	rows := make([]row, len(names))
+	for n, name := range names {
+		rows[n] = row{name: name, value: figures[0][n], goal: goals[n], verdict: verdicts[n]}
+		if len(bins) > 1 {
+			rows[n].baseline = figures[1][n]
+		}
+	}
+	return rows, nil
+}
+
+// elections times handovers and failovers and counts the API requests of
+// an election, as bench.bin runs it.
+func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row, error) {
+	var rows []row
+	fmt.Fprintln(os.Stderr, "bench: starting 3 participants (ttl 10s)")
+	for i := range 3 {
+		if _, err := b.start(b.bin, fmt.Sprintf("p%d", i), "handover"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := waitLeader(b.live(), 30*time.Second); err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintf(os.Stderr, "bench: counting API requests for %s at steady state\n", steady)
+	load3, err := b.requestRates(steady)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	fmt.Fprintf(os.Stderr, "bench: %d graceful handovers among %d participants\n", handovers, handoverParticipants)
 	for i := len(b.live()); i < handoverParticipants; i++ {
-		if _, err := b.start(fmt.Sprintf("p%d", i), "handover"); err != nil {
-			return err
+		if _, err := b.start(b.bin, fmt.Sprintf("p%d", i), "handover"); err != nil {
+			return nil, err
 		}
 	}
 	var times []time.Duration
 	for i := range handovers {
 		d, err := b.handover(syscall.SIGTERM, fmt.Sprintf("h%d", i))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		times = append(times, d)
 	}
 	slices.Sort(times)
 	p99 := times[(len(times)*99-1)/100]
 	rows = append(rows,
-		row{fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's GET /)", len(times), handoverParticipants), ms(times[len(times)/2]), "", ""},
-		row{"graceful handover, p99", ms(p99), "< 50 ms", verdict(p99 < 50*time.Millisecond)},
-		row{"graceful handover, max", ms(times[len(times)-1]), "", ""})
+		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's GET /)", len(times), handoverParticipants), value: ms(times[len(times)/2])},
+		row{name: "graceful handover, p99", value: ms(p99), goal: "< 50 ms", verdict: verdict(p99 < 50*time.Millisecond)},
+		row{name: "graceful handover, max", value: ms(times[len(times)-1])})
 	// Back to three participants for the failovers and the load counts.
-	for _, p := range b.live()[3:] {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
-	}
+	b.stop(b.live()[3:])
 
 	fmt.Fprintf(os.Stderr, "bench: %d crash failovers\n", failovers)
 	times = times[:0]
 	for i := range failovers {
 		d, err := b.handover(syscall.SIGKILL, fmt.Sprintf("k%d", i))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		times = append(times, d)
 	}
 	slices.Sort(times)
 	bound := 10*time.Second + 10*time.Second/6
 	rows = append(rows,
-		row{"crash failover, max (SIGKILL to new leader)", ms(times[len(times)-1]), "<= ttl + retry period = " + ms(bound), verdict(times[len(times)-1] <= bound)},
-		row{"crash failover, min", ms(times[0]), "> ttl - renew deadline (safety)", verdict(times[0] > 10*time.Second-10*time.Second/3)})
+		row{name: "crash failover, max (SIGKILL to new leader)", value: ms(times[len(times)-1]), goal: "<= ttl + retry period = " + ms(bound), verdict: verdict(times[len(times)-1] <= bound)},
+		row{name: "crash failover, min", value: ms(times[0]), goal: "> ttl - renew deadline (safety)", verdict: verdict(times[0] > 10*time.Second-10*time.Second/3)})
 
 	for _, verb := range sortedKeys(load3) {
-		rows = append(rows, row{"API requests on the lock, 3 participants: " + verb, fmt.Sprintf("%.2f/s", load3[verb]), "", ""})
+		rows = append(rows, row{name: "API requests on the lock, 3 participants: " + verb, value: fmt.Sprintf("%.2f/s", load3[verb])})
 	}
 	fmt.Fprintln(os.Stderr, "bench: adding 6 participants to count again")
 	for i := range 6 {
-		if _, err := b.start(fmt.Sprintf("x%d", i), "handover"); err != nil {
-			return err
+		if _, err := b.start(b.bin, fmt.Sprintf("x%d", i), "handover"); err != nil {
+			return nil, err
 		}
 	}
 	time.Sleep(2 * time.Second)
 	load9, err := b.requestRates(steady)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, verb := range sortedKeys(load9) {
-		rows = append(rows, row{"API requests on the lock, 9 participants: " + verb, fmt.Sprintf("%.2f/s", load9[verb]), "", ""})
+		rows = append(rows, row{name: "API requests on the lock, 9 participants: " + verb, value: fmt.Sprintf("%.2f/s", load9[verb])})
 	}
 	periodic3 := load3["PUT"] + load3["GET"] + load3["LIST"] + load3["POST"]
 	periodic9 := load9["PUT"] + load9["GET"] + load9["LIST"] + load9["POST"]
-	rows = append(rows, row{"periodic requests (GET+LIST+PUT+POST), 9 vs 3 participants", fmt.Sprintf("%.2f/s vs %.2f/s", periodic9, periodic3), "no growth with size", verdict(periodic9 <= periodic3*1.1+0.05)})
+	rows = append(rows, row{name: "periodic requests (GET+LIST+PUT+POST), 9 vs 3 participants", value: fmt.Sprintf("%.2f/s vs %.2f/s", periodic9, periodic3), goal: "no growth with size", verdict: verdict(periodic9 <= periodic3*1.1+0.05)})
+	return rows, nil
+}
 
-	info, err := os.Stat(bin)
-	if err != nil {
-		return err
-	}
-	rows = append(rows,
-		row{"elector RSS at steady state (max of participants)", fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20)), "< 16 MiB", verdict(rss < 16<<20)},
-		row{"elector RSS right after the GET / load", fmt.Sprintf("%.1f MiB", float64(loadedRSS)/(1<<20)), "< 16 MiB", verdict(loadedRSS < 16<<20)},
-		row{"elector binary, stripped", fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), "< 16 MB", verdict(info.Size() < 16e6)},
-	)
-	rows = append(rows, statusRows...)
-
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "MEASURE\tVALUE\tGOAL\tMET")
-	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.name, r.value, r.goal, r.verdict)
-	}
-	return w.Flush()
+// median of a few figures.
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
@@ -228,8 +365,9 @@ type bench struct {
 
 var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
 
-func (b *bench) start(id, electionName string) (*proc, error) {
-	cmd := exec.Command(b.bin, "-election="+electionName, "-id="+id, "-kubeconfig="+b.kubeconfig, "-http=127.0.0.1:0", "-namespace=default")
+// start runs bin as participant id of electionName.
+func (b *bench) start(bin, id, electionName string) (*proc, error) {
+	cmd := exec.Command(bin, "-election="+electionName, "-id="+id, "-kubeconfig="+b.kubeconfig, "-http=127.0.0.1:0", "-namespace=default")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -281,6 +419,14 @@ func (b *bench) stopAll() {
 	}
 }
 
+// stop ends participants gracefully and waits for them.
+func (b *bench) stop(procs []*proc) {
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+	}
+}
+
 var client = &http.Client{Timeout: time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 func status(p *proc) (election.Status, error) {
@@ -293,10 +439,11 @@ func status(p *proc) (election.Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-func (b *bench) waitLeader(timeout time.Duration) (*proc, error) {
+// waitLeader returns the participant of procs that says it leads.
+func waitLeader(procs []*proc, timeout time.Duration) (*proc, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		for _, p := range b.live() {
+		for _, p := range procs {
 			if st, err := status(p); err == nil && st.IsLeader {
 				return p, nil
 			}
@@ -310,7 +457,7 @@ func (b *bench) waitLeader(timeout time.Duration) (*proc, error) {
 // says it leads, polling every participant every millisecond. A fresh
 // participant then takes the stopped one's place.
 func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration, error) {
-	leader, err := b.waitLeader(30 * time.Second)
+	leader, err := waitLeader(b.live(), 30*time.Second)
 	if err != nil {
 		return 0, err
 	}
@@ -349,7 +496,7 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 		}
 	}
 	<-leader.done
-	if _, err := b.start(replacement, "handover"); err != nil {
+	if _, err := b.start(b.bin, replacement, "handover"); err != nil {
 		return 0, err
 	}
 	return took, nil
@@ -399,39 +546,61 @@ func (b *bench) leaseRequests() (map[string]float64, error) {
 	return out, nil
 }
 
-// maxRSS is the largest VmRSS of the participants.
-func (b *bench) maxRSS() (int64, error) {
-	var most int64
-	for _, p := range b.live() {
-		rss, err := rssOf(p)
+// memory is a process's resident set, split into the pages of its binary
+// (file) and those it allocated (anon).
+type memory struct{ rss, file, anon int64 }
+
+func (m memory) String() string {
+	return fmt.Sprintf("%.1f MiB (binary %.1f + anon %.1f)", mib(m.rss), mib(m.file), mib(m.anon))
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// maxMemory is the memory of the participant with the largest RSS.
+func maxMemory(procs []*proc) (memory, error) {
+	var most memory
+	for _, p := range procs {
+		m, err := memoryOf(p)
 		if err != nil {
-			return 0, err
+			return memory{}, err
 		}
-		most = max(most, rss)
+		if m.rss > most.rss {
+			most = m
+		}
 	}
 	return most, nil
 }
 
-// rssOf reads VmRSS of one participant.
-func rssOf(p *proc) (int64, error) {
+// memoryOf reads VmRSS, RssFile and RssAnon of one participant.
+func memoryOf(p *proc) (memory, error) {
 	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
+	var m memory
+	fields := map[string]*int64{"VmRSS:": &m.rss, "RssFile:": &m.file, "RssAnon:": &m.anon}
 	for line := range strings.SplitSeq(string(f), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024, err
+		key, value, _ := strings.Cut(line, "\t")
+		if dst := fields[key]; dst != nil {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+			if err != nil {
+				return memory{}, fmt.Errorf("participant %s: %s %q: %w", p.id, key, value, err)
+			}
+			*dst = kb * 1024
+			delete(fields, key)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for participant %s", p.id)
+	if len(fields) > 0 {
+		return memory{}, fmt.Errorf("participant %s: no %v in /proc/%d/status", p.id, slices.Sorted(maps.Keys(fields)), p.cmd.Process.Pid)
+	}
+	return m, nil
 }
 
 // statusLoad sends GET / over conns keep-alive connections for d and
 // returns requests per second and the 99th percentile latency. It speaks
 // HTTP/1.1 on raw connections: a full HTTP client costs more CPU than the
 // server it measures, on the same two cores.
-func (b *bench) statusLoad(target *proc, d time.Duration, conns int) (float64, time.Duration, error) {
+func statusLoad(target *proc, d time.Duration, conns int) (float64, time.Duration, error) {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
