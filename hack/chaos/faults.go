@@ -12,7 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
@@ -563,11 +567,13 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 			h.abort()
 			return
 		}
-		// The outage ends when kube-apiserver serves a read again: a
+		// The outage ends when kube-apiserver serves an elector again: a
 		// restarted one answers /livez before it authenticates and reads,
-		// and behind a restarted etcd it answers all along but serves
-		// nothing until it reads from the new etcd.
-		t0, back = r.Killed, r.Ready
+		// behind a restarted etcd it answers all along but serves nothing
+		// until it reads from the new etcd, and it serves the admin
+		// (system:masters) seconds before its RBAC lets an elector in.
+		t0, back = r.Killed, h.servesElector(ctx, h.elections[0], r.Ready.Add(90*time.Second))
+		h.add(measure{name: name + ": kill to serving an elector", bound: boundNone, value: back.Sub(r.Killed)})
 		h.add(measure{name: name + ": kill to first answer", bound: boundNone, value: r.Up.Sub(r.Killed)})
 		h.add(measure{name: name + ": kill to ready", bound: boundNone, value: r.Ready.Sub(r.Killed)})
 	}
@@ -606,6 +612,42 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 			h.measureNewLeader(name+": leader again after it ends", es, nil, back, t0, boundCrash, es.ttl+es.retry())
 		}
 	}
+}
+
+// servesElector returns when kube-apiserver first serves es's lock to es's
+// elector account, or deadline.
+func (h *harness) servesElector(ctx context.Context, es *electionState, deadline time.Time) time.Time {
+	cfg := rest.AnonymousClientConfig(h.cp.cfg)
+	cfg.BearerToken = es.token
+	cfg.Timeout = time.Second
+	client, err := rest.RESTClientFor(withScheme(cfg))
+	for err == nil && time.Now().Before(deadline) && ctx.Err() == nil {
+		// A GET of the lock by name, the right every elector account has;
+		// a lock that is not there (yet) was still served.
+		if _, err := client.Get().AbsPath(lockPath(es)).DoRaw(ctx); err == nil || apierrors.IsNotFound(err) {
+			return time.Now()
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+	if err != nil {
+		h.fail("a client for %s's elector account: %v", es.name, err)
+	}
+	return time.Now()
+}
+
+// lockPath is the API path of es's lock.
+func lockPath(es *electionState) string {
+	if es.lock == election.LockLeases {
+		return fmt.Sprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", es.namespace, es.name)
+	}
+	return fmt.Sprintf("/api/v1/namespaces/%s/%s/%s", es.namespace, es.lock, es.name)
+}
+
+// withScheme gives cfg what a RESTClient for raw requests needs.
+func withScheme(cfg *rest.Config) *rest.Config {
+	cfg.GroupVersion = &schema.GroupVersion{}
+	cfg.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	return cfg
 }
 
 // schedule injects faults in rounds until end, and past it until every
