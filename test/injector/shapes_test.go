@@ -31,6 +31,8 @@ func TestPodLevelResources(t *testing.T) {
 		// want is the pod-level budget after injection and defaulting.
 		want corev1.ResourceRequirements
 		qos  corev1.PodQOSClass
+		// inits are init containers the pod declares before the app.
+		inits []corev1.Container
 	}{
 		{
 			// The app's requests fill the budget: without the sidecar's
@@ -51,11 +53,37 @@ func TestPodLevelResources(t *testing.T) {
 			want: requirements("1100m", "1088Mi", "1100m", "1088Mi"),
 			qos:  corev1.PodQOSGuaranteed,
 		},
+		{
+			// Only requests, and the containers' limits: the API server
+			// fills the pod-level limits in from the containers' (with the
+			// sidecar's, after the webhooks), and the pod is Guaranteed.
+			name: "limits-from-containers",
+			pod:  requirements("1", "1Gi", "", ""),
+			app:  requirements("", "", "1", "512Mi"),
+			want: requirements("1100m", "1088Mi", "1100m", "1088Mi"),
+			qos:  corev1.PodQOSGuaranteed,
+		},
+		{
+			// Requests left to the containers, among them a native sidecar
+			// and an init container that needs more memory than the rest
+			// together: the written requests must cover the API server's
+			// aggregate, or it refuses the pod.
+			name: "native-sidecars",
+			pod:  requirements("", "", "2", "2Gi"),
+			app:  requirements("300m", "200Mi", "", ""),
+			inits: []corev1.Container{
+				{Name: "proxy", Image: "registry.k8s.io/pause:3.10", RestartPolicy: new(corev1.ContainerRestartPolicyAlways), Resources: requirements("100m", "100Mi", "", "")},
+				{Name: "migrate", Image: "registry.k8s.io/pause:3.10", Resources: requirements("50m", "1Gi", "", "")},
+			},
+			want: requirements("410m", "1148Mi", "2100m", "2112Mi"),
+			qos:  corev1.PodQOSBurstable,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := electorPod(tt.name, "app", map[string]string{webhook.AnnotationElection: "my-app"})
 			p.Spec.Resources = &tt.pod
+			p.Spec.InitContainers = tt.inits
 			p.Spec.Containers[0].Resources = tt.app
 			pod, err := env.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 			if err != nil {
