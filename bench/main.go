@@ -194,6 +194,7 @@ func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
 	for i := range bins {
 		results[i] = make([]result, len(statusConns))
 	}
+	loaded := make([]memory, len(bins)) // right after each binary's last load
 	for round := range statusRounds {
 		for c, conns := range statusConns {
 			for k := range bins {
@@ -205,6 +206,9 @@ func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
 				}
 				results[i][c].rps = append(results[i][c].rps, rps)
 				results[i][c].p99 = append(results[i][c].p99, p99)
+				if loaded[i], err = memoryOf(leaders[i]); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
@@ -219,16 +223,8 @@ func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
 			}
 		}
 	}
-	var loadedRSS memory
-	for i, leader := range leaders {
-		m, err := memoryOf(leader)
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 {
-			loadedRSS = m
-		}
-		figures[i] = append(figures[i], m.String())
+	for i := range bins {
+		figures[i] = append(figures[i], loaded[i].String())
 	}
 
 	names := []string{"elector RSS at steady state (max of 3 participants)"}
@@ -241,7 +237,7 @@ func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
 	}
 	names = append(names, "elector RSS right after the GET / load (the loaded leader)")
 	goals = append(goals, "< 16 MiB")
-	verdicts = append(verdicts, verdict(loadedRSS.rss < maxRSS))
+	verdicts = append(verdicts, verdict(loaded[0].rss < maxRSS))
 	rows := make([]row, len(names))
 	for n, name := range names {
 		rows[n] = row{name: name, value: figures[0][n], goal: goals[n], verdict: verdicts[n]}
