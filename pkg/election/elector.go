@@ -623,11 +623,18 @@ func (e *Elector) sent(w sentWrite) {
 	e.unconfirmed = append(e.unconfirmed, w)
 }
 
-// forget drops a write the API server refused.
+// forget drops the write of rec that was sent last, which the API server
+// refused. An earlier write of an equal record (a renewal in the same
+// second as one whose answer was lost) stays: its outcome is unknown.
 func (e *Elector) forget(rec Record) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.unconfirmed = slices.DeleteFunc(e.unconfirmed, func(w sentWrite) bool { return w.record.equal(rec) })
+	for i := len(e.unconfirmed) - 1; i >= 0; i-- {
+		if e.unconfirmed[i].record.equal(rec) {
+			e.unconfirmed = slices.Delete(e.unconfirmed, i, i+1)
+			return
+		}
+	}
 }
 
 // refused reports an answer that says the write was not made: the

@@ -111,19 +111,19 @@ func (l *simLiveness) wrote(proc int, method, rv string, now time.Time) {
 	l.writers[rv] = proc
 }
 
-// lateEvent is a watch event of proc, carrying resourceVersion rv, that was
-// held up until now. It tells of its own write (see lostAnswerBound) or of
-// another's, whose lease it waits out from now (see writeBound).
-func (l *simLiveness) lateEvent(proc int, rv string, now time.Time) {
+// lateEvent is a watch event of proc, carrying resourceVersion rv, that is
+// held up until at. It tells of its own write (see lostAnswerBound) or of
+// another's, whose lease it waits out from then (see writeBound).
+func (l *simLiveness) lateEvent(proc int, rv string, at time.Time) {
 	l.mu.Lock()
 	writer, ok := l.writers[rv]
 	l.mu.Unlock()
-	why := fmt.Sprintf("an event of its watch was held up until %s", simClock(simDay(now)))
+	why := fmt.Sprintf("an event of its watch was held up until %s", simClock(simDay(at)))
 	if ok && writer == proc {
-		l.excuse(proc, now.Add(l.lostAnswerBound()), why)
+		l.excuse(proc, at.Add(l.lostAnswerBound()), why)
 		return
 	}
-	l.excuse(proc, now.Add(l.writeBound()), why)
+	l.excuse(proc, at.Add(l.writeBound()), why)
 }
 
 // due is when proc must see someone lead by, and why not earlier.

@@ -137,6 +137,8 @@ type simFate struct {
 	wake       time.Duration // how long an answer held by a pause takes to be read once it ends
 	upSpiked   bool          // the request is held up
 	downSpiked bool          // its answer is held up
+	lock       bool          // the request is about the lock
+	noticeAt   time.Time     // when the client gives up on an answer that does not come
 }
 
 func (n *simNet) fate(stream string, watch bool) (simFate, *rand.Rand) {
@@ -210,10 +212,15 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		stream = fmt.Sprintf("%s %x", stream, h.Sum64())
 	}
 	f, r := n.fate(stream, watch)
-	if watch && (f.drop || f.lost) && simLockResource(req.URL.Path) {
-		// The participant is blind until the connection resets.
-		at := time.Now().Add(f.resetIn)
-		n.w.live.hard(n.proc, at, fmt.Sprintf("its watch request was lost, which it notices at %s", simClock(simDay(at))))
+	f.lock = simLockResource(req.URL.Path)
+	f.noticeAt = time.Now().Add(f.resetIn)
+	if d, ok := ctx.Deadline(); ok && d.Before(f.noticeAt) {
+		f.noticeAt = d
+	}
+	if f.lock && (f.drop || f.upSpiked || f.downSpiked || watch && f.lost) {
+		// The participant waits for an answer that comes late or never:
+		// it is excused from now on (see simNet.judge for what follows).
+		n.unanswered(f, req.Method)
 	}
 
 	done := make(chan simReply, 1)
@@ -271,6 +278,12 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// unanswered tells the liveness check that a request of the lock will not
+// be answered in time: the participant is excused until it notices.
+func (n *simNet) unanswered(f simFate, method string) {
+	n.w.live.hard(n.proc, f.noticeAt, fmt.Sprintf("its %s was lost or held up, which it notices by %s", method, simClock(simDay(f.noticeAt))))
+}
+
 // judge tells the liveness check what went wrong with one request of the
 // lock, if anything: a lost answer to a request that was applied (at
 // applied, in Unix nanoseconds), or any other fault.
@@ -280,7 +293,7 @@ func (n *simNet) judge(method string, watch bool, f simFate, applied int64, err 
 	case err != nil && watch:
 		live.hard(n.proc, now, fmt.Sprintf("its watch request failed at %s: %v", simClock(simDay(now)), err))
 	case err != nil && f.lost && !f.upSpiked && applied != 0:
-		live.lostAnswer(n.proc, method, time.Unix(0, applied))
+		// Excused when the answer was lost (see carry).
 	case err != nil:
 		live.hard(n.proc, now, fmt.Sprintf("its %s failed at %s: %v", method, simClock(simDay(now)), err))
 	case f.upSpiked || f.downSpiked:
@@ -297,6 +310,9 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 	}
 	switch n.crossing() {
 	case simLost:
+		if f.lock {
+			n.unanswered(f, req.Method)
+		}
 		return
 	case simHeld:
 		if !n.waitHealed() {
@@ -338,6 +354,9 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 		if req.Method != http.MethodGet && reply.code < 300 {
 			n.w.live.wrote(n.proc, req.Method, simVersionOf(reply.body), now)
 		}
+		if f.lost {
+			n.w.live.lostAnswer(n.proc, req.Method, now)
+		}
 	}
 	n.w.poke()
 	if reply.watch != nil && ctx.Err() != nil {
@@ -354,6 +373,9 @@ func (n *simNet) carry(ctx context.Context, req *http.Request, body []byte, f si
 	case simLost:
 		if reply.watch != nil {
 			n.w.server.forget(reply.watch)
+		}
+		if f.lock {
+			n.unanswered(f, req.Method)
 		}
 		return
 	case simHeld:
@@ -638,14 +660,15 @@ func (b *simWatchBody) deliver(it simWatchItem, data []byte, err error) ([]byte,
 	// events reach the elector on one instant.
 	const readNext = time.Microsecond
 	d, spiked := b.transit()
-	if spiked {
-		defer func() { b.n.w.live.lateEvent(b.n.proc, simVersionOf(data), time.Now()) }()
-	}
 	at := it.at.Add(d)
 	if earliest := b.last.Add(readNext); at.Before(earliest) {
 		at = earliest
 	}
 	b.last = at
+	if spiked {
+		// Excused from now: the participant learns nothing new until then.
+		b.n.w.live.lateEvent(b.n.proc, simVersionOf(data), at)
+	}
 	t := time.NewTimer(time.Until(at))
 	defer t.Stop()
 	select {
