@@ -70,6 +70,12 @@ SEED ?=
 chaos: envtest build ## Run elections under random faults for DURATION (SEED=n replays a schedule); fails on two leaders at once.
 	go run ./hack/chaos -elector=bin/elector -duration=$(DURATION) $(if $(SEED),-seed=$(SEED))
 
+SIZES ?=
+
+.PHONY: scale
+scale: envtest build ## Measure elections x participants (10x3 to 100x3) on one local control plane; a row per size (SIZES=100x3 to choose).
+	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=180s go run ./hack/scale -elector=bin/elector $(if $(SIZES),-sizes=$(SIZES))
+
 .PHONY: demo
 demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.
 	go run ./hack/demo/cmd
