@@ -34,7 +34,7 @@ envtest: ## Build the local control plane (etcd, kube-apiserver, kube-controller
 .PHONY: test
 test: envtest ## Run the unit and integration tests (with -race) against the local control plane, and 3000 simulated elections.
 	go test -race -count=1 -timeout 30m ./...
-	go test -count=1 -run '^TestSimulate$$' ./pkg/election -sim.schedules=3000
+	go test -count=1 -run '^TestSim' ./pkg/election -sim.schedules=3000
 
 # The packages whose tests need no control plane: the inner loop.
 UNIT_PKGS = $(shell go list ./... | grep -v -e /test/ -e /hack/demo -e /internal/controlplane)
