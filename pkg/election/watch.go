@@ -123,7 +123,10 @@ func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, in
 
 // poll reads the lock every retry period for d, or until ctx is done.
 func (e *Elector) poll(ctx context.Context, d time.Duration) {
-	e.log.Info("no right to watch the lock; reading it every retry period instead (grant watch for faster failover)", "retryPeriod", e.cfg.RetryPeriod)
+	// A Role without watch is one cause; an API server that has just
+	// restarted refuses watches for a few seconds too, until its RBAC
+	// cache is filled.
+	e.log.Info("the API server refused to watch the lock; reading it every retry period instead (grant watch on the lock for faster failover)", "retryPeriod", e.cfg.RetryPeriod, "watchAgainIn", d)
 	until := time.Now().Add(d)
 	for ctx.Err() == nil && time.Now().Before(until) {
 		rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
