@@ -533,11 +533,21 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 		if lost := e.lostByObservation(); lost != "" {
 			return 0, lost
 		}
-		// Still ours: renew over the new version. renewedAt stays at the
-		// last write known to have landed.
 		e.mu.Lock()
+		defer e.mu.Unlock()
+		if !e.observed.record.equal(e.mine.record) {
+			// A record equal to one of ours whose answer was lost: ours,
+			// or another process with our ID that took the lock over with
+			// an equal record and will lead a renew deadline after it saw
+			// it. Renewing over it would keep this process leading
+			// alongside that one, so step down, and take the lock back as
+			// a follower does, a renew deadline later.
+			return 0, "the lock holds a record of this ID whose answer was lost, which another process with this ID may have written"
+		}
+		// Still ours (the object changed, the record did not): renew over
+		// the new version. renewedAt stays at the last write known to
+		// have landed.
 		e.mine = e.observed
-		e.mu.Unlock()
 		return 0, ""
 	case apierrors.IsNotFound(err):
 		e.observeAbsent()

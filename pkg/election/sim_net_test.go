@@ -212,6 +212,9 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		stream = fmt.Sprintf("%s %x", stream, h.Sum64())
 	}
 	f, r := n.fate(stream, watch)
+	if simFateHook != nil {
+		simFateHook(n.proc, req.Method, watch, simLockResource(req.URL.Path), &f)
+	}
 	f.lock = simLockResource(req.URL.Path)
 	f.noticeAt = time.Now().Add(f.resetIn)
 	if d, ok := ctx.Deadline(); ok && d.Before(f.noticeAt) {
