@@ -290,26 +290,7 @@ func TestQuotaAndQoS(t *testing.T) {
 	ns := env.Namespace(t)
 	serviceAccount(t, ns, "app")
 	ctx := ctxFor(t, 30*time.Second)
-	quota := &corev1.ResourceQuota{
-		ObjectMeta: metav1.ObjectMeta{Name: "limits"},
-		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{
-			corev1.ResourceLimitsCPU:    resource.MustParse("4"),
-			corev1.ResourceLimitsMemory: resource.MustParse("4Gi"),
-		}},
-	}
-	quota, err := env.Client.CoreV1().ResourceQuotas(ns).Create(ctx, quota, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The quota admission plugin refuses pods until the quota has a status,
-	// which the resourcequota controller (not run here) would write.
-	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{
-		corev1.ResourceLimitsCPU:    resource.MustParse("0"),
-		corev1.ResourceLimitsMemory: resource.MustParse("0"),
-	}}
-	if _, err := env.Client.CoreV1().ResourceQuotas(ns).UpdateStatus(ctx, quota, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	limitsQuota(t, ns)
 
 	guaranteed := corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
