@@ -22,9 +22,9 @@ const (
 // podLabeler keeps the -pod-label label on pods as the election wants it.
 // Every wanted value is retried until it is written (or the pod is gone), so
 // a failed patch cannot leave two pods labelled leader for good. Labels are
-// written in the order they were asked for, and a failure holds back the
-// ones after it: a new leader's own pod is labelled leader only once the
-// pod it took over from is labelled standby.
+// written in the order they were asked for, and a new leader's own pod is
+// labelled leader only once every label asked for before it is written: the
+// pod it took over from is labelled standby first.
 type podLabeler struct {
 	client    rest.Interface
 	namespace string
@@ -99,26 +99,32 @@ func (p *podLabeler) run(ctx context.Context) {
 
 // flush writes the pending labels in order and reports whether all were
 // written. A failure holds back the labels after it, except a refusal
-// (Forbidden): the elector may be waiting for its RBAC grant, or a policy
-// may keep it from one pod, so that label stays pending for the next round
-// and the others go ahead.
+// (Forbidden): the elector may be waiting for its RBAC grant, so that label
+// stays pending for the next round and the demotions after it go ahead. A
+// promotion never passes a label that is still pending before it: the pod
+// this leader took over from is labelled standby first, whatever held that
+// back.
 func (p *podLabeler) flush(ctx context.Context) bool {
-	var refused []podLabel
+	var skipped []podLabel
 	for {
 		p.mu.Lock()
-		i := slices.IndexFunc(p.pending, func(l podLabel) bool { return !slices.Contains(refused, l) })
+		i := slices.IndexFunc(p.pending, func(l podLabel) bool { return !slices.Contains(skipped, l) })
 		if i < 0 {
 			p.mu.Unlock()
-			return len(refused) == 0
+			return len(skipped) == 0
 		}
 		next := p.pending[i]
 		p.mu.Unlock()
+		if next.value == leader && len(skipped) > 0 {
+			skipped = append(skipped, next)
+			continue
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.patch(pctx, next.pod, next.value)
 		cancel()
 		switch {
 		case apierrors.IsForbidden(err):
-			refused = append(refused, next)
+			skipped = append(skipped, next)
 			continue
 		case err != nil && !permanent(err):
 			return false

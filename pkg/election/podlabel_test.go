@@ -97,13 +97,27 @@ func labelerAgainst(t *testing.T, s *labelServer) *podLabeler {
 // TestPodLabelerRetriesRefusals: an elector usually starts before the
 // injector's grant reaches the API server's RBAC cache, so a Forbidden
 // answer is retried until the label is written, and does not hold back
-// labels for other pods.
+// demotions of other pods.
 func TestPodLabelerRetriesRefusals(t *testing.T) {
+	s := &labelServer{answers: map[string][]int{"me": {403, 403}}}
+	p := labelerAgainst(t, s)
+	p.set("me", standby)
+	p.set("old-leader", standby)
+	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
+		t.Errorf("patches written (-want +got):\n%s", diff)
+	}
+}
+
+// TestPodLabelerRefusedDemotionHoldsPromotion: the grant may reach the API
+// server between a refused demotion of the previous leader's pod and the
+// new leader's promotion of its own; the promotion waits for the demotion,
+// so the two pods never both carry the leader label.
+func TestPodLabelerRefusedDemotionHoldsPromotion(t *testing.T) {
 	s := &labelServer{answers: map[string][]int{"old-leader": {403, 403}}}
 	p := labelerAgainst(t, s)
 	p.set("old-leader", standby)
 	p.set("me", leader)
-	if diff := cmp.Diff([]string{"me", "old-leader"}, s.wait(t, 2)); diff != "" {
+	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
 		t.Errorf("patches written (-want +got):\n%s", diff)
 	}
 }
