@@ -48,6 +48,15 @@ func NewClients(cfg *rest.Config, dialTimeout time.Duration) (*Clients, error) {
 		cfg.UserAgent = "k8s-elector"
 	}
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if cfg.ContentType == "" {
+		// Protobuf costs the API server less than JSON to decode, encode
+		// and send to every watcher: at a handover every follower's write
+		// and watch event lands on it at once, and the handover is as fast
+		// as the API server answers them. JSON stays acceptable for
+		// answers from anything that speaks only JSON.
+		cfg.ContentType = runtime.ContentTypeProtobuf
+		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	}
 	// The warnings the API server sends (Endpoints is deprecated, say) are
 	// the user's to act on once, not on every renewal.
 	cfg.WarningHandler = rest.NoWarnings{}

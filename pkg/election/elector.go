@@ -79,6 +79,10 @@ type Elector struct {
 	// previousPod is the pod of the holder this participant last took the
 	// lock from, to be labelled standby.
 	previousPod string
+	// overtaken is the version this participant last tried to take the
+	// lock over when another participant wrote first: it is stale, and is
+	// read again unless a newer one is seen.
+	overtaken *observation
 	// running is set while Run runs; it is what /readyz reports.
 	running bool
 	// subscribers are woken on every change of Status.
@@ -199,21 +203,25 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	defer cancel()
 	obs, _ := e.snapshot()
 	switch {
-	case obs == nil:
-		// Nothing seen yet: read the lock first.
+	case obs == nil || e.wasOvertaken(obs):
+		// Nothing seen yet, or only the version another participant has
+		// written over since: read the lock first.
 		if err := e.read(rctx); err != nil {
 			e.log.V(1).Info("could not read the lock", "err", err.Error())
 			return false, jitter(e.loopRand, e.cfg.RetryPeriod)
 		}
+		e.mu.Lock()
+		e.overtaken = nil
+		e.mu.Unlock()
 		return false, 0
 	case obs.object == nil:
 		rec := e.newRecord(Record{}, now, true)
-		w := sentWrite{record: rec, create: true}
+		w := sentWrite{record: rec, create: true, over: obs}
 		e.sent(w)
 		created, err := e.lock.create(rctx, rec)
 		return e.acquired(rctx, w, created, err, now, time.Time{})
 	default:
-		w := sentWrite{record: e.newRecord(obs.record, now, false), previousPod: e.lock.holderPodOf(obs)}
+		w := sentWrite{record: e.newRecord(obs.record, now, false), previousPod: e.lock.holderPodOf(obs), over: obs}
 		e.sent(w)
 		updated, err := e.lock.update(rctx, obs, w.record)
 		return e.acquired(rctx, w, updated, err, now, time.Time{})
@@ -267,6 +275,14 @@ func (e *Elector) ownWrite(obs *observation) (sentWrite, bool) {
 		return sentWrite{}, false
 	}
 	return e.unconfirmed[i], true
+}
+
+// wasOvertaken reports whether obs is the version another participant wrote
+// over while this one tried to take the lock.
+func (e *Elector) wasOvertaken(obs *observation) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.overtaken != nil && e.overtaken.sameVersion(obs)
 }
 
 // read gets the lock and observes what it finds, the object or its absence.
@@ -327,12 +343,15 @@ func (e *Elector) acquired(ctx context.Context, w sentWrite, obs *observation, e
 			e.observeAbsent()
 			return false, 0
 		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
-			// Someone else wrote first: read what they wrote and judge
-			// again, timing their lease from now.
-			if err := e.read(ctx); err != nil {
-				return false, jitter(e.loopRand, e.cfg.RetryPeriod)
-			}
-			return false, 0
+			// Someone else wrote first. The watch brings what they wrote
+			// in a moment; reading it now as well would add a request per
+			// losing follower at the instant the API server answers the
+			// winner. Judge again when a newer version is seen, or read
+			// it after a short wait if none comes (no watch, say).
+			e.mu.Lock()
+			e.overtaken = w.over
+			e.mu.Unlock()
+			return false, e.cfg.RetryPeriod / 4
 		}
 		e.log.V(1).Info("could not take the lock", "err", err.Error())
 		return false, jitter(e.loopRand, e.cfg.RetryPeriod)
@@ -620,6 +639,8 @@ type sentWrite struct {
 	// previousPod is the pod of the holder a write to take the lock took
 	// it from.
 	previousPod string
+	// over is the version a write to take the lock was sent over.
+	over *observation
 }
 
 // sent remembers a write before it is sent, until a write is confirmed.

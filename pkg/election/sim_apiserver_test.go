@@ -478,7 +478,7 @@ func TestSimAPIServer(t *testing.T) {
 			done: make(chan struct{}), wake: make(chan struct{}, 1)}
 		defer close(w.done)
 		w.server.wrote = w.wrote
-		clients, err := NewClients(&rest.Config{Host: "http://sim.invalid", Transport: newSimNet(w, 0, simNetParams{Latency: simDuration(time.Millisecond)})}, time.Second)
+		clients, err := NewClients(&rest.Config{Host: "http://sim.invalid", ContentConfig: simContent, Transport: newSimNet(w, 0, simNetParams{Latency: simDuration(time.Millisecond)})}, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 )
 
@@ -522,11 +523,15 @@ func (w *simWorld) garbage(resource, mode string) {
 	w.tracef("lock overwritten: %s", mode)
 }
 
+// simContent is how the simulated participants talk to the simulated API
+// server, which speaks JSON only.
+var simContent = rest.ContentConfig{ContentType: runtime.ContentTypeJSON}
+
 // startProc starts a process: a new Elector with its own connection.
 func (w *simWorld) startProc(id string, params simNetParams) {
 	p := &simProc{n: len(w.procs), id: id, exited: make(chan struct{})}
 	p.net = newSimNet(w, p.n, params)
-	clients, err := NewClients(&rest.Config{Host: "http://sim.invalid", Transport: p.net}, time.Second)
+	clients, err := NewClients(&rest.Config{Host: "http://sim.invalid", ContentConfig: simContent, Transport: p.net}, time.Second)
 	if err != nil {
 		w.t.Fatalf("seed %d: clients: %v", w.plan.Seed, err)
 	}
