@@ -40,13 +40,18 @@ func main() {
 	footprint := flag.Bool("footprint", false, "measure only memory and GET /, not handovers, failovers or API requests")
 	handovers := flag.Int("handovers", 100, "graceful handovers to time, among handoverParticipants participants")
 	failovers := flag.Int("failovers", 3, "crash failovers to time")
+	probe := flag.String("probe", probeWatch, "how a handover's new leader is seen: watch (its GET /watch stream, confirmed by GET /) or poll (GET / to every follower every millisecond, which takes most of a core)")
 	steady := flag.Duration("steady", 30*time.Second, "how long participants run before their steady-state RSS is read, and how long API requests are counted")
 	flag.Parse()
 	if *handovers < 1 || *failovers < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -handovers and -failovers must be at least 1")
 		os.Exit(2)
 	}
-	if err := run(*bin, *baseline, *footprint, *handovers, *failovers, *steady); err != nil {
+	if *probe != probeWatch && *probe != probePoll {
+		fmt.Fprintln(os.Stderr, "bench: -probe must be watch or poll")
+		os.Exit(2)
+	}
+	if err := run(*bin, *baseline, *probe, *footprint, *handovers, *failovers, *steady); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -77,7 +82,7 @@ const (
 	maxStatusP99  = 2 * time.Millisecond
 )
 
-func run(bin, baseline string, footprintOnly bool, handovers, failovers int, steady time.Duration) error {
+func run(bin, baseline, probe string, footprintOnly bool, handovers, failovers int, steady time.Duration) error {
 	env, err := controlplane.Start(controlplane.Options{})
 	if err != nil {
 		return err
@@ -100,7 +105,7 @@ func run(bin, baseline string, footprintOnly bool, handovers, failovers int, ste
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		return err
 	}
-	b := &bench{bin: bin, kubeconfig: kubeconfig, env: env}
+	b := &bench{bin: bin, kubeconfig: kubeconfig, probe: probe, env: env}
 	defer b.stopAll()
 
 	bins := []string{bin}
@@ -285,7 +290,7 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	slices.Sort(times)
 	p99 := times[(len(times)*99-1)/100]
 	rows = append(rows,
-		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's GET /)", len(times), handoverParticipants), value: ms(times[len(times)/2])},
+		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's %s)", len(times), handoverParticipants, probeName[b.probe]), value: ms(times[len(times)/2])},
 		row{name: "graceful handover, p99", value: ms(p99), goal: "< 50 ms", verdict: verdict(p99 < 50*time.Millisecond)},
 		row{name: "graceful handover, max", value: ms(times[len(times)-1])})
 	// Back to three participants for the failovers and the load counts.
@@ -354,6 +359,7 @@ type proc struct {
 
 type bench struct {
 	bin, kubeconfig string
+	probe           string
 	env             *controlplane.Env
 	mu              sync.Mutex
 	procs           []*proc
@@ -425,6 +431,10 @@ func (b *bench) stop(procs []*proc) {
 
 var client = &http.Client{Timeout: time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
+// streamClient reads /watch streams, which stay open; the handover's own
+// deadline ends them.
+var streamClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
 func status(p *proc) (election.Status, error) {
 	var st election.Status
 	resp, err := client.Get("http://" + p.addr + "/")
@@ -449,9 +459,9 @@ func waitLeader(procs []*proc, timeout time.Duration) (*proc, error) {
 	return nil, errors.New("no leader")
 }
 
-// handover signals the leader and times until another participant's GET /
-// says it leads, polling every participant every millisecond. A fresh
-// participant then takes the stopped one's place.
+// handover signals the leader and times until another participant says it
+// leads, as seen by the probe. A fresh participant then takes the stopped
+// one's place.
 func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration, error) {
 	leader, err := waitLeader(b.live(), 30*time.Second)
 	if err != nil {
@@ -466,15 +476,115 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	// Let the followers see a fresh renewal, at a varying point of the
 	// leader's renewal cycle, as they would at any moment.
 	time.Sleep(time.Duration(700+len(b.procs)%7*150) * time.Millisecond)
+	var took time.Duration
+	if b.probe == probePoll {
+		took, err = pollNewLeader(leader, others, sig)
+	} else {
+		took, err = watchNewLeader(leader, others, sig)
+	}
+	if err != nil {
+		return 0, err
+	}
+	<-leader.done
+	if _, err := b.start(b.bin, replacement, "handover"); err != nil {
+		return 0, err
+	}
+	return took, nil
+}
+
+// probeName names a probe in the table.
+var probeName = map[string]string{probeWatch: "/watch event", probePoll: "GET /, polled"}
+
+// The ways of seeing the new leader after a handover.
+const (
+	// probeWatch reads every follower's GET /watch stream, which the
+	// elector writes the moment its status changes, and confirms the first
+	// to say it leads with GET /. It costs nothing while it waits, so the
+	// participants and the control plane have the machine's cores.
+	probeWatch = "watch"
+	// probePoll sends GET / to every follower every millisecond. On two
+	// cores the polling itself takes most of one.
+	probePoll = "poll"
+)
+
+// watchNewLeader signals leader and times until one of others says on its
+// /watch stream that it leads, and GET / agrees.
+func watchNewLeader(leader *proc, others []*proc, sig syscall.Signal) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type lead struct {
+		p  *proc
+		at time.Time
+	}
+	// Buffered, so that no reader waits on it; cancel ends their streams.
+	first := make(chan lead, len(others))
+	for _, p := range others {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+election.PathWatch, nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := streamClient.Do(req)
+		if err != nil {
+			return 0, fmt.Errorf("watch %s: %w", p.id, err)
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		// The stream's first event is the status as it stands.
+		if err := nextStatus(sc, nil); err != nil {
+			return 0, fmt.Errorf("watch %s: %w", p.id, err)
+		}
+		go func() {
+			var st election.Status
+			for nextStatus(sc, &st) == nil {
+				if st.IsLeader {
+					first <- lead{p, time.Now()}
+					return
+				}
+			}
+		}()
+	}
 	start := time.Now()
 	if err := leader.cmd.Process.Signal(sig); err != nil {
 		return 0, err
 	}
-	var took time.Duration
-	for took == 0 {
-		if time.Since(start) > 30*time.Second {
-			return 0, errors.New("no new leader within 30s")
+	select {
+	case l := <-first:
+		st, err := status(l.p)
+		if err != nil || !st.IsLeader {
+			return 0, fmt.Errorf("%s said on /watch that it leads, but GET / says %+v (%v)", l.p.id, st, err)
 		}
+		return l.at.Sub(start), nil
+	case <-ctx.Done():
+		return 0, errors.New("no new leader within 30s")
+	}
+}
+
+// nextStatus reads the next event of a /watch stream into st (nil: skip it).
+func nextStatus(sc *bufio.Scanner, st *election.Status) error {
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if st == nil {
+			return nil
+		}
+		return json.Unmarshal([]byte(data), st)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("stream ended")
+}
+
+// pollNewLeader signals leader and times until one of others answers GET /
+// that it leads, polling every one of them every millisecond.
+func pollNewLeader(leader *proc, others []*proc, sig syscall.Signal) (time.Duration, error) {
+	start := time.Now()
+	if err := leader.cmd.Process.Signal(sig); err != nil {
+		return 0, err
+	}
+	for time.Since(start) < 30*time.Second {
 		var wg sync.WaitGroup
 		var found atomic.Bool
 		for _, p := range others {
@@ -486,16 +596,11 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 		}
 		wg.Wait()
 		if found.Load() {
-			took = time.Since(start)
-		} else {
-			time.Sleep(time.Millisecond)
+			return time.Since(start), nil
 		}
+		time.Sleep(time.Millisecond)
 	}
-	<-leader.done
-	if _, err := b.start(b.bin, replacement, "handover"); err != nil {
-		return 0, err
-	}
-	return took, nil
+	return 0, errors.New("no new leader within 30s")
 }
 
 var requestTotal = regexp.MustCompile(`^apiserver_request_total\{(.*)\} (\S+)$`)
