@@ -40,6 +40,10 @@ const (
 	// labels its pod: the pod's name, so that the next leader can label it
 	// standby even when participant IDs are not pod names.
 	AnnotationHolderPod = "elector.vapor.io/holder-pod"
+	// AnnotationEpoch is written on the lock object by a leader: the epoch
+	// of its term (see Status.Epoch), and the record's leaderTransitions it
+	// belongs to.
+	AnnotationEpoch = "elector.vapor.io/epoch"
 
 	// PathStatus and the other Path constants are the HTTP API's endpoints.
 	PathStatus  = "/"
@@ -48,6 +52,8 @@ const (
 	PathReadyz  = "/readyz"
 	PathMetrics = "/metrics"
 	PathWatch   = "/watch"
+	// HeaderEpoch carries Status.Epoch on the answers of /leader.
+	HeaderEpoch = "X-Elector-Epoch"
 
 	// DefaultTTL is the lease duration when -ttl is not given: upstream's.
 	DefaultTTL = 10 * time.Second

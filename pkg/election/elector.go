@@ -70,6 +70,9 @@ type Elector struct {
 	mine      *observation
 	renewedAt time.Time
 	claimAt   time.Time
+	// epoch is the epoch of the term this participant holds or last held
+	// (see epoch.go); 0 until a leader that made the lock renews it.
+	epoch uint64
 	// unconfirmed are the writes this participant sent since its last
 	// confirmed one whose outcome it does not know (the request timed out,
 	// say): finding one of their records in the lock is finding its own
@@ -221,9 +224,9 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 		created, err := e.lock.create(rctx, rec)
 		return e.acquired(rctx, w, created, err, now, time.Time{})
 	default:
-		w := sentWrite{record: e.newRecord(obs.record, now, false), previousPod: e.lock.holderPodOf(obs), over: obs}
+		w := sentWrite{record: e.newRecord(obs.record, now, false), previousPod: e.lock.holderPodOf(obs), over: obs, epoch: versionEpoch(obs.object)}
 		e.sent(w)
-		updated, err := e.lock.update(rctx, obs, w.record)
+		updated, err := e.lock.update(rctx, obs, w.record, w.epoch)
 		return e.acquired(rctx, w, updated, err, now, time.Time{})
 	}
 }
@@ -256,9 +259,11 @@ func (e *Elector) adopt(ctx context.Context, obs *observation, observedAt time.T
 	e.log.Info("found its own write in the lock, whose answer was lost; taking it", "leadingIn", time.Until(claimAt).Round(time.Millisecond))
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 	defer cancel()
-	w.record = rec
+	// A term of its own, numbered after the version it takes: that may be
+	// another process's with its ID, which has an epoch of its own.
+	w.record, w.epoch = rec, versionEpoch(obs.object)
 	e.sent(w)
-	updated, err := e.lock.update(rctx, obs, rec)
+	updated, err := e.lock.update(rctx, obs, rec, w.epoch)
 	return e.acquired(rctx, w, updated, err, now, claimAt)
 }
 
@@ -362,7 +367,7 @@ func (e *Elector) acquired(ctx context.Context, w sentWrite, obs *observation, e
 		claimAt = time.Now().Add(e.cfg.TTL)
 	}
 	e.mu.Lock()
-	e.claimAt = claimAt
+	e.claimAt, e.epoch = claimAt, w.epoch
 	e.leading, e.mine, e.renewedAt, e.previousPod = true, obs, sent, w.previousPod
 	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
@@ -516,8 +521,14 @@ func (e *Elector) lostByObservation() string {
 func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration, string) {
 	now := time.Now()
 	e.mu.Lock()
-	mine, sinceWrite := e.mine, now.Sub(e.renewedAt)
+	mine, sinceWrite, epoch := e.mine, now.Sub(e.renewedAt), e.epoch
 	e.mu.Unlock()
+	if epoch == 0 {
+		// It made the lock object: its term is numbered after the object
+		// it made (see epoch.go), and says so from its first renewal, long
+		// before it may call itself leader.
+		epoch = versionEpoch(mine.object)
+	}
 
 	renewTime, wait := nextRenewTime(mine.record.RenewTime.Time, now, sinceWrite)
 	if wait > 0 {
@@ -532,8 +543,8 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	e.sent(sentWrite{record: rec})
-	obs, err := e.lock.update(rctx, mine, rec)
+	e.sent(sentWrite{record: rec, epoch: epoch})
+	obs, err := e.lock.update(rctx, mine, rec, epoch)
 	e.metrics.renewLatency(time.Since(now), err)
 	if refused(err) {
 		// Not written: finding an equal record in the lock now is finding
@@ -579,7 +590,7 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 	e.apiResult("renew", nil)
 	e.observe(obs)
 	e.mu.Lock()
-	e.mine, e.renewedAt = obs, now
+	e.mine, e.renewedAt, e.epoch = obs, now, epoch
 	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
 	e.metrics.renewed(time.Now())
@@ -641,6 +652,9 @@ type sentWrite struct {
 	previousPod string
 	// over is the version a write to take the lock was sent over.
 	over *observation
+	// epoch is the epoch the write gives its term: 0 for one that made
+	// the lock object, whose term is numbered at its first renewal.
+	epoch uint64
 }
 
 // sent remembers a write before it is sent, until a write is confirmed.
@@ -704,7 +718,7 @@ func (e *Elector) stepDown(reason string) {
 func (e *Elector) release() {
 	e.mu.Lock()
 	e.leading = false
-	mine := e.mine
+	mine, epoch := e.mine, e.epoch
 	claimed := !time.Now().Before(e.claimAt)
 	e.mu.Unlock()
 	e.metrics.leading(false)
@@ -738,7 +752,7 @@ func (e *Elector) release() {
 		RenewTime:            now,
 		LeaderTransitions:    mine.record.LeaderTransitions,
 	}
-	_, err := e.lock.update(ctx, mine, rec)
+	_, err := e.lock.update(ctx, mine, rec, epoch)
 	if apierrors.IsConflict(err) {
 		var got *observation
 		if got, err = e.lock.get(ctx); err == nil {
@@ -749,7 +763,7 @@ func (e *Elector) release() {
 				e.log.Info("not releasing the lock: it is no longer this participant's", "holder", got.record.HolderIdentity)
 				return
 			}
-			_, err = e.lock.update(ctx, got, rec)
+			_, err = e.lock.update(ctx, got, rec, epoch)
 		}
 	}
 	if err != nil {
@@ -821,11 +835,11 @@ func (e *Elector) observeRead(got *observation, sent time.Time) {
 func (e *Elector) observeAbsent() {
 	e.mu.Lock()
 	if e.observed == nil || e.observed.object != nil {
-		var last Record
+		last := &observation{}
 		if e.observed != nil {
-			last = e.observed.record
+			last = e.observed
 		}
-		e.observed = &observation{record: last}
+		e.observed = &observation{record: last.record, epoch: last.epoch}
 		e.observedAt = time.Now()
 	}
 	e.mu.Unlock()

@@ -30,6 +30,8 @@ type observation struct {
 	// readErr is set when the object holds a record that cannot be read
 	// (written by hand, say): it counts as held by an unknown leader.
 	readErr error
+	// epoch is the epoch of the record's term, 0 if none is written.
+	epoch uint64
 }
 
 // sameVersion reports whether o and other are the same version of the lock
@@ -98,7 +100,7 @@ func (l *Lock) observe(obj object) *observation {
 	if err != nil {
 		return &observation{object: obj, readErr: fmt.Errorf("%s: %w", l, err)}
 	}
-	return &observation{record: rec, object: obj}
+	return &observation{record: rec, object: obj, epoch: epochOf(obj.GetAnnotations(), rec)}
 }
 
 // holderPodOf is the pod of the holder of obs: the one its holder wrote
@@ -110,20 +112,28 @@ func (l *Lock) holderPodOf(obs *observation) string {
 	return obs.record.HolderIdentity
 }
 
-// write puts rec, and this participant's pod while it holds the lock, into
-// obj.
-func (l *Lock) write(obj object, rec Record) error {
+// write puts rec, the epoch of its term (none for 0), and this
+// participant's pod while it holds the lock, into obj.
+func (l *Lock) write(obj object, rec Record, epoch uint64) error {
 	if err := l.kind.write(obj, rec); err != nil {
 		return err
 	}
 	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
 	if rec.HolderIdentity != "" && l.holderPod != "" {
-		if annotations == nil {
-			annotations = map[string]string{}
-		}
 		annotations[AnnotationHolderPod] = l.holderPod
 	} else {
 		delete(annotations, AnnotationHolderPod)
+	}
+	if epoch != 0 {
+		annotations[AnnotationEpoch] = epochValue(epoch, rec)
+	} else {
+		delete(annotations, AnnotationEpoch)
+	}
+	if len(annotations) == 0 {
+		annotations = nil
 	}
 	obj.SetAnnotations(annotations)
 	return nil
@@ -146,7 +156,7 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 	obj := l.kind.newObject()
 	obj.SetNamespace(l.namespace)
 	obj.SetName(l.name)
-	if err := l.write(obj, rec); err != nil {
+	if err := l.write(obj, rec, 0); err != nil {
 		return nil, err
 	}
 	out := l.kind.newObject()
@@ -157,12 +167,13 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 	return l.observe(out), nil
 }
 
-// update replaces the record on the version of the object in prev. The API
-// server rejects it with a Conflict error when the object changed since.
-// Everything else on the object (labels, other annotations, data) is kept.
-func (l *Lock) update(ctx context.Context, prev *observation, rec Record) (*observation, error) {
+// update replaces the record and its epoch on the version of the object in
+// prev. The API server rejects it with a Conflict error when the object
+// changed since. Everything else on the object (labels, other annotations,
+// data) is kept.
+func (l *Lock) update(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
 	obj := prev.object.DeepCopyObject().(object)
-	if err := l.write(obj, rec); err != nil {
+	if err := l.write(obj, rec, epoch); err != nil {
 		return nil, err
 	}
 	out := l.kind.newObject()

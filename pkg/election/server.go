@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,7 +123,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	v := s.elector.viewAt(now)
 	doc := s.lastStatus.Load()
 	if doc == nil || doc.view != v || doc.second != now.Unix() {
-		body, err := json.Marshal(Status{IsLeader: v.isLeader, Leader: v.leader, Node: s.elector.cfg.ID, Timestamp: timestamp(now)})
+		body, err := json.Marshal(v.status(s.elector.cfg.ID, now))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -142,6 +143,7 @@ func (s *Server) leader(w http.ResponseWriter, _ *http.Request) {
 	if !st.IsLeader {
 		code = http.StatusServiceUnavailable
 	}
+	w.Header().Set(HeaderEpoch, strconv.FormatUint(st.Epoch, 10))
 	writeJSON(w, code, st)
 }
 
@@ -163,7 +165,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // watch streams the status document as server-sent events: once at once,
-// then on every change of is_leader or leader.
+// then on every change of is_leader, leader or epoch.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	if s.watchers.Add(1) > maxWatchers {
 		s.watchers.Add(-1)
@@ -187,7 +189,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	first := true
 	for {
 		st := s.elector.Status()
-		if first || st.IsLeader != last.IsLeader || st.Leader != last.Leader {
+		if first || st.IsLeader != last.IsLeader || st.Leader != last.Leader || st.Epoch != last.Epoch {
 			first, last = false, st
 			body, _ := json.Marshal(st)
 			if !s.send(rc, w, "data: %s\n\n", body) {

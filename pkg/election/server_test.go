@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +19,10 @@ func electorFor(id string, leading bool, holder string) *Elector {
 	e := &Elector{cfg: Config{ID: id, TTL: 10 * time.Second, RenewDeadline: 5 * time.Second}}
 	now := time.Now()
 	if leading {
-		e.leading, e.renewedAt = true, now
+		e.leading, e.renewedAt, e.epoch = true, now, 1<<40+7
 	}
 	if holder != "" {
-		e.observed = &observation{record: Record{HolderIdentity: holder, LeaseDurationSeconds: 10}, object: &coordinationv1.Lease{}}
+		e.observed = &observation{record: Record{HolderIdentity: holder, LeaseDurationSeconds: 10}, object: &coordinationv1.Lease{}, epoch: 1<<40 + 7}
 		e.observedAt = now
 	}
 	return e
@@ -49,20 +50,27 @@ func upstreamDocument(t *testing.T, isLeader bool, leader, node, timestamp strin
 	return string(b) + "\n"
 }
 
+// withEpoch is upstream's document with the epoch added after its fields.
+func withEpoch(doc string, epoch uint64) string {
+	return strings.TrimSuffix(doc, "}\n") + `,"epoch":` + strconv.FormatUint(epoch, 10) + "}\n"
+}
+
 // TestStatusDocument checks GET / byte for byte against upstream's
 // encoding, for a leader, a follower, a participant that sees no leader,
-// and IDs that JSON must escape.
+// and IDs that JSON must escape: upstream's fields as upstream wrote them,
+// and the epoch after them.
 func TestStatusDocument(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		e            *Elector
 		wantIsLeader bool
 		wantLeader   string
+		wantEpoch    uint64
 	}{
-		{"leader", electorFor("a", true, "a"), true, "a"},
-		{"follower", electorFor("b", false, "a"), false, "a"},
-		{"no leader", electorFor("c", false, ""), false, ""},
-		{"escaped IDs", electorFor(`p<1>&"q"`, false, `l\<2>`), false, `l\<2>`},
+		{"leader", electorFor("a", true, "a"), true, "a", 1<<40 + 7},
+		{"follower", electorFor("b", false, "a"), false, "a", 1<<40 + 7},
+		{"no leader", electorFor("c", false, ""), false, "", 0},
+		{"escaped IDs", electorFor(`p<1>&"q"`, false, `l\<2>`), false, `l\<2>`, 1<<40 + 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewServer(tc.e, NewMetrics())
@@ -85,7 +93,7 @@ func TestStatusDocument(t *testing.T) {
 				if at.Before(before.Truncate(time.Second)) || at.After(after) {
 					t.Errorf("timestamp %s is not between %s and %s", at, before, after)
 				}
-				want := upstreamDocument(t, tc.wantIsLeader, tc.wantLeader, tc.e.cfg.ID, got.Timestamp)
+				want := withEpoch(upstreamDocument(t, tc.wantIsLeader, tc.wantLeader, tc.e.cfg.ID, got.Timestamp), tc.wantEpoch)
 				if diff := cmp.Diff(want, w.Body.String()); diff != "" {
 					t.Errorf("GET / differs from upstream's document (-want +got):\n%s", diff)
 				}
@@ -192,4 +200,30 @@ func BenchmarkStatus(b *testing.B) {
 			s.server.Handler.ServeHTTP(w, r)
 		}
 	})
+}
+
+// TestLeaderEpochHeader: /leader carries the epoch in a header, on the
+// leader's 200 and on a follower's 503 alike, so a proxy can fence by it
+// without reading the body.
+func TestLeaderEpochHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		e    *Elector
+		code int
+	}{
+		{"leader", electorFor("a", true, "a"), http.StatusOK},
+		{"follower", electorFor("b", false, "a"), http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewServer(tc.e, NewMetrics())
+			w := httptest.NewRecorder()
+			s.server.Handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, PathLeader, nil))
+			if w.Code != tc.code {
+				t.Errorf("status %d, want %d", w.Code, tc.code)
+			}
+			if got, want := w.Header().Get(HeaderEpoch), strconv.FormatUint(1<<40+7, 10); got != want {
+				t.Errorf("%s = %q, want %q", HeaderEpoch, got, want)
+			}
+		})
+	}
 }

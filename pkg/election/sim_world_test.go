@@ -56,6 +56,10 @@ type simWorld struct {
 	leaders    []*simProc // in the last sample
 	lastLeader *simProc
 	hadLeader  bool
+	// epoch is the greatest epoch a leader has reported, and epochBy the
+	// process that reported it.
+	epoch   uint64
+	epochBy *simProc
 	lostAt     time.Time // when the last sample with a leader was followed by one without
 }
 
@@ -279,6 +283,26 @@ func (w *simWorld) sleep(d time.Duration) bool {
 	}
 }
 
+// checkEpoch checks the epoch that p reports as it begins to lead: every
+// term's is greater than every earlier term's. p may report the greatest
+// one again, when its own term goes on (it answered a hair past its renew
+// deadline, then got the answer of a renewal sent before it).
+func (w *simWorld) checkEpoch(p *simProc, epoch uint64, now time.Time) {
+	if w.res.violation != "" {
+		return
+	}
+	switch {
+	case epoch == 0:
+		w.res.violation = fmt.Sprintf("%s leads with no epoch, at %s", p, simClock(w.since(now)))
+	case epoch < w.epoch || epoch == w.epoch && p != w.epochBy:
+		w.res.violation = fmt.Sprintf("%s leads with epoch %d, not above %d of %s before it, at %s", p, epoch, w.epoch, w.epochBy, simClock(w.since(now)))
+	default:
+		w.epoch, w.epochBy = epoch, p
+		return
+	}
+	w.tracef("VIOLATION: %s", w.res.violation)
+}
+
 // sample asks every process that can answer whether it leads, and checks
 // that at most one does. A paused process cannot answer; it is asked first
 // thing when it resumes. A crashed or exited one answers nothing.
@@ -306,7 +330,8 @@ func (w *simWorld) sample() {
 		if s.IsLeader != p.leads {
 			p.leads = s.IsLeader
 			if s.IsLeader {
-				w.tracef("%s leads", p)
+				w.tracef("%s leads, epoch %d", p, s.Epoch)
+				w.checkEpoch(p, s.Epoch, now)
 			} else {
 				w.tracef("%s no longer leads", p)
 			}

@@ -15,6 +15,12 @@ type Status struct {
 	Node string `json:"node"`
 	// Timestamp is when the answer was made: RFC3339, UTC.
 	Timestamp string `json:"timestamp"`
+	// Epoch numbers the term this participant holds, or else the last term
+	// it observed: every term's epoch is greater than every earlier term's,
+	// so an application can fence its writes with it. 0 while none is known
+	// (no lock yet, or a term of a participant that writes no epoch). See
+	// epoch.go for where it comes from.
+	Epoch uint64 `json:"epoch"`
 }
 
 // Status reports the election as this participant sees it now. Leadership is
@@ -24,7 +30,7 @@ type Status struct {
 func (e *Elector) Status() Status {
 	now := time.Now()
 	v := e.viewAt(now)
-	return Status{IsLeader: v.isLeader, Leader: v.leader, Node: e.cfg.ID, Timestamp: timestamp(now)}
+	return v.status(e.cfg.ID, now)
 }
 
 // view is the part of Status that the election decides: the rest is this
@@ -33,6 +39,12 @@ func (e *Elector) Status() Status {
 type view struct {
 	isLeader bool
 	leader   string
+	epoch    uint64
+}
+
+// status is the GET / answer of participant id at now.
+func (v view) status(id string, now time.Time) Status {
+	return Status{IsLeader: v.isLeader, Leader: v.leader, Node: id, Timestamp: timestamp(now), Epoch: v.epoch}
 }
 
 // viewAt judges the election at now, as Status does, without formatting the
@@ -40,17 +52,21 @@ type view struct {
 func (e *Elector) viewAt(now time.Time) view {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch {
-	case e.isLeaderLocked(now):
-		return view{isLeader: true, leader: e.cfg.ID}
-	case e.observed != nil && e.observed.object != nil && e.observed.readErr == nil &&
+	if e.isLeaderLocked(now) {
+		return view{isLeader: true, leader: e.cfg.ID, epoch: e.epoch}
+	}
+	var v view
+	if e.observed != nil {
+		v.epoch = e.observed.epoch
+	}
+	if e.observed != nil && e.observed.object != nil && e.observed.readErr == nil &&
 		e.observed.record.HolderIdentity != "" &&
-		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())):
+		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())) {
 		// Possibly this participant's own ID, held by another process or an
 		// earlier life of this one: is_leader says which.
-		return view{leader: e.observed.record.HolderIdentity}
+		v.leader = e.observed.record.HolderIdentity
 	}
-	return view{}
+	return v
 }
 
 // timestamp is Status.Timestamp for t: RFC3339 in UTC, whole seconds.

@@ -22,6 +22,7 @@ type sample struct {
 	sent, from, to time.Time
 	leader         bool
 	name           string
+	epoch          uint64
 }
 
 // watcher runs the participants of one test and polls each of them, each on
@@ -170,7 +171,7 @@ func (w *watcher) poll(p *participant) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader})
+		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader, epoch: st.Epoch})
 		if d := pollPeriod - time.Since(sent); d > 0 {
 			time.Sleep(d)
 		}
@@ -263,6 +264,25 @@ func (w *watcher) violations() []string {
 	return out
 }
 
+// epochViolations checks the epochs the leaders reported: one, not 0,
+// through each term, and above that of every term of another participant
+// that ended before it began.
+func (w *watcher) epochViolations() []string {
+	terms := w.terms()
+	var out []string
+	for _, a := range terms {
+		if a.first.epoch == 0 || a.last.epoch != a.first.epoch {
+			out = append(out, fmt.Sprintf("%s led with epochs %d to %d in one term; want one epoch, not 0", a.p.id, a.first.epoch, a.last.epoch))
+		}
+		for _, b := range terms {
+			if a.p != b.p && b.first.from.After(a.last.to) && b.first.epoch <= a.first.epoch {
+				out = append(out, fmt.Sprintf("%s led with epoch %d after %s had led with epoch %d", b.p.id, b.first.epoch, a.p.id, a.first.epoch))
+			}
+		}
+	}
+	return out
+}
+
 // handovers describes each change of leader the watcher saw: the gap
 // between the old leader's last true and the new one's first lies between
 // the two bounds given.
@@ -312,6 +332,9 @@ func (w *watcher) finish() {
 	if v := w.violations(); len(v) > 0 {
 		t.Errorf("two leaders: %d violations of the promised gap, first: %s", len(v), v[0])
 	}
+	if v := w.epochViolations(); len(v) > 0 {
+		t.Errorf("epochs: %d violations, first: %s", len(v), v[0])
+	}
 }
 
 // failFast ends the test at once if a participant exited while it should
@@ -344,7 +367,7 @@ func (w *watcher) freeze(p *participant) time.Time {
 			}
 			return
 		}
-		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader})
+		w.record(p, sample{sent: sent, from: p.answeredFrom(sent, got), to: got, leader: st.IsLeader, name: st.Leader, epoch: st.Epoch})
 	}()
 	return stopped
 }

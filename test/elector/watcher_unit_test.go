@@ -66,4 +66,34 @@ func TestWatcherVerdicts(t *testing.T) {
 			t.Errorf("no violation for a resumed process saying it leads while another does")
 		}
 	})
+
+	t.Run("epochs", func(t *testing.T) {
+		// epochs turns "ms:epoch" pairs into leader samples 1 ms long.
+		epochs := func(pairs ...int) []sample {
+			var out []sample
+			for i := 0; i < len(pairs); i += 2 {
+				out = append(out, sample{sent: at(pairs[i]), from: at(pairs[i]), to: at(pairs[i] + 1), leader: true, epoch: uint64(pairs[i+1])})
+			}
+			return out
+		}
+		for _, tt := range []struct {
+			name string
+			a, b []sample
+			want int
+		}{
+			{"greater", epochs(0, 5, 10, 5), epochs(2000, 9), 0},
+			{"equal", epochs(0, 5, 10, 5), epochs(2000, 5), 1},
+			{"lower", epochs(0, 5, 10, 5), epochs(2000, 4), 1},
+			{"changed within a term", epochs(0, 5, 10, 6), epochs(2000, 9), 1},
+			{"none", epochs(0, 0), nil, 1},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				a, b := &participant{id: "a"}, &participant{id: "b"}
+				w := &watcher{gap: gap, ps: []*participant{a, b}, samples: map[*participant][]sample{a: tt.a, b: tt.b}}
+				if got := w.epochViolations(); len(got) != tt.want {
+					t.Errorf("%d violations, want %d: %q", len(got), tt.want, got)
+				}
+			})
+		}
+	})
 }
