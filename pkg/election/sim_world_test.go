@@ -56,11 +56,11 @@ type simWorld struct {
 	leaders    []*simProc // in the last sample
 	lastLeader *simProc
 	hadLeader  bool
+	lostAt     time.Time // when the last sample with a leader was followed by one without
 	// epoch is the greatest epoch a leader has reported, and epochBy the
 	// process that reported it.
 	epoch   uint64
 	epochBy *simProc
-	lostAt     time.Time // when the last sample with a leader was followed by one without
 }
 
 type simOptions struct {
