@@ -130,7 +130,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	}
 	e.seed(uint64(time.Now().UnixNano()))
 	if cfg.PodLabel != "" {
-		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, e.log, metrics)
+		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, cfg.PodName, e.log, metrics)
 	}
 	return e, nil
 }
@@ -191,22 +191,27 @@ func (e *Elector) follow(ctx context.Context) bool {
 // lease it observed is still running.
 func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	now := time.Now()
-	if obs, observedAt := e.snapshot(); obs != nil {
+	// One snapshot for every judgement below: the watch may observe a new
+	// version at any moment, and the version written over must be the one
+	// whose lease was judged. Written over a newer version, the
+	// compare-and-swap would succeed and take a lease just begun.
+	obs, observedAt := e.snapshot()
+	stale := obs == nil || e.wasOvertaken(obs)
+	if !stale {
 		if w, ok := e.ownWrite(obs); ok {
 			return e.adopt(ctx, obs, observedAt, w)
 		}
-	}
-	if wait := e.leaseLeft(now); wait > 0 {
-		// Followers all wake at expiry; a little jitter spreads their
-		// attempts, and the compare-and-swap picks one.
-		return false, wait + e.spreadFor(e.cfg.RetryPeriod/10)
+		if wait := e.leaseLeft(obs, observedAt, now); wait > 0 {
+			// Followers all wake at expiry; a little jitter spreads their
+			// attempts, and the compare-and-swap picks one.
+			return false, wait + e.spreadFor(e.cfg.RetryPeriod/10)
+		}
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 	defer cancel()
-	obs, _ := e.snapshot()
 	switch {
-	case obs == nil || e.wasOvertaken(obs):
+	case stale:
 		// Nothing seen yet, or only the version another participant has
 		// written over since: read the lock first.
 		if err := e.read(rctx); err != nil {
@@ -261,7 +266,7 @@ func (e *Elector) adopt(ctx context.Context, obs *observation, observedAt time.T
 	defer cancel()
 	// A term of its own, numbered after the version it takes: that may be
 	// another process's with its ID, which has an epoch of its own.
-	w.record, w.epoch = rec, versionEpoch(obs.object)
+	w.record, w.epoch, w.over = rec, versionEpoch(obs.object), obs
 	e.sent(w)
 	updated, err := e.lock.update(rctx, obs, rec, w.epoch)
 	return e.acquired(rctx, w, updated, err, now, claimAt)
@@ -307,11 +312,9 @@ func (e *Elector) read(ctx context.Context) error {
 }
 
 // leaseLeft is how long this participant must still wait before it may
-// take the lock: until the lease of the holder it observed has run out.
-func (e *Elector) leaseLeft(now time.Time) time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	obs := e.observed
+// take the lock over obs, observed at observedAt: until the lease of the
+// holder it names has run out.
+func (e *Elector) leaseLeft(obs *observation, observedAt, now time.Time) time.Duration {
 	switch {
 	case obs == nil || obs.object == nil:
 		// Nothing seen yet (read it now), or missing (make it now, and lead
@@ -323,7 +326,7 @@ func (e *Elector) leaseLeft(now time.Time) time.Duration {
 		// A holder with this participant's own ID that it did not write
 		// (it is not leading) is another process, or an earlier life of
 		// this one: its lease runs its course like any other.
-		return e.observedAt.Add(e.holdFor(obs.record)).Sub(now)
+		return observedAt.Add(e.holdFor(obs.record)).Sub(now)
 	}
 }
 

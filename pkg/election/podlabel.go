@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -29,8 +30,10 @@ type podLabeler struct {
 	client    rest.Interface
 	namespace string
 	key       string
-	log       logr.Logger
-	metrics   *Metrics
+	// self is this participant's own pod.
+	self    string
+	log     logr.Logger
+	metrics *Metrics
 
 	mu      sync.Mutex
 	pending []podLabel // in the order to write them; one per pod
@@ -40,9 +43,9 @@ type podLabeler struct {
 // podLabel is a wanted value of the label on one pod.
 type podLabel struct{ pod, value string }
 
-func newPodLabeler(client rest.Interface, namespace, key string, log logr.Logger, metrics *Metrics) *podLabeler {
+func newPodLabeler(client rest.Interface, namespace, key, self string, log logr.Logger, metrics *Metrics) *podLabeler {
 	return &podLabeler{
-		client: client, namespace: namespace, key: key, log: log, metrics: metrics,
+		client: client, namespace: namespace, key: key, self: self, log: log, metrics: metrics,
 		kick: make(chan struct{}, 1),
 	}
 }
@@ -103,7 +106,9 @@ func (p *podLabeler) run(ctx context.Context) {
 // stays pending for the next round and the demotions after it go ahead. A
 // promotion never passes a label that is still pending before it: the pod
 // this leader took over from is labelled standby first, whatever held that
-// back.
+// back. A refused demotion of a pod that is not labelled leader is done:
+// the pod of an upstream participant, say, which the policy keeps this
+// participant from labelling, and which labels itself.
 func (p *podLabeler) flush(ctx context.Context) bool {
 	var skipped []podLabel
 	for {
@@ -121,6 +126,12 @@ func (p *podLabeler) flush(ctx context.Context) bool {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.patch(pctx, next.pod, next.value)
+		if apierrors.IsForbidden(err) && next.value == standby && next.pod != p.self && !p.labelledLeader(pctx, next.pod) {
+			// A pod this participant may not label, which does not carry
+			// the leader label (another election's, or a participant with
+			// another label key or none): there is nothing to demote.
+			err = nil
+		}
 		cancel()
 		switch {
 		case apierrors.IsForbidden(err):
@@ -135,6 +146,20 @@ func (p *podLabeler) flush(ctx context.Context) bool {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// labelledLeader reports whether pod may carry the leader label: it does,
+// or it could not be read.
+func (p *podLabeler) labelledLeader(ctx context.Context, pod string) bool {
+	var got corev1.Pod
+	err := p.client.Get().Namespace(p.namespace).Resource("pods").Name(pod).Do(ctx).Into(&got)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false
+	case err != nil:
+		return true
+	}
+	return got.Labels[p.key] == leader
 }
 
 // patch sets the label on one pod with a merge patch, which touches no other

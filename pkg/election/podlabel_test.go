@@ -18,7 +18,7 @@ import (
 )
 
 func TestPodLabelerOrder(t *testing.T) {
-	p := newPodLabeler(nil, "ns", "role", logr.Discard(), NewMetrics())
+	p := newPodLabeler(nil, "ns", "role", "me", logr.Discard(), NewMetrics())
 	p.set("me", standby)
 	p.set("old-leader", standby)
 	p.set("me", leader)
@@ -36,18 +36,28 @@ func TestPodLabelerOrder(t *testing.T) {
 }
 
 // labelServer answers pod patches: the pods in answers get those status
-// codes, in turn, before a 200; it records the patches that succeeded.
+// codes, in turn, before a 200; it records the patches that succeeded. It
+// answers a GET of a pod with the label role from labels.
 type labelServer struct {
 	mu      sync.Mutex
 	answers map[string][]int
+	labels  map[string]string
 	written []string
+	refused int
 }
 
 func (s *labelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pod := path.Base(r.URL.Path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r.Method == http.MethodGet {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"kind": "Pod", "apiVersion": "v1",
+			"metadata": map[string]any{"name": pod, "labels": map[string]string{"role": s.labels[pod]}}})
+		return
+	}
 	if a := s.answers[pod]; len(a) > 0 {
+		s.refused++
 		s.answers[pod] = a[1:]
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(a[0])
@@ -59,6 +69,16 @@ func (s *labelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.written = append(s.written, pod)
+	var patch struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&patch)
+	if s.labels == nil {
+		s.labels = map[string]string{}
+	}
+	s.labels[pod] = patch.Metadata.Labels["role"]
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte(`{"kind":"Pod","apiVersion":"v1","metadata":{"name":"` + pod + `"}}`))
 }
@@ -87,7 +107,7 @@ func labelerAgainst(t *testing.T, s *labelServer) *podLabeler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPodLabeler(clients.Core, "ns", "role", logr.Discard(), NewMetrics())
+	p := newPodLabeler(clients.Core, "ns", "role", "me", logr.Discard(), NewMetrics())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go p.run(ctx)
@@ -114,11 +134,46 @@ func TestPodLabelerRetriesRefusals(t *testing.T) {
 // so the two pods never both carry the leader label.
 func TestPodLabelerRefusedDemotionHoldsPromotion(t *testing.T) {
 	s := &labelServer{answers: map[string][]int{"old-leader": {403, 403}}}
+	s.labels = map[string]string{"old-leader": leader}
 	p := labelerAgainst(t, s)
 	p.set("old-leader", standby)
 	p.set("me", leader)
 	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
 		t.Errorf("patches written (-want +got):\n%s", diff)
+	}
+}
+
+// TestPodLabelerRefusedDemotionOfAnUnlabelledPod: a demotion refused for
+// good (the previous holder's pod is an upstream participant's, or uses
+// another label key, and the policy keeps this participant from labelling
+// it) does not hold the promotion when that pod does not carry the leader
+// label; while it does, it holds it.
+func TestPodLabelerRefusedDemotionOfAnUnlabelledPod(t *testing.T) {
+	forever := slices.Repeat([]int{403}, 1000)
+	s := &labelServer{answers: map[string][]int{"old-leader": forever}, labels: map[string]string{"old-leader": standby}}
+	p := labelerAgainst(t, s)
+	p.set("old-leader", standby)
+	p.set("me", leader)
+	if diff := cmp.Diff([]string{"me"}, s.wait(t, 1)); diff != "" {
+		t.Errorf("patches written (-want +got):\n%s", diff)
+	}
+
+	s = &labelServer{answers: map[string][]int{"old-leader": forever}, labels: map[string]string{"old-leader": leader}}
+	p = labelerAgainst(t, s)
+	p.set("old-leader", standby)
+	p.set("me", leader)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s.mu.Lock()
+		refused, written := s.refused, slices.Clone(s.written)
+		s.mu.Unlock()
+		if len(written) > 0 {
+			t.Fatalf("patches written %v while the previous leader's pod still carries the leader label", written)
+		}
+		if refused >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
