@@ -114,32 +114,51 @@ func labelerAgainst(t *testing.T, s *labelServer) *podLabeler {
 	return p
 }
 
-// TestPodLabelerRetriesRefusals: an elector usually starts before the
-// injector's grant reaches the API server's RBAC cache, so a Forbidden
-// answer is retried until the label is written, and does not hold back
-// demotions of other pods.
-func TestPodLabelerRetriesRefusals(t *testing.T) {
-	s := &labelServer{answers: map[string][]int{"me": {403, 403}}}
-	p := labelerAgainst(t, s)
-	p.set("me", standby)
-	p.set("old-leader", standby)
-	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
-		t.Errorf("patches written (-want +got):\n%s", diff)
-	}
-}
-
-// TestPodLabelerRefusedDemotionHoldsPromotion: the grant may reach the API
-// server between a refused demotion of the previous leader's pod and the
-// new leader's promotion of its own; the promotion waits for the demotion,
-// so the two pods never both carry the leader label.
-func TestPodLabelerRefusedDemotionHoldsPromotion(t *testing.T) {
-	s := &labelServer{answers: map[string][]int{"old-leader": {403, 403}}}
-	s.labels = map[string]string{"old-leader": leader}
-	p := labelerAgainst(t, s)
-	p.set("old-leader", standby)
-	p.set("me", leader)
-	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
-		t.Errorf("patches written (-want +got):\n%s", diff)
+// TestPodLabelerWrites: the order labels reach the API server in, when
+// some patches fail at first.
+func TestPodLabelerWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answers map[string][]int
+		labels  map[string]string // on the pods before
+		set     []podLabel
+		want    []string
+	}{{
+		// An elector usually starts before the injector's grant reaches
+		// the API server's RBAC cache: a Forbidden answer is retried until
+		// the label is written, and does not hold back demotions of other
+		// pods.
+		name:    "a refusal is retried, and demotions go past it",
+		answers: map[string][]int{"me": {403, 403}},
+		set:     []podLabel{{"me", standby}, {"old-leader", standby}},
+		want:    []string{"old-leader", "me"},
+	}, {
+		// The grant may reach the API server between a refused demotion
+		// of the previous leader's pod and the new leader's promotion of
+		// its own: the promotion waits, so two pods never both carry the
+		// leader label.
+		name:    "a refused demotion holds the promotion",
+		answers: map[string][]int{"old-leader": {403, 403}},
+		labels:  map[string]string{"old-leader": leader},
+		set:     []podLabel{{"old-leader", standby}, {"me", leader}},
+		want:    []string{"old-leader", "me"},
+	}, {
+		// Any other failure holds back the labels after it.
+		name:    "a failure holds the labels after it",
+		answers: map[string][]int{"old-leader": {500, 503}},
+		set:     []podLabel{{"old-leader", standby}, {"me", leader}},
+		want:    []string{"old-leader", "me"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &labelServer{answers: tc.answers, labels: tc.labels}
+			p := labelerAgainst(t, s)
+			for _, l := range tc.set {
+				p.set(l.pod, l.value)
+			}
+			if diff := cmp.Diff(tc.want, s.wait(t, len(tc.want))); diff != "" {
+				t.Errorf("patches written (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -174,18 +193,5 @@ func TestPodLabelerRefusedDemotionOfAnUnlabelledPod(t *testing.T) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// TestPodLabelerHoldsOrder: any other failure holds back the labels after
-// it, so a new leader's pod is not labelled leader while the previous
-// leader's may still be.
-func TestPodLabelerHoldsOrder(t *testing.T) {
-	s := &labelServer{answers: map[string][]int{"old-leader": {500, 503}}}
-	p := labelerAgainst(t, s)
-	p.set("old-leader", standby)
-	p.set("me", leader)
-	if diff := cmp.Diff([]string{"old-leader", "me"}, s.wait(t, 2)); diff != "" {
-		t.Errorf("patches written (-want +got):\n%s", diff)
 	}
 }
