@@ -178,3 +178,116 @@ func TestAdoptConflictReads(t *testing.T) {
 	}
 	t.Errorf("after 20 attempts f still judges V2, its own lost write, and adopts it over and over: %d GETs sent", gets.Load())
 }
+
+// TestAdoptOfARenewalKeepsTheClaim: a participant made the lock, and its
+// first renewal landed with its answer lost; it stepped down over the
+// record it could not tell from another process's, then took that renewal
+// back. It may still call itself leader only a full TTL after it made the
+// lock: a leader of a deleted lock may be cut off and believe it leads.
+func TestAdoptOfARenewalKeepsTheClaim(t *testing.T) {
+	var mu sync.Mutex
+	var lease *coordinationv1.Lease
+	rv := 0
+	puts := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		w.Header().Set("Content-Type", "application/json")
+		notFound := func() {
+			w.WriteHeader(404)
+			_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: 404, Reason: metav1.StatusReasonNotFound})
+		}
+		if r.URL.Path != "/apis/coordination.k8s.io/v1/namespaces/ns/leases" && r.URL.Path != "/apis/coordination.k8s.io/v1/namespaces/ns/leases/e" {
+			mu.Unlock()
+			notFound()
+			return
+		}
+		switch r.Method {
+		case http.MethodGet:
+			if lease == nil {
+				mu.Unlock()
+				notFound()
+				return
+			}
+			_ = json.NewEncoder(w).Encode(lease)
+		case http.MethodPost, http.MethodPut:
+			b, _ := io.ReadAll(r.Body)
+			var in coordinationv1.Lease
+			_ = json.Unmarshal(b, &in)
+			if r.Method == http.MethodPut && (lease == nil || in.ResourceVersion != lease.ResourceVersion) {
+				w.WriteHeader(409)
+				_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: 409, Reason: metav1.StatusReasonConflict})
+				mu.Unlock()
+				return
+			}
+			rv++
+			in.ResourceVersion, in.UID = strconv.Itoa(rv), "u"
+			in.APIVersion, in.Kind = "coordination.k8s.io/v1", "Lease"
+			lease = &in
+			if r.Method == http.MethodPut {
+				puts++
+				if puts == 1 {
+					// The first renewal lands; its answer is lost.
+					mu.Unlock()
+					time.Sleep(time.Second)
+					return
+				}
+			}
+			_ = json.NewEncoder(w).Encode(lease)
+		}
+		mu.Unlock()
+	}))
+	defer srv.Close()
+
+	p := attemptElector(t, srv.URL, "p")
+	ctx := context.Background()
+	// The lock is missing: p makes it.
+	if err := p.read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ok, _ := p.tryAcquire(ctx)
+	if !ok {
+		t.Fatal("p did not make the lock")
+	}
+	p.mu.Lock()
+	made := p.claimAt // a TTL after the create was answered
+	p.mu.Unlock()
+	// First renewal: lands, answer lost.
+	for {
+		mu.Lock()
+		n := puts
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		wait, lost := p.renew(ctx, time.Now().Add(200*time.Millisecond))
+		if lost != "" {
+			t.Fatal(lost)
+		}
+		time.Sleep(min(wait, 300*time.Millisecond))
+	}
+	time.Sleep(1100 * time.Millisecond)
+	_, lost := p.renew(ctx, time.Now().Add(5*time.Second))
+	if lost == "" {
+		t.Fatal("expected p to step down over its lost renewal")
+	}
+	p.mu.Lock()
+	p.leading = false
+	p.mu.Unlock()
+	for i := 0; i < 10; i++ {
+		ok, wait := p.tryAcquire(ctx)
+		if ok {
+			break
+		}
+		time.Sleep(wait)
+	}
+	p.mu.Lock()
+	claimAt, leading := p.claimAt, p.leading
+	p.mu.Unlock()
+	if !leading {
+		t.Fatal("p did not adopt")
+	}
+	if claimAt.Before(made) {
+		t.Errorf("p may lead %s after it took its renewal back, %s before a TTL (%s) has passed since it made the lock",
+			time.Until(claimAt).Round(time.Millisecond), made.Sub(claimAt).Round(time.Millisecond), p.cfg.TTL)
+	}
+}

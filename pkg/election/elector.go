@@ -261,6 +261,9 @@ func (e *Elector) adopt(ctx context.Context, obs *observation, observedAt time.T
 	if w.create {
 		claimAt = observedAt.Add(e.cfg.TTL)
 	}
+	// A renewal of a term that made the lock keeps that term's claim: a
+	// full TTL after the lock was made.
+	claimAt = later(claimAt, w.claimAt)
 	e.log.Info("found its own write in the lock, whose answer was lost; taking it", "leadingIn", time.Until(claimAt).Round(time.Millisecond))
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 	defer cancel()
@@ -524,7 +527,7 @@ func (e *Elector) lostByObservation() string {
 func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration, string) {
 	now := time.Now()
 	e.mu.Lock()
-	mine, sinceWrite, epoch := e.mine, now.Sub(e.renewedAt), e.epoch
+	mine, sinceWrite, epoch, claimAt := e.mine, now.Sub(e.renewedAt), e.epoch, e.claimAt
 	e.mu.Unlock()
 	if epoch == 0 {
 		// It made the lock object: its term is numbered after the object
@@ -546,7 +549,7 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	e.sent(sentWrite{record: rec, epoch: epoch})
+	e.sent(sentWrite{record: rec, epoch: epoch, claimAt: claimAt})
 	obs, err := e.lock.update(rctx, mine, rec, epoch)
 	e.metrics.renewLatency(time.Since(now), err)
 	if refused(err) {
@@ -658,6 +661,17 @@ type sentWrite struct {
 	// epoch is the epoch the write gives its term: 0 for one that made
 	// the lock object, whose term is numbered at its first renewal.
 	epoch uint64
+	// claimAt is when the term of a renewal may call itself leader at the
+	// earliest (zero: from the start).
+	claimAt time.Time
+}
+
+// later is the later of two instants.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // sent remembers a write before it is sent, until a write is confirmed.
