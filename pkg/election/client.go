@@ -7,7 +7,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,12 +28,7 @@ var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	s.AddKnownTypes(coordinationv1.SchemeGroupVersion, &coordinationv1.Lease{})
 	metav1.AddToGroupVersion(s, coordinationv1.SchemeGroupVersion)
-	s.AddKnownTypes(corev1.SchemeGroupVersion,
-		&corev1.ConfigMap{},
-		//lint:ignore SA1019 the Endpoints lock exists for compatibility
-		&corev1.Endpoints{},
-		&corev1.Event{}, &corev1.Pod{})
-	metav1.AddToGroupVersion(s, corev1.SchemeGroupVersion)
+	addCoreTypes(s)
 	return s
 }()
 
@@ -76,7 +70,10 @@ func NewClients(cfg *rest.Config, dialTimeout time.Duration) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	core, err := restClient(cfg, httpClient, corev1.SchemeGroupVersion, "/api")
+	// The core objects are declared in coreobjects.go, for JSON only.
+	coreCfg := rest.CopyConfig(cfg)
+	coreCfg.ContentType, coreCfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	core, err := restClient(coreCfg, httpClient, coreV1, "/api")
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -486,7 +485,7 @@ func (e *Elector) announce() {
 	e.log.Info("became leader")
 	e.metrics.leading(true)
 	e.notify()
-	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" became leader")
+	e.event(eventNormal, "LeaderElection", e.cfg.ID+" became leader")
 	if e.labels != nil {
 		// Demote the pod this leader took over from first (it may not have
 		// managed to itself), then promote its own: the labeler writes in
@@ -635,7 +634,7 @@ func (e *Elector) duplicateLocked() string {
 	e.metrics.duplicateID()
 	msg := "another process renews the lock with this participant's ID " + strconv.Quote(e.cfg.ID) +
 		"; give every participant its own -" + FlagID
-	e.eventOn(e.observed, corev1.EventTypeWarning, "DuplicateID", msg)
+	e.eventOn(e.observed, eventWarning, "DuplicateID", msg)
 	return msg
 }
 
@@ -722,7 +721,7 @@ func (e *Elector) stepDown(reason string) {
 	e.log.Info("stopped leading", "reason", reason)
 	e.metrics.leading(false)
 	e.notify()
-	e.event(corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" stopped leading: "+reason)
+	e.event(eventNormal, "LeaderElection", e.cfg.ID+" stopped leading: "+reason)
 	if e.labels != nil {
 		e.labels.keepOnly(e.cfg.PodName)
 		e.labels.set(e.cfg.PodName, standby)
@@ -788,7 +787,7 @@ func (e *Elector) release() {
 		return
 	}
 	e.log.Info("released the lock")
-	e.eventSync(ctx, corev1.EventTypeNormal, "LeaderElection", e.cfg.ID+" stopped leading: shutting down")
+	e.eventSync(ctx, eventNormal, "LeaderElection", e.cfg.ID+" stopped leading: shutting down")
 }
 
 // observe records a version of the lock from a watch event. An event older

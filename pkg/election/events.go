@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -39,7 +38,7 @@ func (e *Elector) eventSync(ctx context.Context, typ, reason, message string) {
 // post writes one Event about the version obs of the lock object.
 func (e *Elector) post(ctx context.Context, obs *observation, typ, reason, message string) {
 	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
+	ev := &event{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      fmt.Sprintf("%s.%x", e.cfg.Election, now.UnixNano()),
 			Namespace: e.cfg.Namespace,
@@ -48,7 +47,7 @@ func (e *Elector) post(ctx context.Context, obs *observation, typ, reason, messa
 		Reason:              reason,
 		Message:             message,
 		Type:                typ,
-		Source:              corev1.EventSource{Component: "k8s-elector"},
+		Source:              eventSource{Component: "k8s-elector"},
 		ReportingController: "vapor.io/k8s-elector",
 		ReportingInstance:   e.cfg.ID,
 		FirstTimestamp:      now,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -206,8 +205,8 @@ func (l *Lock) fieldSelector() string {
 }
 
 // reference points an Event at the lock object.
-func (l *Lock) reference(o *observation) corev1.ObjectReference {
-	ref := corev1.ObjectReference{
+func (l *Lock) reference(o *observation) objectReference {
+	ref := objectReference{
 		APIVersion: l.kind.gvk.GroupVersion().String(),
 		Kind:       l.kind.gvk.Kind,
 		Namespace:  l.namespace,
@@ -234,14 +233,13 @@ var leaseKind = lockKind{
 	},
 }
 
-var configMapKind = annotationKind("configmaps", corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	func() object { return &corev1.ConfigMap{} })
+var configMapKind = annotationKind("configmaps", coreV1.WithKind("ConfigMap"),
+	func() object { return &configMap{} })
 
 // The Endpoints API is deprecated, and kept here for elections that older
 // electors still hold on Endpoints.
-var endpointsKind = annotationKind("endpoints", corev1.SchemeGroupVersion.WithKind("Endpoints"),
-	//lint:ignore SA1019 the Endpoints lock exists for compatibility
-	func() object { return &corev1.Endpoints{} })
+var endpointsKind = annotationKind("endpoints", coreV1.WithKind("Endpoints"),
+	func() object { return &endpoints{} })
 
 // annotationKind is a lock that keeps the record in LeaderAnnotation.
 func annotationKind(resource string, gvk schema.GroupVersionKind, newObject func() object) lockKind {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -151,7 +150,7 @@ func (p *podLabeler) flush(ctx context.Context) bool {
 // labelledLeader reports whether pod may carry the leader label: it does,
 // or it could not be read.
 func (p *podLabeler) labelledLeader(ctx context.Context, pod string) bool {
-	var got corev1.Pod
+	var got corePod
 	err := p.client.Get().Namespace(p.namespace).Resource("pods").Name(pod).Do(ctx).Into(&got)
 	switch {
 	case apierrors.IsNotFound(err):

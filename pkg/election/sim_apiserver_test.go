@@ -492,7 +492,7 @@ func TestSimAPIServer(t *testing.T) {
 		}
 
 		// An Event first: resourceVersions count every write.
-		if err := clients.Core.Post().Namespace("default").Resource("events").Body(&corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}).Do(ctx).Error(); err != nil {
+		if err := clients.Core.Post().Namespace("default").Resource("events").Body(&event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}).Do(ctx).Error(); err != nil {
 			t.Errorf("POST of an Event: %v", err)
 		}
 		if err := leases().Name("sim").Do(ctx).Error(); !apierrors.IsNotFound(err) {
@@ -587,8 +587,8 @@ func TestSimAPIServer(t *testing.T) {
 			t.Errorf("watch of a deleted lease from now: %v, want nothing", got)
 		}
 
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "sim", Annotations: map[string]string{LeaderAnnotation: upstream}}}
-		gotCM := &corev1.ConfigMap{}
+		cm := &configMap{rawObject{ObjectMeta: metav1.ObjectMeta{Name: "sim", Annotations: map[string]string{LeaderAnnotation: upstream}}}}
+		gotCM := &configMap{}
 		if err := clients.Core.Post().Namespace("default").Resource("configmaps").Body(cm).Do(ctx).Into(gotCM); err != nil {
 			t.Fatal(err)
 		}
