@@ -180,8 +180,14 @@ func (n *simNet) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		body = b
 	}
-	// A paused process sends nothing.
+	// A paused process sends nothing. A request whose context ended
+	// while it was paused is not sent when it resumes: its caller has
+	// moved on, and would otherwise send its next request on the same
+	// instant from another goroutine, in an order the Go scheduler picks.
 	if _, err := n.awake(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
@@ -625,6 +631,18 @@ func (b *simWatchBody) next() ([]byte, error) {
 	for {
 		var ok bool
 		if it, ok = b.w.pop(); ok {
+			break
+		}
+		// The end and the injected error may both be due already (the
+		// process was paused past them): the earlier one wins, not the
+		// select's random pick.
+		now := time.Now()
+		errDue := !b.errAt.IsZero() && !now.Before(b.errAt)
+		if endDue := !now.Before(b.w.end); endDue && (!errDue || b.w.end.Before(b.errAt)) {
+			it = simWatchItem{at: now, end: true}
+			break
+		} else if errDue {
+			it = simWatchItem{at: now, data: b.errEv, end: true}
 			break
 		}
 		select {
