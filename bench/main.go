@@ -289,6 +289,7 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	}
 	slices.Sort(times)
 	p99 := times[(len(times)*99-1)/100]
+	fmt.Fprintf(os.Stderr, "bench: handovers, fastest to slowest: %v\n", times)
 	rows = append(rows,
 		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's %s)", len(times), handoverParticipants, probeName[b.probe]), value: ms(times[len(times)/2])},
 		row{name: "graceful handover, p99", value: ms(p99), goal: "< 50 ms", verdict: verdict(p99 < 50*time.Millisecond)},

@@ -121,6 +121,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
 	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
 	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
+	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true, "Keep the newest participant named as the successor on the lock, and leave a released lock to it first, so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
 	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")

@@ -35,6 +35,11 @@ type Config struct {
 	PodLabel string
 	// PodName is the pod the elector runs in; needed with PodLabel.
 	PodName string
+
+	// PreferNewest keeps the newest participant named as the successor on
+	// the lock, and leaves a released lock to it first (see successor.go):
+	// one handover per rolling update, to a new pod.
+	PreferNewest bool
 }
 
 // Validate checks c. Errors name the field the way the elector's flags do.

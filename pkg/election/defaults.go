@@ -25,6 +25,7 @@ const (
 	FlagRetryPeriod   = "retry-period"
 	FlagPodLabel      = "pod-label"
 	FlagPodName       = "pod-name"
+	FlagPreferNewest  = "prefer-newest"
 	FlagLogFormat     = "log-format"
 	FlagVerbosity     = "v"
 
@@ -44,6 +45,10 @@ const (
 	// of its term (see Status.Epoch), and the record's leaderTransitions it
 	// belongs to.
 	AnnotationEpoch = "elector.vapor.io/epoch"
+	// AnnotationSuccessor is written on the lock object by the newest
+	// follower: who takes the lock first after a release (see
+	// successor.go).
+	AnnotationSuccessor = "elector.vapor.io/successor"
 
 	// PathStatus and the other Path constants are the HTTP API's endpoints.
 	PathStatus  = "/"

@@ -100,6 +100,20 @@ type Elector struct {
 	// loop may wake many times while it waits.
 	spread   time.Duration
 	spreadOf *observation
+
+	// self is this participant as a successor: it joined when New made it.
+	self candidate
+	// recordAt is when the observed record last changed (not on the first
+	// observation): a holder seen renewing lately is alive.
+	recordAt time.Time
+	// proposed is the version this follower last named itself successor
+	// on; proposeOff is set once the API server refused a proposal.
+	// proposeIn is how long after the renewal seen at proposeFor it
+	// proposes, drawn once for it.
+	proposed   *observation
+	proposeOff bool
+	proposeFor time.Time
+	proposeIn  time.Duration
 }
 
 // New validates cfg and returns an elector that talks to the API server
@@ -126,6 +140,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		metrics:     metrics,
 		changed:     make(chan struct{}, 1),
 		subscribers: map[chan struct{}]struct{}{},
+		self:        candidate{joined: time.Now().UnixMilli(), id: cfg.ID},
 	}
 	e.seed(uint64(time.Now().UnixNano()))
 	if cfg.PodLabel != "" {
@@ -201,9 +216,15 @@ func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 			return e.adopt(ctx, obs, observedAt, w)
 		}
 		if wait := e.leaseLeft(obs, observedAt, now); wait > 0 {
+			if in := e.propose(ctx, obs, now); in > 0 && in < wait {
+				return false, in
+			}
 			// Followers all wake at expiry; a little jitter spreads their
 			// attempts, and the compare-and-swap picks one.
 			return false, wait + e.spreadFor(e.cfg.RetryPeriod/10)
+		}
+		if wait := e.yieldLeft(obs, observedAt, now); wait > 0 {
+			return false, wait
 		}
 	}
 
@@ -812,6 +833,9 @@ func (e *Elector) observeNewest(obs *observation) {
 	changed := prev == nil || !prev.sameVersion(obs)
 	if changed {
 		e.observedAt = time.Now()
+		if prev != nil && !prev.record.equal(obs.record) {
+			e.recordAt = e.observedAt
+		}
 	}
 	e.observed = obs
 	e.mu.Unlock()

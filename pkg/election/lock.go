@@ -126,6 +126,10 @@ func (l *Lock) write(obj object, rec Record, epoch uint64) error {
 	} else {
 		delete(annotations, AnnotationHolderPod)
 	}
+	if next, ok := parseCandidate(annotations[AnnotationSuccessor]); ok && next.id == rec.HolderIdentity {
+		// The successor took the lock: the next is named anew.
+		delete(annotations, AnnotationSuccessor)
+	}
 	if epoch != 0 {
 		annotations[AnnotationEpoch] = epochValue(epoch, rec)
 	} else {
@@ -182,6 +186,24 @@ func (l *Lock) update(ctx context.Context, prev *observation, rec Record, epoch 
 	}
 	// Read the record back rather than keep rec: the server stores times at
 	// its own precision, and the watch will deliver this same version.
+	return l.observe(out), nil
+}
+
+// annotate sets one annotation on the version of the object in prev and
+// changes nothing else, with a compare-and-swap like update.
+func (l *Lock) annotate(ctx context.Context, prev *observation, key, value string) (*observation, error) {
+	obj := prev.object.DeepCopyObject().(object)
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[key] = value
+	obj.SetAnnotations(annotations)
+	out := l.kind.newObject()
+	err := l.client.Put().Namespace(l.namespace).Resource(l.kind.resource).Name(l.name).Body(obj).Do(ctx).Into(out)
+	if err != nil {
+		return nil, err
+	}
 	return l.observe(out), nil
 }
 

@@ -8,10 +8,11 @@ import (
 )
 
 // simReleaseRacePlan: q leads, four followers watch it, and q stops
-// gracefully: its release sends all four at the lock at once.
+// gracefully: its release sends all four at the lock at once (no successor
+// is named).
 func simReleaseRacePlan(seed uint64) *simPlan {
 	ttl := 10 * time.Second
-	p := &simPlan{Seed: seed, Family: "release-race", TTL: simDuration(ttl), History: 50, Lock: LockLeases}
+	p := &simPlan{Seed: seed, Family: "release-race", TTL: simDuration(ttl), History: 50, Lock: LockLeases, Race: true}
 	p.Offset = simDuration(100 * time.Millisecond)
 	p.Net = simNetParams{Latency: simDuration(time.Millisecond)}
 	p.Events = []simAction{{At: 0, Do: "start", ID: "q"}}

@@ -24,6 +24,9 @@ type simPlan struct {
 	RenewDeadline simDuration `json:"renewDeadline,omitempty"`
 	RetryPeriod   simDuration `json:"retryPeriod,omitempty"`
 	PodLabel      bool        `json:"podLabel,omitempty"`
+	// Race has every follower race for a released lock; otherwise three
+	// seeds in four name a successor (Config.PreferNewest).
+	Race bool `json:"race,omitempty"`
 	// Offset is where in a second of the clock the schedule starts: it
 	// decides which renewals fall in the same second.
 	Offset simDuration `json:"offset"`

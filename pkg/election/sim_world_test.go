@@ -564,6 +564,7 @@ func (w *simWorld) startProc(id string, params simNetParams) {
 	cfg := Config{
 		Election: "sim", Namespace: "default", ID: id, LockType: w.plan.Lock,
 		TTL: w.plan.TTL.D(), RenewDeadline: rd, RetryPeriod: rp,
+		PreferNewest: !w.plan.Race && w.plan.Seed%4 != 0,
 	}
 	if w.plan.PodLabel {
 		cfg.PodLabel, cfg.PodName = "sim.vapor.io/role", id

@@ -33,6 +33,7 @@ const (
 	AnnotationMemoryLimit   = AnnotationPrefix + "memory-limit"
 	AnnotationNativeSidecar = AnnotationPrefix + "native-sidecar"
 	AnnotationPodLabel      = AnnotationPrefix + "pod-label"
+	AnnotationPreferNewest  = AnnotationPrefix + "prefer-newest"
 
 	// AnnotationStatus is written by the injector, never by users: StatusInjected
 	// marks a pod whose sidecar is in place, so a reinvoked webhook leaves it be.
@@ -66,6 +67,7 @@ var Annotations = []Annotation{
 	{AnnotationMemoryLimit, "128Mi", "Memory limit of the sidecar, 0 for none (default: the injector's, 64Mi). Must not be below the memory request."},
 	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
 	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
+	{AnnotationPreferNewest, "false", "true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; false: every follower races for a released lock (default: true)."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
 }
 
@@ -89,6 +91,9 @@ type Options struct {
 	NativeSidecar bool
 	// PodLabel is passed to the elector only when non-empty.
 	PodLabel string
+	// Race has every follower race for a released lock: the elector's
+	// -prefer-newest=false.
+	Race bool
 }
 
 // wantsInjection reports whether any annotation asks for the sidecar. Any key
@@ -193,16 +198,17 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			case AnnotationMemoryLimit:
 				o.MemoryLimit = q
 			}
-		case AnnotationNativeSidecar:
+		case AnnotationNativeSidecar, AnnotationPreferNewest:
 			// Only the two spellings, not strconv.ParseBool's "1" or "T":
 			// a value read back from a manifest should mean one thing.
-			switch v {
-			case "true":
-				o.NativeSidecar = true
-			case "false":
-				o.NativeSidecar = false
-			default:
+			if v != "true" && v != "false" {
 				fail(a.Key, "%q must be true or false (example: %s)", v, a.Example)
+				break
+			}
+			if a.Key == AnnotationNativeSidecar {
+				o.NativeSidecar = v == "true"
+			} else {
+				o.Race = v == "false"
 			}
 		case AnnotationPodLabel:
 			if msgs := content.IsLabelKey(v); len(msgs) > 0 {

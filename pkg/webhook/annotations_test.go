@@ -95,6 +95,7 @@ func TestParseOptions(t *testing.T) {
 				AnnotationCPU:           "0.1",
 				AnnotationNativeSidecar: "false",
 				AnnotationPodLabel:      "role",
+				AnnotationPreferNewest:  "false",
 				AnnotationStatus:        StatusInjected,
 			},
 			want: defaults(func(o *Options) {
@@ -105,6 +106,7 @@ func TestParseOptions(t *testing.T) {
 				o.CPURequest = resource.MustParse("100m")
 				o.NativeSidecar = false
 				o.PodLabel = "role"
+				o.Race = true
 			}),
 		},
 	}
@@ -134,7 +136,7 @@ func FuzzParseOptions(f *testing.F) {
 		"elector.vapor.io/election=web\nelector.vapor.io/port=9090\nelector.vapor.io/ttl=15s\nelector.vapor.io/lock-type=configmaps",
 		"elector.vapor.io/election=web\nelector.vapor.io/cpu=250m\nelector.vapor.io/cpu-limit=0\nelector.vapor.io/memory=1Gi\nelector.vapor.io/memory-limit=2Gi",
 		"elector.vapor.io/election=web\nelector.vapor.io/memory=100Mi\nelector.vapor.io/memory-limit=64Mi",
-		"elector.vapor.io/election=web\nelector.vapor.io/image=registry.example.com/elector:v1\nelector.vapor.io/native-sidecar=false\nelector.vapor.io/pod-label=example.com/role",
+		"elector.vapor.io/election=web\nelector.vapor.io/image=registry.example.com/elector:v1\nelector.vapor.io/native-sidecar=false\nelector.vapor.io/pod-label=example.com/role\nelector.vapor.io/prefer-newest=false",
 		"elector.vapor.io/election=My_App\nelector.vapor.io/port=http\nelector.vapor.io/ttl=5x\nelector.vapor.io/lock-type=endpoints\nelector.vapor.io/tll=1",
 		"elector.vapor.io/status=injected",
 	} {

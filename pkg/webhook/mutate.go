@@ -270,6 +270,9 @@ func sidecar(o Options) corev1.Container {
 	if o.PodLabel != "" {
 		args = append(args, arg(election.FlagPodLabel, o.PodLabel))
 	}
+	if o.Race {
+		args = append(args, arg(election.FlagPreferNewest, "false"))
+	}
 
 	resources := corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{

@@ -144,7 +144,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/status)"
 
 	tests := []struct {
 		name        string
@@ -288,6 +288,11 @@ func TestInjectErrors(t *testing.T) {
 			name:        "bad native-sidecar",
 			annotations: withElection(AnnotationNativeSidecar, "yes"),
 			want:        `annotation elector.vapor.io/native-sidecar: "yes" must be true or false (example: false)`,
+		},
+		{
+			name:        "bad prefer-newest",
+			annotations: withElection(AnnotationPreferNewest, "no"),
+			want:        `annotation elector.vapor.io/prefer-newest: "no" must be true or false (example: false)`,
 		},
 		{
 			name:        "bad pod-label key",

@@ -1,0 +1,158 @@
+package election
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// The newest participant leads next.
+//
+// When a leader releases the lock, every follower used to race for it, and
+// in a rolling update the race was as likely to go to an old pod, about to
+// be replaced in turn, as to a new one: leadership hopped from old pod to
+// old pod before it landed on a new one, an outage for a leader-only
+// workload at each hop. So the followers keep a successor named on the
+// lock object: the participant that joined last (the newest pod of a
+// rollout), in AnnotationSuccessor. A follower newer than the one named
+// writes itself there, with a compare-and-swap that changes nothing else,
+// just after it sees the leader renew; the leader renews over it.
+//
+// After a release, the named successor takes the lock at once; the others
+// give it successorGrace first, and race as before if it has not. A
+// successor that is gone costs a handover that grace. One racer instead of
+// all of them also makes the handover itself faster: the API server
+// answers one write, not one per follower.
+//
+// None of this touches safety: a successor takes a released lock with the
+// same compare-and-swap as anyone, and a proposal is a write of the lock
+// object like any other, which every follower times the lease from.
+
+// successorGrace is how long the followers that are not the named successor
+// leave it to take a released lock.
+func (c *Config) successorGrace() time.Duration { return c.RetryPeriod / 4 }
+
+// candidate is a participant as AnnotationSuccessor names it: when it
+// joined (Unix milliseconds) and its ID, as "<joined>/<id>".
+type candidate struct {
+	joined int64
+	id     string
+}
+
+func (c candidate) String() string { return strconv.FormatInt(c.joined, 10) + "/" + c.id }
+
+// parseCandidate reads an AnnotationSuccessor value.
+func parseCandidate(v string) (candidate, bool) {
+	joined, id, ok := strings.Cut(v, "/")
+	if !ok || id == "" {
+		return candidate{}, false
+	}
+	ms, err := strconv.ParseInt(joined, 10, 64)
+	if err != nil {
+		return candidate{}, false
+	}
+	return candidate{joined: ms, id: id}, true
+}
+
+// newerThan reports whether c joined after o (on a tie, whether its ID
+// sorts after o's), so that every participant ranks two the same way.
+func (c candidate) newerThan(o candidate) bool {
+	return c.joined > o.joined || c.joined == o.joined && c.id > o.id
+}
+
+// successorOf is the successor named on the version obs, if any. One that
+// names the holder is spent: it took the lock.
+func successorOf(obs *observation) (candidate, bool) {
+	if obs == nil || obs.object == nil {
+		return candidate{}, false
+	}
+	c, ok := parseCandidate(obs.object.GetAnnotations()[AnnotationSuccessor])
+	if !ok || c.id == obs.record.HolderIdentity {
+		return candidate{}, false
+	}
+	return c, true
+}
+
+// yieldLeft is how long this follower still leaves a released lock, seen
+// in obs at observedAt, to the successor named on it: zero when it is the
+// successor, none is named, or the grace is over.
+func (e *Elector) yieldLeft(obs *observation, observedAt, now time.Time) time.Duration {
+	if !e.cfg.PreferNewest || obs == nil || obs.object == nil || obs.readErr != nil || obs.record.HolderIdentity != "" {
+		return 0
+	}
+	next, ok := successorOf(obs)
+	if !ok || next.id == e.cfg.ID {
+		return 0
+	}
+	return max(observedAt.Add(e.cfg.successorGrace()).Sub(now), 0)
+}
+
+// propose names this follower the successor on obs, the version it last
+// observed, if it is newer than the one named there. It returns how long
+// until it means to, when that is still ahead.
+//
+// It does so only while the holder is seen renewing: a proposal is a new
+// version of the lock, and every follower restarts its wait for the lease
+// on it, which must not hold back the failover from a leader that has
+// stopped. And it waits a random part of half a retry period after it saw
+// the renewal: followers that joined together (a Deployment scaled up, the
+// followers left when the successor took the lock) do not all write at
+// once, and one that sees a newer one named by then writes nothing.
+func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) time.Duration {
+	if !e.cfg.PreferNewest || obs.object == nil || obs.readErr != nil ||
+		obs.record.HolderIdentity == "" || obs.record.HolderIdentity == e.cfg.ID {
+		return 0
+	}
+	if named, ok := successorOf(obs); ok && (named.id == e.cfg.ID || !e.self.newerThan(named)) {
+		return 0
+	}
+	window := e.cfg.RetryPeriod / 2
+	e.mu.Lock()
+	seen := e.recordAt
+	if seen.IsZero() && time.Since(obs.record.RenewTime.Time) < window {
+		// Just joined: the record says its holder renewed lately, by
+		// this participant's wall clock. A skewed clock costs a failover
+		// time, never safety.
+		seen = e.observedAt
+	}
+	if e.proposeFor != seen {
+		e.proposeFor, e.proposeIn = seen, time.Duration(e.loopRand.Int64N(int64(window)/2+1))
+	}
+	at := seen.Add(e.proposeIn)
+	due := !seen.IsZero() && !now.Before(at) && now.Sub(seen) < window
+	spent := e.proposed != nil && e.proposed.sameVersion(obs)
+	if due && !spent {
+		e.proposed = obs
+	}
+	off := e.proposeOff
+	e.mu.Unlock()
+	switch {
+	case off || spent || seen.IsZero():
+		return 0
+	case now.Before(at):
+		return at.Sub(now)
+	case !due:
+		return 0
+	}
+	rctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	got, err := e.lock.annotate(rctx, obs, AnnotationSuccessor, e.self.String())
+	switch {
+	case err == nil:
+		e.log.V(1).Info("named itself the successor")
+		e.observe(got)
+	case apierrors.IsForbidden(err):
+		// An admission policy from before the successor annotation: the
+		// election runs as before, every follower racing after a release.
+		e.mu.Lock()
+		e.proposeOff = true
+		e.mu.Unlock()
+		e.log.Info("cannot name a successor on the lock; followers will race for it after a release", "err", err.Error())
+	case !apierrors.IsConflict(err):
+		e.apiResult("propose", err)
+	}
+	return 0
+}

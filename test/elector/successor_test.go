@@ -1,0 +1,109 @@
+package elector
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+)
+
+// successorOn is the ID the lock names as the successor, "" for none.
+func successorOn(t *testing.T, ns string) string {
+	t.Helper()
+	lease, err := env.Client.CoordinationV1().Leases(ns).Get(ctxFor(t, apiTimeout), electionName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := lease.Annotations[election.AnnotationSuccessor]
+	if !ok {
+		return ""
+	}
+	_, id, _ := strings.Cut(v, "/")
+	return id
+}
+
+// waitSuccessor waits until the lock names id as the successor.
+func waitSuccessor(t *testing.T, ns, id string) {
+	t.Helper()
+	eventually(t, settle, func() error {
+		if got := successorOn(t, ns); got != id {
+			return errNotYet("successor " + got + ", want " + id)
+		}
+		return nil
+	})
+}
+
+// TestNewestLeadsNext: the newest participant names itself the successor on
+// the lock, and takes the lock when the leader releases it, ahead of older
+// followers; each time, over several handovers and joins. Leading, it no
+// longer is the successor, and the newest of the others is named next.
+func TestNewestLeadsNext(t *testing.T) {
+	ns := env.Namespace(t)
+	w := newWatcher(t, std.gap())
+	// One second apart: a successor is ranked by when it joined, in
+	// milliseconds, and then by ID.
+	start := func(id string) *participant {
+		p := w.start(id, adminKubeconfig, electionArgs(ns, std)...)
+		time.Sleep(time.Second)
+		return p
+	}
+	leader := start("a")
+	w.waitLeader(settle, leader)
+	old := []*participant{start("b"), start("c")}
+	for round, id := range []string{"d", "e", "f"} {
+		newest := start(id)
+		waitSuccessor(t, ns, id)
+		released := time.Now()
+		if _, err := leader.stop(t, syscall.SIGTERM); err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+		next := w.waitLeader(settle, append(old, newest)...)
+		if next != newest {
+			t.Fatalf("round %d: %s took over from %s, want the newest participant, %s", round, next.id, leader.id, newest.id)
+		}
+		w.tookOver(released, loadSlack, newest)
+		// The newest of the others is named next: the previous one.
+		waitSuccessor(t, ns, old[len(old)-1].id)
+		leader = newest
+	}
+}
+
+// TestGoneSuccessorHoldsNoOneUp: a successor that cannot take the lock (its
+// process is frozen) holds the others back only for the grace it is given.
+// Without -prefer-newest, no successor is named at all.
+func TestGoneSuccessorHoldsNoOneUp(t *testing.T) {
+	ns := env.Namespace(t)
+	w := newWatcher(t, std.gap())
+	a := w.start("a", adminKubeconfig, electionArgs(ns, std)...)
+	w.waitLeader(settle, a)
+	b := w.start("b", adminKubeconfig, electionArgs(ns, std)...)
+	time.Sleep(time.Second)
+	c := w.start("c", adminKubeconfig, electionArgs(ns, std)...)
+	waitSuccessor(t, ns, "c")
+	w.freeze(c)
+	released := time.Now()
+	if _, err := a.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	// b gives c a quarter of the retry period, then takes the lock.
+	if got := w.waitLeader(settle, b); got != b {
+		t.Fatalf("%s leads, want b", got.id)
+	}
+	w.tookOver(released, std.retry/4+loadSlack, b)
+	c.thaw(t)
+	w.waitLeader(settle, b, c)
+
+	racing := env.Namespace(t)
+	w2 := newWatcher(t, std.gap())
+	x := w2.start("x", adminKubeconfig, electionArgs(racing, std, "-prefer-newest=false")...)
+	w2.waitLeader(settle, x)
+	w2.start("y", adminKubeconfig, electionArgs(racing, std, "-prefer-newest=false")...)
+	time.Sleep(4 * std.retry)
+	if got := successorOn(t, racing); got != "" {
+		t.Errorf("with -prefer-newest=false, the lock names %s the successor", got)
+	}
+}
