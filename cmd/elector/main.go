@@ -122,6 +122,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
 	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
 	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true, "Keep the newest participant named as the successor on the lock, and leave a released lock to it first, so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
+	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "", "If set, the application's health endpoint (example: http://localhost:8080/healthz). A participant whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy follower.")
+	fs.DurationVar(&o.cfg.AppHealthPeriod, election.FlagAppHealthPeriod, election.DefaultAppHealthPeriod, "How often -app-health-url is probed, and how long a probe may take; at least "+election.MinAppHealthPeriod.String()+".")
+	fs.IntVar(&o.cfg.AppHealthThreshold, election.FlagAppHealthThreshold, election.DefaultAppHealthThreshold, "How many failed probes of -app-health-url in a row make the application unhealthy. One healthy answer makes it healthy again.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
 	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
@@ -214,6 +217,17 @@ func (o *options) validate() error {
 	}
 	if o.cfg.PodLabel != "" && o.cfg.PodName == "" {
 		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodLabel, election.FlagPodName, election.EnvPodName)
+	}
+	if o.cfg.AppHealthURL != "" {
+		if err := election.ValidateAppHealthURL(o.cfg.AppHealthURL); err != nil {
+			return usagef("-%s: %v", election.FlagAppHealthURL, err)
+		}
+	}
+	if o.cfg.AppHealthPeriod < election.MinAppHealthPeriod {
+		return usagef("-%s: %s is under the minimum %s (example: %s)", election.FlagAppHealthPeriod, o.cfg.AppHealthPeriod, election.MinAppHealthPeriod, election.DefaultAppHealthPeriod)
+	}
+	if o.cfg.AppHealthThreshold < 1 {
+		return usagef("-%s: %d must be at least 1 (example: %d)", election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)

@@ -40,6 +40,9 @@ func TestBadInput(t *testing.T) {
 		{"env election bad", []string{"-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_ELECTION": "-x"}, `-election: "-x" is not a valid Kubernetes object name`},
 		{"pod label without pod name", []string{"-election=a", "-pod-label=role", "-kubeconfig=" + kubeconfig}, nil, "-pod-label: needs the pod's name"},
 		{"bad log format", []string{"-election=a", "-log-format=xml", "-kubeconfig=" + kubeconfig}, nil, `-log-format: "xml" is not a log format`},
+		{"bad app health URL", []string{"-election=a", "-app-health-url=localhost:8080", "-kubeconfig=" + kubeconfig}, nil, `-app-health-url: "localhost:8080" is not an http or https URL (example: http://localhost:8080/healthz)`},
+		{"app health period too short", []string{"-election=a", "-app-health-url=http://localhost:8080/", "-app-health-period=10ms", "-kubeconfig=" + kubeconfig}, nil, `-app-health-period: 10ms is under the minimum 100ms`},
+		{"app health threshold 0", []string{"-election=a", "-app-health-threshold=0", "-kubeconfig=" + kubeconfig}, nil, `-app-health-threshold: 0 must be at least 1`},
 		{"stray argument", []string{"-election=a", "extra"}, nil, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

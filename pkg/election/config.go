@@ -40,6 +40,15 @@ type Config struct {
 	// the lock, and leaves a released lock to it first (see successor.go):
 	// one handover per rolling update, to a new pod.
 	PreferNewest bool
+
+	// AppHealthURL, when set, is the application's health endpoint: a
+	// participant whose application is not healthy does not take the lock,
+	// and a leader whose application turns unhealthy releases it (see
+	// apphealth.go). It is probed every AppHealthPeriod (default 1s), and
+	// AppHealthThreshold failures in a row (default 3) make it unhealthy.
+	AppHealthURL       string
+	AppHealthPeriod    time.Duration
+	AppHealthThreshold int
 }
 
 // Validate checks c. Errors name the field the way the elector's flags do.
@@ -58,6 +67,17 @@ func (c *Config) Validate() error {
 	}
 	if err := ValidateTimings(c.TTL, c.RenewDeadline, c.RetryPeriod); err != nil {
 		return err
+	}
+	if c.AppHealthURL != "" {
+		if err := ValidateAppHealthURL(c.AppHealthURL); err != nil {
+			return fmt.Errorf("app health URL %w", err)
+		}
+		if c.AppHealthPeriod != 0 && c.AppHealthPeriod < MinAppHealthPeriod {
+			return fmt.Errorf("app health period %s is under the minimum %s (example: %s)", c.AppHealthPeriod, MinAppHealthPeriod, DefaultAppHealthPeriod)
+		}
+		if c.AppHealthThreshold < 0 {
+			return fmt.Errorf("app health threshold %d must be at least 1 (example: %d)", c.AppHealthThreshold, DefaultAppHealthThreshold)
+		}
 	}
 	if c.PodLabel != "" && c.PodName == "" {
 		return fmt.Errorf("pod labelling needs the pod's name (set POD_NAME from the downward API, or -pod-name)")

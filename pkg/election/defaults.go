@@ -14,20 +14,23 @@ import (
 // once.
 const (
 	// FlagElection and the other Flag constants are the elector's flag names.
-	FlagElection      = "election"
-	FlagHTTP          = "http"
-	FlagID            = "id"
-	FlagKubeconfig    = "kubeconfig"
-	FlagLockType      = "lock-type"
-	FlagNamespace     = "namespace"
-	FlagTTL           = "ttl"
-	FlagRenewDeadline = "renew-deadline"
-	FlagRetryPeriod   = "retry-period"
-	FlagPodLabel      = "pod-label"
-	FlagPodName       = "pod-name"
-	FlagPreferNewest  = "prefer-newest"
-	FlagLogFormat     = "log-format"
-	FlagVerbosity     = "v"
+	FlagElection           = "election"
+	FlagHTTP               = "http"
+	FlagID                 = "id"
+	FlagKubeconfig         = "kubeconfig"
+	FlagLockType           = "lock-type"
+	FlagNamespace          = "namespace"
+	FlagTTL                = "ttl"
+	FlagRenewDeadline      = "renew-deadline"
+	FlagRetryPeriod        = "retry-period"
+	FlagPodLabel           = "pod-label"
+	FlagPodName            = "pod-name"
+	FlagPreferNewest       = "prefer-newest"
+	FlagAppHealthURL       = "app-health-url"
+	FlagAppHealthPeriod    = "app-health-period"
+	FlagAppHealthThreshold = "app-health-threshold"
+	FlagLogFormat          = "log-format"
+	FlagVerbosity          = "v"
 
 	// EnvPrefix prefixes the environment variable that may set each flag:
 	// ELECTOR_ELECTION sets -election, ELECTOR_LOCK_TYPE sets -lock-type.

@@ -114,6 +114,9 @@ type Elector struct {
 	proposeOff bool
 	proposeFor time.Time
 	proposeIn  time.Duration
+
+	// health probes the application; nil without AppHealthURL.
+	health *appHealth
 }
 
 // New validates cfg and returns an elector that talks to the API server
@@ -143,6 +146,17 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		self:        candidate{joined: time.Now().UnixMilli(), id: cfg.ID},
 	}
 	e.seed(uint64(time.Now().UnixNano()))
+	if cfg.AppHealthURL != "" {
+		if cfg.AppHealthPeriod == 0 {
+			cfg.AppHealthPeriod = DefaultAppHealthPeriod
+		}
+		if cfg.AppHealthThreshold == 0 {
+			cfg.AppHealthThreshold = DefaultAppHealthThreshold
+		}
+		e.cfg = cfg
+		e.health = newAppHealth(cfg, e.appHealthChanged)
+		metrics.appHealth(false)
+	}
 	if cfg.PodLabel != "" {
 		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, cfg.PodName, e.log, metrics)
 	}
@@ -158,6 +172,9 @@ func (e *Elector) Run(ctx context.Context) error {
 	defer e.setRunning(false)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.watchLock(ctx) })
+	if e.health != nil {
+		wg.Go(func() { e.health.run(ctx) })
+	}
 	if e.labels != nil {
 		e.labels.set(e.cfg.PodName, standby)
 		wg.Go(func() { e.labels.run(ctx) })
@@ -204,6 +221,11 @@ func (e *Elector) follow(ctx context.Context) bool {
 // wait before the lease can have expired. It makes no request while the
 // lease it observed is still running.
 func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
+	if !e.appHealthy() {
+		// It takes nothing until its application answers healthy, which
+		// wakes the loop.
+		return false, e.cfg.RetryPeriod
+	}
 	now := time.Now()
 	// One snapshot for every judgement below: the watch may observe a new
 	// version at any moment, and the version written over must be the one
@@ -456,7 +478,11 @@ func (e *Elector) lead(ctx context.Context) {
 		deadline := e.renewedAt.Add(e.cfg.RenewDeadline)
 		e.mu.Unlock()
 		if ctx.Err() != nil {
-			e.release()
+			e.release("shutting down", true)
+			return
+		}
+		if !e.appHealthy() {
+			e.release("its application is unhealthy", false)
 			return
 		}
 		if !now.Before(deadline) {
@@ -749,10 +775,12 @@ func (e *Elector) stepDown(reason string) {
 	}
 }
 
-// release gives the lock up on shutdown: it stops calling itself leader
-// first, labels its pod standby, then writes a record with no holder, which
-// every follower's watch sees at once.
-func (e *Elector) release() {
+// release gives the lock up, on shutdown or when its application is
+// unhealthy: it stops calling itself leader first, labels its pod standby,
+// then writes a record with no holder, which every follower's watch sees at
+// once. On shutdown, it waits for the Event that says so: the process ends
+// next.
+func (e *Elector) release(reason string, shutdown bool) {
 	e.mu.Lock()
 	e.leading = false
 	mine, epoch := e.mine, e.epoch
@@ -807,8 +835,30 @@ func (e *Elector) release() {
 		e.log.Error(err, "could not release the lock; the others take over when the lease expires")
 		return
 	}
-	e.log.Info("released the lock")
-	e.eventSync(ctx, eventNormal, "LeaderElection", e.cfg.ID+" stopped leading: shutting down")
+	e.log.Info("released the lock", "reason", reason)
+	msg := e.cfg.ID + " stopped leading: " + reason
+	if shutdown {
+		e.eventSync(ctx, eventNormal, "LeaderElection", msg)
+	} else {
+		e.event(eventNormal, "LeaderElection", msg)
+	}
+}
+
+// appHealthy reports whether this participant's application is healthy
+// (always, without a health check).
+func (e *Elector) appHealthy() bool {
+	return e.health == nil || e.health.ok()
+}
+
+// appHealthChanged is told each change of the application's health.
+func (e *Elector) appHealthChanged(healthy bool, why string) {
+	e.metrics.appHealth(healthy)
+	if healthy {
+		e.log.Info("the application is healthy; taking part in the election", "why", why)
+	} else {
+		e.log.Info("the application is unhealthy; not leading until it is healthy again", "why", why)
+	}
+	e.wake()
 }
 
 // observe records a version of the lock from a watch event. An event older

@@ -31,6 +31,9 @@ type Metrics struct {
 	apiErrors   map[string]uint64
 	renew       map[string]*histogram
 	duplicates  uint64
+	// appHealthy is the verdict of the application health check, -1 when
+	// there is none.
+	appHealthy float64
 }
 
 // renewBuckets are the upper bounds, in seconds, of the renewal latency
@@ -45,7 +48,7 @@ type histogram struct {
 
 // NewMetrics returns the elector's metrics, all at zero.
 func NewMetrics() *Metrics {
-	return &Metrics{apiErrors: map[string]uint64{}, renew: map[string]*histogram{}}
+	return &Metrics{apiErrors: map[string]uint64{}, renew: map[string]*histogram{}, appHealthy: -1}
 }
 
 func (m *Metrics) leading(on bool) {
@@ -54,6 +57,15 @@ func (m *Metrics) leading(on bool) {
 	m.isLeader = 0
 	if on {
 		m.isLeader = 1
+	}
+}
+
+func (m *Metrics) appHealth(healthy bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.appHealthy = 0
+	if healthy {
+		m.appHealthy = 1
 	}
 }
 
@@ -113,6 +125,9 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	p.metric("elector_leader_transitions_total", "counter", "Changes of the election's leader observed by this participant.", "", float64(m.transitions))
 	p.metric("elector_last_renew_timestamp_seconds", "gauge", "Unix time of this participant's last successful renewal.", "", m.lastRenew)
 	p.metric("elector_duplicate_id_total", "counter", "Times this participant found another process renewing the lock with its ID.", "", float64(m.duplicates))
+	if m.appHealthy >= 0 {
+		p.metric("elector_app_healthy", "gauge", "1 while the application health check (-app-health-url) finds the application healthy, 0 otherwise.", "", m.appHealthy)
+	}
 	p.help("elector_api_errors_total", "counter", "Failed requests to the API server, by operation.")
 	for _, op := range slices.Sorted(maps.Keys(m.apiErrors)) {
 		p.sample("elector_api_errors_total", `operation="`+op+`"`, float64(m.apiErrors[op]))

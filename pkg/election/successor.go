@@ -102,7 +102,7 @@ func (e *Elector) yieldLeft(obs *observation, observedAt, now time.Time) time.Du
 // followers left when the successor took the lock) do not all write at
 // once, and one that sees a newer one named by then writes nothing.
 func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) time.Duration {
-	if !e.cfg.PreferNewest || obs.object == nil || obs.readErr != nil ||
+	if !e.cfg.PreferNewest || !e.appHealthy() || obs.object == nil || obs.readErr != nil ||
 		obs.record.HolderIdentity == "" || obs.record.HolderIdentity == e.cfg.ID {
 		return 0
 	}

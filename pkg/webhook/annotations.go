@@ -22,18 +22,21 @@ const AnnotationPrefix = "elector.vapor.io/"
 
 // The annotations a pod sets to ask for, and tune, its elector sidecar.
 const (
-	AnnotationElection      = AnnotationPrefix + "election"
-	AnnotationPort          = AnnotationPrefix + "port"
-	AnnotationTTL           = AnnotationPrefix + "ttl"
-	AnnotationLockType      = AnnotationPrefix + "lock-type"
-	AnnotationImage         = AnnotationPrefix + "image"
-	AnnotationCPU           = AnnotationPrefix + "cpu"
-	AnnotationMemory        = AnnotationPrefix + "memory"
-	AnnotationCPULimit      = AnnotationPrefix + "cpu-limit"
-	AnnotationMemoryLimit   = AnnotationPrefix + "memory-limit"
-	AnnotationNativeSidecar = AnnotationPrefix + "native-sidecar"
-	AnnotationPodLabel      = AnnotationPrefix + "pod-label"
-	AnnotationPreferNewest  = AnnotationPrefix + "prefer-newest"
+	AnnotationElection           = AnnotationPrefix + "election"
+	AnnotationPort               = AnnotationPrefix + "port"
+	AnnotationTTL                = AnnotationPrefix + "ttl"
+	AnnotationLockType           = AnnotationPrefix + "lock-type"
+	AnnotationImage              = AnnotationPrefix + "image"
+	AnnotationCPU                = AnnotationPrefix + "cpu"
+	AnnotationMemory             = AnnotationPrefix + "memory"
+	AnnotationCPULimit           = AnnotationPrefix + "cpu-limit"
+	AnnotationMemoryLimit        = AnnotationPrefix + "memory-limit"
+	AnnotationNativeSidecar      = AnnotationPrefix + "native-sidecar"
+	AnnotationPodLabel           = AnnotationPrefix + "pod-label"
+	AnnotationPreferNewest       = AnnotationPrefix + "prefer-newest"
+	AnnotationAppHealthURL       = AnnotationPrefix + "app-health-url"
+	AnnotationAppHealthPeriod    = AnnotationPrefix + "app-health-period"
+	AnnotationAppHealthThreshold = AnnotationPrefix + "app-health-threshold"
 
 	// AnnotationStatus is written by the injector, never by users: StatusInjected
 	// marks a pod whose sidecar is in place, so a reinvoked webhook leaves it be.
@@ -68,6 +71,9 @@ var Annotations = []Annotation{
 	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
 	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
 	{AnnotationPreferNewest, "false", "true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; false: every follower races for a released lock (default: true)."},
+	{AnnotationAppHealthURL, "http://localhost:8080/healthz", "The application's health endpoint, probed by the elector: a pod whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy pod (default: none)."},
+	{AnnotationAppHealthPeriod, "1s", "How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() + " (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
+	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
 }
 
@@ -94,6 +100,11 @@ type Options struct {
 	// Race has every follower race for a released lock: the elector's
 	// -prefer-newest=false.
 	Race bool
+	// AppHealthURL, AppHealthPeriod and AppHealthThreshold are passed to
+	// the elector only when set.
+	AppHealthURL       string
+	AppHealthPeriod    time.Duration
+	AppHealthThreshold int
 }
 
 // wantsInjection reports whether any annotation asks for the sidecar. Any key
@@ -210,6 +221,29 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			} else {
 				o.Race = v == "false"
 			}
+		case AnnotationAppHealthURL:
+			if err := election.ValidateAppHealthURL(v); err != nil {
+				fail(a.Key, "%w", err)
+				break
+			}
+			o.AppHealthURL = v
+		case AnnotationAppHealthPeriod:
+			d, err := time.ParseDuration(v)
+			switch {
+			case err != nil:
+				fail(a.Key, "%q is not a duration (example: %s)", v, a.Example)
+			case d < election.MinAppHealthPeriod:
+				fail(a.Key, "%q is under the minimum %s (example: %s)", v, election.MinAppHealthPeriod, a.Example)
+			default:
+				o.AppHealthPeriod = d
+			}
+		case AnnotationAppHealthThreshold:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				fail(a.Key, "%q is not a whole number in 1-100 (example: %s)", v, a.Example)
+				break
+			}
+			o.AppHealthThreshold = n
 		case AnnotationPodLabel:
 			if msgs := content.IsLabelKey(v); len(msgs) > 0 {
 				fail(a.Key, "%q is not a valid label key: %s (example: %s)", v, strings.Join(msgs, "; "), a.Example)
@@ -222,6 +256,14 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			o.PodLabel = v
+		}
+	}
+
+	if o.AppHealthURL == "" {
+		for _, key := range []string{AnnotationAppHealthPeriod, AnnotationAppHealthThreshold} {
+			if _, set := annotations[key]; set {
+				fail(key, "has no effect without %s; set it (example: http://localhost:8080/healthz), or remove %s", AnnotationAppHealthURL, key)
+			}
 		}
 	}
 

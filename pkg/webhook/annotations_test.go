@@ -87,16 +87,19 @@ func TestParseOptions(t *testing.T) {
 		{
 			name: "every override",
 			annotations: map[string]string{
-				AnnotationElection:      "web",
-				AnnotationPort:          "9090",
-				AnnotationTTL:           "1m30s",
-				AnnotationLockType:      "configmaps",
-				AnnotationImage:         "example.com/elector:v2",
-				AnnotationCPU:           "0.1",
-				AnnotationNativeSidecar: "false",
-				AnnotationPodLabel:      "role",
-				AnnotationPreferNewest:  "false",
-				AnnotationStatus:        StatusInjected,
+				AnnotationElection:           "web",
+				AnnotationPort:               "9090",
+				AnnotationTTL:                "1m30s",
+				AnnotationLockType:           "configmaps",
+				AnnotationImage:              "example.com/elector:v2",
+				AnnotationCPU:                "0.1",
+				AnnotationNativeSidecar:      "false",
+				AnnotationPodLabel:           "role",
+				AnnotationPreferNewest:       "false",
+				AnnotationAppHealthURL:       "http://localhost:8080/healthz",
+				AnnotationAppHealthPeriod:    "500ms",
+				AnnotationAppHealthThreshold: "5",
+				AnnotationStatus:             StatusInjected,
 			},
 			want: defaults(func(o *Options) {
 				o.Port = 9090
@@ -107,6 +110,9 @@ func TestParseOptions(t *testing.T) {
 				o.NativeSidecar = false
 				o.PodLabel = "role"
 				o.Race = true
+				o.AppHealthURL = "http://localhost:8080/healthz"
+				o.AppHealthPeriod = 500 * time.Millisecond
+				o.AppHealthThreshold = 5
 			}),
 		},
 	}

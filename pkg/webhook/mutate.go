@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -272,6 +273,15 @@ func sidecar(o Options) corev1.Container {
 	}
 	if o.Race {
 		args = append(args, arg(election.FlagPreferNewest, "false"))
+	}
+	if o.AppHealthURL != "" {
+		args = append(args, arg(election.FlagAppHealthURL, o.AppHealthURL))
+	}
+	if o.AppHealthPeriod != 0 {
+		args = append(args, arg(election.FlagAppHealthPeriod, o.AppHealthPeriod.String()))
+	}
+	if o.AppHealthThreshold != 0 {
+		args = append(args, arg(election.FlagAppHealthThreshold, strconv.Itoa(o.AppHealthThreshold)))
 	}
 
 	resources := corev1.ResourceRequirements{

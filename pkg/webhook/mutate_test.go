@@ -144,7 +144,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/status)"
 
 	tests := []struct {
 		name        string
@@ -293,6 +293,26 @@ func TestInjectErrors(t *testing.T) {
 			name:        "bad prefer-newest",
 			annotations: withElection(AnnotationPreferNewest, "no"),
 			want:        `annotation elector.vapor.io/prefer-newest: "no" must be true or false (example: false)`,
+		},
+		{
+			name:        "bad app-health-url",
+			annotations: withElection(AnnotationAppHealthURL, "localhost:8080/healthz"),
+			want:        `annotation elector.vapor.io/app-health-url: "localhost:8080/healthz" is not an http or https URL (example: http://localhost:8080/healthz)`,
+		},
+		{
+			name:        "app-health-period too short",
+			annotations: withElection(AnnotationAppHealthURL, "http://localhost:8080/", AnnotationAppHealthPeriod, "10ms"),
+			want:        `annotation elector.vapor.io/app-health-period: "10ms" is under the minimum 100ms (example: 1s)`,
+		},
+		{
+			name:        "app-health-threshold of 0",
+			annotations: withElection(AnnotationAppHealthURL, "http://localhost:8080/", AnnotationAppHealthThreshold, "0"),
+			want:        `annotation elector.vapor.io/app-health-threshold: "0" is not a whole number in 1-100 (example: 3)`,
+		},
+		{
+			name:        "app-health-period without a URL",
+			annotations: withElection(AnnotationAppHealthPeriod, "2s"),
+			want:        `annotation elector.vapor.io/app-health-period: has no effect without elector.vapor.io/app-health-url; set it (example: http://localhost:8080/healthz), or remove elector.vapor.io/app-health-period`,
 		},
 		{
 			name:        "bad pod-label key",

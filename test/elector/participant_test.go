@@ -38,7 +38,10 @@ type participant struct {
 	// released is when the test sent SIGTERM or SIGINT: a leader then hands
 	// over without the gap.
 	released time.Time
-	freezes  []freeze
+	// releasedLock are when the process logged that it released the lock
+	// while it ran on (its application turned unhealthy), as read.
+	releasedLock []time.Time
+	freezes      []freeze
 }
 
 // freeze is a SIGSTOP (stopped is once the process is seen stopped) and the

@@ -87,6 +87,9 @@ func (w *watcher) startEnv(env []string, id, kubeconfig string, args ...string) 
 			line := sc.Text()
 			p.mu.Lock()
 			p.logs.WriteString(line + "\n")
+			if strings.Contains(line, `released the lock`) && !strings.Contains(line, `shutting down`) {
+				p.releasedLock = append(p.releasedLock, time.Now())
+			}
 			p.mu.Unlock()
 			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
@@ -244,9 +247,17 @@ func (w *watcher) violations() []string {
 				gap = g
 			}
 			a.p.mu.Lock()
-			released := a.p.released
+			released, releasedLock := a.p.released, slices.Clone(a.p.releasedLock)
 			a.p.mu.Unlock()
 			if !released.IsZero() && a.final && !b.first.to.Before(released) {
+				gap = 0
+			}
+			// A release while it runs on: logged after the holder-less
+			// record landed, so after a's last true and, by a moment
+			// at most, after b's first.
+			if slices.ContainsFunc(releasedLock, func(r time.Time) bool {
+				return !r.Before(a.last.from) && r.Before(b.first.to.Add(time.Second))
+			}) {
 				gap = 0
 			}
 			if d := b.first.to.Sub(a.last.from); d < gap {
