@@ -23,7 +23,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/internal/podrunner"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -79,26 +79,42 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if err := d.installInjector(ctx); err != nil {
 		return err
 	}
+	// The runner plays the kubelet for the demo's pods: it runs each
+	// injected pod's sidecar, marks it ready, and stops it when the pod is
+	// deleted.
+	d.runner = &podrunner.Runner{
+		Client: d.env.Client, Config: d.env.Config, Namespace: demoNamespace,
+		Elector: filepath.Join(d.opts.Bin, "elector"), Dir: d.dir, Logf: d.say,
+	}
+	runCtx, stopRunner := context.WithCancel(context.WithoutCancel(ctx))
+	runnerDone := make(chan struct{})
+	go func() {
+		defer close(runnerDone)
+		_ = d.runner.Run(runCtx)
+	}()
+	defer func() {
+		stopRunner()
+		<-runnerDone
+	}()
 	if err := d.applySample(ctx); err != nil {
 		return err
 	}
-	pods, err := d.injectedPods(ctx, 3)
-	if err != nil {
+	if _, err := d.injectedPods(ctx, 3); err != nil {
 		return err
-	}
-	for _, pod := range pods {
-		if err := d.runSidecar(ctx, pod); err != nil {
-			return err
-		}
 	}
 	return d.show(ctx)
 }
 
 type demo struct {
-	opts Options
-	out  io.Writer
-	env  *controlplane.Env
-	dir  string
+	opts   Options
+	out    io.Writer
+	env    *controlplane.Env
+	dir    string
+	runner *podrunner.Runner
+
+	// handedOver is set once the leader's pod was deleted, rolled once
+	// the Deployment was rolled.
+	handedOver, rolled bool
 
 	mu    sync.Mutex
 	procs []*process
@@ -238,7 +254,7 @@ func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 		return nil, err
 	}
 	for _, p := range pods {
-		c := sidecar(&p)
+		c := podrunner.Sidecar(&p)
 		kind := "container"
 		if c != nil && c.RestartPolicy != nil {
 			kind = "native sidecar"
@@ -248,76 +264,15 @@ func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 	return pods, nil
 }
 
-func sidecar(pod *corev1.Pod) *corev1.Container {
-	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range list {
-			if list[i].Name == webhook.ContainerName {
-				return &list[i]
-			}
-		}
-	}
-	return nil
-}
-
-// runSidecar starts the elector the way the kubelet would: the container's
-// args, its environment with the downward API filled in, and a token of the
-// pod's service account bound to the pod. The one change: every pod here
-// shares one network, so the elector's port is remapped to a free one.
-func (d *demo) runSidecar(ctx context.Context, pod corev1.Pod) error {
-	c := sidecar(&pod)
-	env := []string{"PATH=" + os.Getenv("PATH")}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-			switch e.ValueFrom.FieldRef.FieldPath {
-			case "metadata.name":
-				v = pod.Name
-			case "metadata.namespace":
-				v = pod.Namespace
-			}
-		}
-		env = append(env, e.Name+"="+v)
-	}
-	account := pod.Spec.ServiceAccountName
-	if account == "" {
-		account = "default"
-	}
-	token, err := d.token(ctx, pod.Namespace, account, &pod)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := d.kubeconfig(pod.Name, token)
-	if err != nil {
-		return err
-	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	args := []string{"-" + election.FlagKubeconfig + "=" + kubeconfig}
-	for _, a := range c.Args {
-		if strings.HasPrefix(a, "-"+election.FlagHTTP+"=") {
-			a = fmt.Sprintf("-%s=127.0.0.1:%d", election.FlagHTTP, port)
-		}
-		args = append(args, a)
-	}
-	p, err := d.start(pod.Name, filepath.Join(d.opts.Bin, "elector"), env, args...)
-	if err != nil {
-		return err
-	}
-	p.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	d.say("started %s's elector (pid %d) as service account %s/%s on %s", pod.Name, p.cmd.Process.Pid, pod.Namespace, account, p.addr)
-	return nil
-}
-
-// show prints the election as a table whenever it changes; once a leader has
-// held for a few seconds it stops the leader's process and shows the
-// handover.
+// show prints the election as a table whenever it changes. Once a leader
+// has held for a few seconds it deletes the leader's pod and shows the
+// handover; then it rolls the Deployment and counts the leader changes of
+// the rollout.
 func (d *demo) show(ctx context.Context) error {
 	var last string
-	var leaderSince time.Time
-	var leader *process
-	var stoppedAt time.Time
+	var leaderSince, deletedAt time.Time
+	var leader string
+	var roll *rollout
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -326,59 +281,76 @@ func (d *demo) show(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		table, current := d.table(ctx)
+		table, current, running := d.table(ctx)
 		if table != last {
 			fmt.Fprintln(d.out)
 			fmt.Fprint(d.out, table)
 			last = table
 		}
 		switch {
-		case !stoppedAt.IsZero() && current != nil && current != leader:
-			d.say("handover: %s leads, %s after %s was stopped", current.name, time.Since(stoppedAt).Round(time.Millisecond), leader.name)
-			stoppedAt = time.Time{}
-			leader = current
-			leaderSince = time.Now()
-			if d.opts.ExitAfterHandover {
-				return nil
+		case roll != nil:
+			done, err := roll.done(ctx)
+			if err != nil {
+				return err
 			}
-			d.say("press Ctrl-C to stop everything")
-		case stoppedAt.IsZero() && current != nil && current != leader:
+			if done {
+				d.say("rollout done in %s: %d leader change(s); %s, a pod of the rollout, leads", time.Since(roll.start).Round(time.Millisecond), roll.changes(), roll.leader())
+				roll.stop()
+				roll = nil
+				if d.opts.ExitAfterHandover {
+					return nil
+				}
+				d.say("press Ctrl-C to stop everything")
+			}
+		case !deletedAt.IsZero() && current != "" && current != leader:
+			d.say("handover: %s leads, %s after %s was deleted", current, time.Since(deletedAt).Round(time.Millisecond), leader)
+			deletedAt = time.Time{}
 			leader, leaderSince = current, time.Now()
-		case stoppedAt.IsZero() && leader != nil && leader == current && leaderSince.Add(5*time.Second).Before(time.Now()) && d.alive() == 3:
-			d.say("stopping the leader %s (SIGTERM, as when a pod is deleted)", leader.name)
-			stoppedAt = time.Now()
-			_ = leader.cmd.Process.Signal(syscall.SIGTERM)
+		case deletedAt.IsZero() && current != "" && current != leader:
+			leader, leaderSince = current, time.Now()
+		case deletedAt.IsZero() && !d.rolled && leader != "" && current == leader && time.Since(leaderSince) > 5*time.Second && running == 3:
+			if !d.handedOver {
+				d.say("deleting the leader's pod %s (its elector gets SIGTERM, as from a kubelet)", leader)
+				deletedAt, d.handedOver = time.Now(), true
+				if err := d.env.Client.CoreV1().Pods(demoNamespace).Delete(ctx, leader, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+				break
+			}
+			d.say("rolling Deployment example (kubectl rollout restart): the newest pod is named successor, so leadership moves once, to a new pod")
+			d.rolled = true
+			var err error
+			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example"); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// table renders the pods' view of the election and returns the leader.
-func (d *demo) table(ctx context.Context) (string, *process) {
+// table renders the pods' view of the election and returns the leader and
+// how many sidecars run.
+func (d *demo) table(ctx context.Context) (string, string, int) {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tLABEL role")
-	var leader *process
-	for _, p := range d.electors() {
-		state, isLeader, leaderName := "stopped", "", ""
-		select {
-		case <-p.done:
-		default:
-			state = "running"
-			if st, err := status(p.addr); err == nil {
-				isLeader, leaderName = fmt.Sprint(st.IsLeader), st.Leader
-				if st.IsLeader {
-					leader = p
-				}
+	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tEPOCH\tLABEL role")
+	var leader string
+	running := d.runner.Running()
+	for _, p := range running {
+		isLeader, leaderName, epoch := "", "", ""
+		if st, err := status(p.Addr); err == nil {
+			isLeader, leaderName, epoch = fmt.Sprint(st.IsLeader), st.Leader, fmt.Sprint(st.Epoch)
+			if st.IsLeader {
+				leader = p.Name
 			}
 		}
 		label := ""
-		if pod, err := d.env.Client.CoreV1().Pods(demoNamespace).Get(ctx, p.name, metav1.GetOptions{}); err == nil {
+		if pod, err := d.env.Client.CoreV1().Pods(demoNamespace).Get(ctx, p.Name, metav1.GetOptions{}); err == nil {
 			label = pod.Labels["role"]
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", p.name, state, isLeader, leaderName, label)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, "http://"+p.Addr, isLeader, leaderName, epoch, label)
 	}
 	_ = w.Flush()
-	return b.String(), leader
+	return b.String(), leader, len(running)
 }
 
 func status(addr string) (election.Status, error) {
@@ -390,30 +362,6 @@ func status(addr string) (election.Status, error) {
 	}
 	defer resp.Body.Close()
 	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-func (d *demo) electors() []*process {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []*process
-	for _, p := range d.procs {
-		if p.addr != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func (d *demo) alive() int {
-	n := 0
-	for _, p := range d.electors() {
-		select {
-		case <-p.done:
-		default:
-			n++
-		}
-	}
-	return n
 }
 
 // start runs a binary, its output into a log file, and keeps it for
@@ -465,23 +413,9 @@ func (d *demo) stopProcesses() {
 	}
 }
 
-// token asks the TokenRequest API for a token of the service account, bound
-// to pod when given, as the kubelet does for a projected token.
+// token is a token of the service account, bound to pod when given.
 func (d *demo) token(ctx context.Context, ns, account string, pod *corev1.Pod) (string, error) {
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
-	if pod != nil {
-		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-	}
-	var tr *authenticationv1.TokenRequest
-	err := waitFor(ctx, 30*time.Second, "service account "+ns+"/"+account, func() bool {
-		var err error
-		tr, err = d.env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, req, metav1.CreateOptions{})
-		return err == nil
-	})
-	if err != nil {
-		return "", err
-	}
-	return tr.Status.Token, nil
+	return podrunner.Token(ctx, d.env.Client, ns, account, pod)
 }
 
 func (d *demo) kubeconfig(name, token string) (string, error) {

@@ -87,6 +87,7 @@ func TestDemo(t *testing.T) {
 		"as service account demo/default",
 		"IS_LEADER",
 		"handover: ",
+		"rollout done in ",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the demo's output has no %q", want)

@@ -128,7 +128,7 @@ func (e *Env) startControllerManager(assets string, output bool) error {
 	}
 	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
 		"--kubeconfig="+path,
-		"--controllers=deployment,replicaset,serviceaccount",
+		"--controllers=deployment,replicaset,statefulset,serviceaccount",
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--concurrent-deployment-syncs=2",

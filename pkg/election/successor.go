@@ -112,14 +112,21 @@ func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) 
 	window := e.cfg.RetryPeriod / 2
 	e.mu.Lock()
 	seen := e.recordAt
-	if seen.IsZero() && time.Since(obs.record.RenewTime.Time) < window {
-		// Just joined: the record says its holder renewed lately, by
-		// this participant's wall clock. A skewed clock costs a failover
-		// time, never safety.
+	if seen.IsZero() && time.Since(obs.record.RenewTime.Time) < e.cfg.RetryPeriod+RecordPrecision {
+		// Just joined: the record (in whole seconds) says its holder
+		// renewed within a retry period, by this participant's wall
+		// clock. A skewed clock costs a failover time, never safety.
 		seen = e.observedAt
 	}
 	if e.proposeFor != seen {
-		e.proposeFor, e.proposeIn = seen, time.Duration(e.loopRand.Int64N(int64(window)/2+1))
+		e.proposeFor = seen
+		// A participant that just joined proposes at once: it is a new
+		// pod of a rollout, and the old leader may be told to stop as
+		// soon as the new pod is ready. Later proposals spread out.
+		e.proposeIn = 0
+		if e.proposed != nil || !e.recordAt.IsZero() {
+			e.proposeIn = time.Duration(e.loopRand.Int64N(int64(window)/2 + 1))
+		}
 	}
 	at := seen.Add(e.proposeIn)
 	due := !seen.IsZero() && !now.Before(at) && now.Sub(seen) < window

@@ -1,0 +1,400 @@
+// Package podrunner plays the kubelet for the elector sidecars of one
+// namespace on the local control plane, which has no kubelet. For each pod
+// the injector gave a sidecar it:
+//   - binds the pod to a node of its own, so that deleting the pod is
+//     graceful, as on a real node;
+//   - starts the sidecar as a local process, with the args and environment
+//     the injector wrote (the downward API filled in), a token of the pod's
+//     service account bound to the pod, and its HTTP port moved to a free
+//     one (every pod here shares one network);
+//   - marks the pod Running and Ready once the elector answers its readiness
+//     probe, as the kubelet would;
+//   - when the pod is deleted, sends the process SIGTERM, waits for it (up to
+//     the pod's grace period, then SIGKILL), and removes the pod.
+//
+// The demo runs its pods with it, and the rollout measurements and tests let
+// kube-controller-manager roll Deployments and StatefulSets over it.
+package podrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
+)
+
+// NodeName is the node every pod is bound to.
+const NodeName = "podrunner"
+
+// Runner runs the sidecars of one namespace. Fill it in and call Run.
+type Runner struct {
+	Client kubernetes.Interface
+	// Config is the API server's; each elector gets a kubeconfig for it
+	// with its own token.
+	Config    *rest.Config
+	Namespace string
+	// Elector is the elector binary.
+	Elector string
+	// Dir holds the kubeconfigs and logs of the processes.
+	Dir string
+	// Logf, when set, is told what the runner does.
+	Logf func(format string, args ...any)
+
+	mu   sync.Mutex
+	pods map[types.UID]*Pod
+	wg   sync.WaitGroup
+}
+
+// Pod is one pod whose sidecar runs.
+type Pod struct {
+	Name string
+	UID  types.UID
+	// Addr is the elector's HTTP address.
+	Addr string
+	// Labels are the pod's labels when its sidecar started.
+	Labels map[string]string
+
+	cmd      *exec.Cmd
+	done     chan struct{}
+	stopping bool
+}
+
+// Done is closed when the sidecar's process has exited.
+func (p *Pod) Done() <-chan struct{} { return p.done }
+
+// Running lists the pods whose sidecar runs and has not been told to stop,
+// by name.
+func (r *Runner) Running() []*Pod {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Pod
+	for _, p := range r.pods {
+		if !p.stopping {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Pod) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (r *Runner) logf(format string, args ...any) {
+	if r.Logf != nil {
+		r.Logf(format, args...)
+	}
+}
+
+// Run runs the namespace's pods until ctx is done, then stops every sidecar
+// it started. It returns ctx's error, or the first error that stopped it.
+func (r *Runner) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.pods = map[types.UID]*Pod{}
+	r.mu.Unlock()
+	defer r.stopAll()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName}}
+	if _, err := r.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create node %s: %w", NodeName, err)
+	}
+	for ctx.Err() == nil {
+		if err := r.watch(ctx); err != nil && ctx.Err() == nil {
+			r.logf("pod watch ended: %v; watching again", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return ctx.Err()
+}
+
+// watch lists the namespace's pods, handles each, and follows the changes
+// until the watch ends.
+func (r *Runner) watch(ctx context.Context) error {
+	pods := r.Client.CoreV1().Pods(r.Namespace)
+	list, err := pods.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range list.Items {
+		r.handle(ctx, &list.Items[i], false)
+	}
+	w, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added, watch.Modified, watch.Deleted:
+			if pod, ok := ev.Object.(*corev1.Pod); ok {
+				r.handle(ctx, pod, ev.Type == watch.Deleted)
+			}
+		case watch.Error:
+			return apierrors.FromObject(ev.Object)
+		}
+	}
+	return errors.New("watch closed")
+}
+
+// handle starts, or stops, the sidecar of pod.
+func (r *Runner) handle(ctx context.Context, pod *corev1.Pod, deleted bool) {
+	c := Sidecar(pod)
+	if c == nil {
+		return
+	}
+	r.mu.Lock()
+	p := r.pods[pod.UID]
+	r.mu.Unlock()
+	switch {
+	case deleted:
+		if p != nil {
+			r.stop(p, 0)
+		}
+	case pod.DeletionTimestamp != nil:
+		if p != nil {
+			grace := 30 * time.Second
+			if pod.DeletionGracePeriodSeconds != nil {
+				grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+			}
+			r.wg.Go(func() {
+				r.stop(p, grace)
+				// The kubelet removes the pod once its containers have
+				// stopped.
+				err := r.Client.CoreV1().Pods(pod.Namespace).Delete(context.Background(), pod.Name,
+					metav1.DeleteOptions{GracePeriodSeconds: new(int64(0)), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+				if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+					r.logf("remove pod %s: %v", pod.Name, err)
+				}
+			})
+		}
+	case p == nil:
+		if err := r.start(ctx, pod, c); err != nil && ctx.Err() == nil {
+			r.logf("pod %s: %v", pod.Name, err)
+		}
+	}
+}
+
+// start binds pod, starts its sidecar, and marks the pod ready once the
+// elector answers its readiness probe.
+func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container) error {
+	if pod.Spec.NodeName == "" {
+		binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, UID: pod.UID}, Target: corev1.ObjectReference{Kind: "Node", Name: NodeName}}
+		if err := r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("bind: %w", err)
+		}
+	}
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.name":
+				v = pod.Name
+			case "metadata.namespace":
+				v = pod.Namespace
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	account := pod.Spec.ServiceAccountName
+	if account == "" {
+		account = "default"
+	}
+	token, err := Token(ctx, r.Client, pod.Namespace, account, pod)
+	if err != nil {
+		return err
+	}
+	raw, err := controlplane.Kubeconfig(r.Config, token)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(r.Dir, pod.Name+".kubeconfig")
+	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"-" + election.FlagKubeconfig + "=" + kubeconfig}
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "-"+election.FlagHTTP+"=") {
+			a = fmt.Sprintf("-%s=127.0.0.1:%d", election.FlagHTTP, port)
+		}
+		args = append(args, a)
+	}
+	logFile, err := os.Create(filepath.Join(r.Dir, pod.Name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(r.Elector, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C in the terminal reaches the program
+	// that runs the runner, which stops each process in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", r.Elector, err)
+	}
+	p := &Pod{Name: pod.Name, UID: pod.UID, Addr: fmt.Sprintf("127.0.0.1:%d", port), Labels: pod.Labels, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	r.mu.Lock()
+	r.pods[pod.UID] = p
+	r.mu.Unlock()
+	r.logf("pod %s: started its elector (pid %d) as service account %s/%s on %s", pod.Name, cmd.Process.Pid, pod.Namespace, account, p.Addr)
+	r.wg.Go(func() { r.markReady(ctx, pod, p) })
+	return nil
+}
+
+// markReady probes the elector's /readyz every 100 ms and marks the pod
+// Running and Ready at its first 200.
+func (r *Runner) markReady(ctx context.Context, pod *corev1.Pod, p *Pod) {
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.done:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err := client.Get("http://" + p.Addr + election.PathReadyz)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+	}
+	now := metav1.Now()
+	for {
+		cur, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil || cur.UID != pod.UID || cur.DeletionTimestamp != nil {
+			return
+		}
+		cur.Status.Phase = corev1.PodRunning
+		cur.Status.StartTime = &now
+		cur.Status.Conditions = nil
+		for _, t := range []corev1.PodConditionType{corev1.PodScheduled, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady} {
+			cur.Status.Conditions = append(cur.Status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
+		}
+		_, err = r.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		if err == nil || !apierrors.IsConflict(err) {
+			if err != nil && ctx.Err() == nil {
+				r.logf("pod %s: mark ready: %v", pod.Name, err)
+			}
+			return
+		}
+	}
+}
+
+// stop sends the sidecar SIGTERM and waits for it, up to grace (then it
+// kills it; 0: a second).
+func (r *Runner) stop(p *Pod, grace time.Duration) {
+	r.mu.Lock()
+	already := p.stopping
+	p.stopping = true
+	r.mu.Unlock()
+	if !already {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		r.logf("pod %s: deleted; sent its elector SIGTERM", p.Name)
+	}
+	if grace <= 0 {
+		grace = time.Second
+	}
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	r.mu.Lock()
+	delete(r.pods, p.UID)
+	r.mu.Unlock()
+}
+
+// stopAll stops every sidecar: SIGTERM to all, then five seconds for them.
+func (r *Runner) stopAll() {
+	r.mu.Lock()
+	var all []*Pod
+	for _, p := range r.pods {
+		all = append(all, p)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range all {
+		wg.Go(func() { r.stop(p, 5*time.Second) })
+	}
+	wg.Wait()
+	r.wg.Wait()
+}
+
+// Sidecar is the elector container the injector added to pod, nil if none.
+func Sidecar(pod *corev1.Pod) *corev1.Container {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == webhook.ContainerName {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+// Token asks the TokenRequest API for an hour's token of the service
+// account, bound to pod when given, as the kubelet does for a projected
+// token. It retries for 30 seconds while the account does not exist yet.
+func Token(ctx context.Context, client kubernetes.Interface, ns, account string, pod *corev1.Pod) (string, error) {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
+	if pod != nil {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, req, metav1.CreateOptions{})
+		if err == nil {
+			return tr.Status.Token, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("token of service account %s/%s: %w", ns, account, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
