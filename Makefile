@@ -62,6 +62,13 @@ bench: envtest build ## Run the benchmarks and print their tables.
 	go run ./bench -elector=bin/elector
 	go test -run '^$$' -bench . -benchtime 20000x ./pkg/webhook/
 	go run ./bench/injector -injector=bin/injector
+	go run ./hack/rollouts -bin=bin -rollouts=$(ROLLOUTS)
+
+ROLLOUTS ?= 20
+
+.PHONY: rollouts
+rollouts: envtest build ## Count leader changes over ROLLOUTS rollouts of each Deployment and StatefulSet shape, with and without -prefer-newest.
+	go run ./hack/rollouts -bin=bin -rollouts=$(ROLLOUTS)
 
 DURATION ?= 3m
 SEED ?=

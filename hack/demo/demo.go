@@ -320,7 +320,7 @@ func (d *demo) show(ctx context.Context) error {
 			d.say("rolling Deployment example (kubectl rollout restart): the newest pod is named successor, so leadership moves once, to a new pod")
 			d.rolled = true
 			var err error
-			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example"); err != nil {
+			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example", runnerLeads(d.runner)); err != nil {
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
 // rollout is one rolling update of a Deployment or StatefulSet, restarted
@@ -22,25 +25,45 @@ type rollout struct {
 	ns, kind, name string
 	start          time.Time
 
+	// leads reports whether the elector of a pod says it leads.
+	leads func(pod string) bool
+
 	cancel context.CancelFunc
 	mu     sync.Mutex
-	// holders are the election's holders seen since the rollout started,
-	// the one at its start first, each once in a row ("" for a release).
-	holders []string
-	err     error
+	// terms are the election's terms seen since the rollout started, the
+	// one at its start first, each once in a row (no holder: a release).
+	terms []term
+	err   error
+}
+
+// term is one holder's term: its ID and epoch. A StatefulSet's new pod has
+// the name, and so the ID, of the old one it replaces; its term has an
+// epoch of its own.
+type term struct{ holder, epoch string }
+
+func termOf(l *coordinationv1.Lease) term {
+	epoch, _, _ := strings.Cut(l.Annotations[election.AnnotationEpoch], "/")
+	return term{holder: holderOf(l), epoch: epoch}
+}
+
+// follows reports whether t is a new term after last, a term with a holder.
+// A term whose epoch is not written yet (the lock was just made) is the
+// same as the one with its epoch.
+func (t term) follows(last term) bool {
+	return t.holder != "" && (t.holder != last.holder || t.epoch != "" && last.epoch != "" && t.epoch != last.epoch)
 }
 
 // startRollout restarts the workload kind/name in ns and watches the Lease
 // of election until stop.
-func startRollout(ctx context.Context, client kubernetes.Interface, ns, kind, name, election string) (*rollout, error) {
-	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, election, metav1.GetOptions{})
+func startRollout(ctx context.Context, client kubernetes.Interface, ns, kind, name, electionName string, leads func(string) bool) (*rollout, error) {
+	lease, err := client.CoordinationV1().Leases(ns).Get(ctx, electionName, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("lease %s/%s: %w", ns, election, err)
+		return nil, fmt.Errorf("lease %s/%s: %w", ns, electionName, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	r := &rollout{client: client, ns: ns, kind: kind, name: name, cancel: cancel, holders: []string{holderOf(lease)}}
+	r := &rollout{client: client, ns: ns, kind: kind, name: name, leads: leads, cancel: cancel, terms: []term{termOf(lease)}}
 	w, err := client.CoordinationV1().Leases(ns).Watch(wctx, metav1.ListOptions{
-		FieldSelector: "metadata.name=" + election, ResourceVersion: lease.ResourceVersion,
+		FieldSelector: "metadata.name=" + electionName, ResourceVersion: lease.ResourceVersion,
 	})
 	if err != nil {
 		cancel()
@@ -84,27 +107,27 @@ func (r *rollout) follow(w watch.Interface) {
 			}
 			continue
 		}
-		h := holderOf(l)
+		t := termOf(l)
 		r.mu.Lock()
-		if r.holders[len(r.holders)-1] != h {
-			r.holders = append(r.holders, h)
+		if r.terms[len(r.terms)-1] != t {
+			r.terms = append(r.terms, t)
 		}
 		r.mu.Unlock()
 	}
 }
 
-// changes counts the leader changes since the rollout started: each time
-// the lock went to a holder other than the last one, releases aside.
+// changes counts the leader changes since the rollout started: each new
+// term, releases aside.
 func (r *rollout) changes() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n, last := 0, r.holders[0]
-	for _, h := range r.holders[1:] {
-		if h != "" && h != last {
+	n, last := 0, r.terms[0]
+	for _, t := range r.terms[1:] {
+		if t.follows(last) {
 			n++
 		}
-		if h != "" {
-			last = h
+		if t.holder != "" {
+			last = t
 		}
 	}
 	return n
@@ -114,7 +137,7 @@ func (r *rollout) changes() int {
 func (r *rollout) leader() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.holders[len(r.holders)-1]
+	return r.terms[len(r.terms)-1].holder
 }
 
 // done reports whether the rollout is over: every replica updated and
@@ -160,8 +183,8 @@ func (r *rollout) done(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	// Every pod left is the rollout's: a leader that is not terminating
-	// is one of them.
-	return pod.DeletionTimestamp == nil, nil
+	// is one of them, once its elector says it leads.
+	return pod.DeletionTimestamp == nil && r.leads(leader), nil
 }
 
 // stop ends the watch of the Lease.

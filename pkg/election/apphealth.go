@@ -2,6 +2,7 @@ package election
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,8 +23,10 @@ import (
 //     shutdown, so a healthy follower takes over at once rather than a TTL
 //     later.
 //
-// A probe is a GET that must answer 2xx or 3xx within the period; an
-// application that cannot be reached at all is unhealthy.
+// A probe is a GET that must answer 2xx or 3xx within the period (a
+// redirect is not followed; https certificates are not checked, as the
+// kubelet's probes do not); an application that cannot be reached at all is
+// unhealthy.
 
 // Defaults of the application health check.
 const (
@@ -53,22 +56,42 @@ type appHealth struct {
 	period    time.Duration
 	threshold int
 	client    *http.Client
-	// changed is called when the verdict changes.
-	changed func(healthy bool, why string)
+	// changed is called when the verdict changes; stillUnhealthy, now and
+	// then while it stays unhealthy.
+	changed        func(healthy bool, why string)
+	stillUnhealthy func(err error)
 
 	mu       sync.Mutex
 	healthy  bool
 	failures int
+	// logged is when a failure while unhealthy was last told.
+	logged time.Time
 }
 
-func newAppHealth(cfg Config, changed func(bool, string)) *appHealth {
+// stillUnhealthyEvery is how often the failures of an application that
+// stays unhealthy are told again, so a wrong URL shows in the log.
+const stillUnhealthyEvery = time.Minute
+
+func newAppHealth(cfg Config, changed func(bool, string), stillUnhealthy func(error)) *appHealth {
 	return &appHealth{
-		url:       cfg.AppHealthURL,
-		period:    cfg.AppHealthPeriod,
-		threshold: cfg.AppHealthThreshold,
+		stillUnhealthy: stillUnhealthy,
+		url:            cfg.AppHealthURL,
+		period:         cfg.AppHealthPeriod,
+		threshold:      cfg.AppHealthThreshold,
 		// No keep-alive across probes would cost a connection per probe;
 		// one idle connection to the application is kept.
-		client:  &http.Client{Timeout: cfg.AppHealthPeriod, Transport: &http.Transport{MaxIdleConns: 1, DisableCompression: true}},
+		client: &http.Client{
+			Timeout: cfg.AppHealthPeriod,
+			Transport: &http.Transport{
+				MaxIdleConns: 1, IdleConnTimeout: 2 * cfg.AppHealthPeriod, DisableCompression: true,
+				// The kubelet's https probes do not check certificates
+				// either: an application's own is often self-signed.
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			},
+			// A 3xx is the answer: following it would judge another page,
+			// maybe on another host.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		changed: changed,
 	}
 }
@@ -85,6 +108,7 @@ func (h *appHealth) ok() bool {
 func (h *appHealth) run(ctx context.Context) {
 	t := time.NewTicker(h.period)
 	defer t.Stop()
+	defer h.client.CloseIdleConnections()
 	for {
 		err := h.probe(ctx)
 		if ctx.Err() != nil {
@@ -131,12 +155,21 @@ func (h *appHealth) record(err error) {
 		}
 	}
 	now := h.healthy
+	// Unhealthy from the start (a wrong URL, say), or still unhealthy: say
+	// why now and then, not only on a change.
+	remind := err != nil && !now && now == was && time.Since(h.logged) >= stillUnhealthyEvery
+	if now != was || remind {
+		h.logged = time.Now()
+	}
 	h.mu.Unlock()
-	if now != was {
+	switch {
+	case now != was:
 		why := "answered healthy"
 		if err != nil {
 			why = fmt.Sprintf("%d failed probes in a row, the last: %v", h.threshold, err)
 		}
 		h.changed(now, why)
+	case remind:
+		h.stillUnhealthy(err)
 	}
 }

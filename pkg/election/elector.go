@@ -107,13 +107,14 @@ type Elector struct {
 	// observation): a holder seen renewing lately is alive.
 	recordAt time.Time
 	// proposed is the version this follower last named itself successor
-	// on; proposeOff is set once the API server refused a proposal.
+	// on; it proposes nothing before proposeOffUntil, set when the API
+	// server refused a proposal.
 	// proposeIn is how long after the renewal seen at proposeFor it
 	// proposes, drawn once for it.
-	proposed   *observation
-	proposeOff bool
-	proposeFor time.Time
-	proposeIn  time.Duration
+	proposed        *observation
+	proposeOffUntil time.Time
+	proposeFor      time.Time
+	proposeIn       time.Duration
 
 	// health probes the application; nil without AppHealthURL.
 	health *appHealth
@@ -154,7 +155,9 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 			cfg.AppHealthThreshold = DefaultAppHealthThreshold
 		}
 		e.cfg = cfg
-		e.health = newAppHealth(cfg, e.appHealthChanged)
+		e.health = newAppHealth(cfg, e.appHealthChanged, func(err error) {
+			e.log.Info("the application is still unhealthy; not leading", "url", cfg.AppHealthURL, "err", err.Error())
+		})
 		metrics.appHealth(false)
 	}
 	if cfg.PodLabel != "" {
@@ -168,6 +171,9 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 // returns nil after a clean stop.
 func (e *Elector) Run(ctx context.Context) error {
 	e.log.Info("joining election", "ttl", e.cfg.TTL, "renewDeadline", e.cfg.RenewDeadline, "retryPeriod", e.cfg.RetryPeriod)
+	if e.health != nil {
+		e.log.Info("leading only while the application is healthy", "url", e.cfg.AppHealthURL, "period", e.cfg.AppHealthPeriod, "threshold", e.cfg.AppHealthThreshold)
+	}
 	e.setRunning(true)
 	defer e.setRunning(false)
 	var wg sync.WaitGroup
@@ -859,6 +865,7 @@ func (e *Elector) appHealthChanged(healthy bool, why string) {
 		e.log.Info("the application is unhealthy; not leading until it is healthy again", "why", why)
 	}
 	e.wake()
+	e.notify()
 }
 
 // observe records a version of the lock from a watch event. An event older

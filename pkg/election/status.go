@@ -82,7 +82,9 @@ func (e *Elector) IsLeader() bool {
 }
 
 func (e *Elector) isLeaderLocked(now time.Time) bool {
-	return e.leading && !now.Before(e.claimAt) && now.Sub(e.renewedAt) < e.cfg.RenewDeadline
+	// An application judged unhealthy ends leadership at once, while the
+	// loop may still wait on a renewal before it releases the lock.
+	return e.leading && !now.Before(e.claimAt) && now.Sub(e.renewedAt) < e.cfg.RenewDeadline && e.appHealthy()
 }
 
 // Ready reports whether the election loop runs: it is what /readyz answers.

@@ -31,6 +31,10 @@ import (
 // same compare-and-swap as anyone, and a proposal is a write of the lock
 // object like any other, which every follower times the lease from.
 
+// proposeAgainAfter is how long a follower whose proposal was refused
+// (Forbidden) waits before it proposes again.
+const proposeAgainAfter = 5 * time.Minute
+
 // successorGrace is how long the followers that are not the named successor
 // leave it to take a released lock.
 func (c *Config) successorGrace() time.Duration { return c.RetryPeriod / 4 }
@@ -134,7 +138,7 @@ func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) 
 	if due && !spent {
 		e.proposed = obs
 	}
-	off := e.proposeOff
+	off := now.Before(e.proposeOffUntil)
 	e.mu.Unlock()
 	switch {
 	case off || spent || seen.IsZero():
@@ -152,12 +156,13 @@ func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) 
 		e.log.V(1).Info("named itself the successor")
 		e.observe(got)
 	case apierrors.IsForbidden(err):
-		// An admission policy from before the successor annotation: the
-		// election runs as before, every follower racing after a release.
+		// An admission policy from before the successor annotation, or an
+		// API server that has just restarted: the election runs as before,
+		// every follower racing after a release, and it tries again later.
 		e.mu.Lock()
-		e.proposeOff = true
+		e.proposeOffUntil = now.Add(proposeAgainAfter)
 		e.mu.Unlock()
-		e.log.Info("cannot name a successor on the lock; followers will race for it after a release", "err", err.Error())
+		e.log.Info("cannot name a successor on the lock; followers race for it after a release until it can", "retryIn", proposeAgainAfter, "err", err.Error())
 	case !apierrors.IsConflict(err):
 		e.apiResult("propose", err)
 	}
