@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,13 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo's output has no %q", want)
 		}
 	}
+	// The sample Deployment rolls with the default 25% / 25%: the newest
+	// pod is named successor, so leadership moves once, to a new pod.
+	if m := rolloutDone.FindStringSubmatch(out.String()); m == nil {
+		t.Errorf("the demo's output says no rollout was done")
+	} else if m[1] != "1" {
+		t.Errorf("the rollout changed leader %s times, want once", m[1])
+	}
 	for _, name := range known {
 		if !seen[name] {
 			t.Errorf("no %s process of the demo was seen while it ran (seen: %v)", name, seen)
@@ -107,6 +115,8 @@ func TestDemo(t *testing.T) {
 		t.Errorf("processes left behind: %v", pids)
 	}
 }
+
+var rolloutDone = regexp.MustCompile(`rollout done in \S+: (\d+) leader change`)
 
 type child struct {
 	pid int

@@ -201,19 +201,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 			return fmt.Errorf("bind: %w", err)
 		}
 	}
-	env := []string{"PATH=" + os.Getenv("PATH")}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-			switch e.ValueFrom.FieldRef.FieldPath {
-			case "metadata.name":
-				v = pod.Name
-			case "metadata.namespace":
-				v = pod.Namespace
-			}
-		}
-		env = append(env, e.Name+"="+v)
-	}
+	env := Environ(pod, c)
 	account := pod.Spec.ServiceAccountName
 	if account == "" {
 		account = "default"
@@ -363,6 +351,26 @@ func Sidecar(pod *corev1.Pod) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// Environ is the environment of the sidecar c of pod, as the kubelet gives
+// it: $PATH, then its variables, with the downward API's pod name and
+// namespace filled in.
+func Environ(pod *corev1.Pod, c *corev1.Container) []string {
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.name":
+				v = pod.Name
+			case "metadata.namespace":
+				v = pod.Namespace
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	return env
 }
 
 // Token asks the TokenRequest API for an hour's token of the service

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/internal/podrunner"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -36,30 +37,11 @@ type sidecar struct {
 // HTTP port is remapped: every "pod" here shares one network.
 func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	t.Helper()
-	var c *corev1.Container
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			if cs[i].Name == webhook.ContainerName {
-				c = &cs[i]
-			}
-		}
-	}
+	c := podrunner.Sidecar(pod)
 	if c == nil {
 		t.Fatalf("pod %s has no %s container", pod.Name, webhook.ContainerName)
 	}
-	environ := []string{"PATH=" + os.Getenv("PATH")}
-	for _, e := range c.Env {
-		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-			switch e.ValueFrom.FieldRef.FieldPath {
-			case "metadata.name":
-				v = pod.Name
-			case "metadata.namespace":
-				v = pod.Namespace
-			}
-		}
-		environ = append(environ, e.Name+"="+v)
-	}
+	environ := podrunner.Environ(pod, c)
 	token, err := tokenRequest(ctxFor(t, 10*time.Second), pod.Namespace, pod.Spec.ServiceAccountName, pod)
 	if err != nil {
 		t.Fatal(err)
