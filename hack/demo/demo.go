@@ -123,7 +123,6 @@ type demo struct {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	addr string // the elector's HTTP address
 	done chan struct{}
 }
 
