@@ -297,6 +297,12 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	// Back to three participants for the failovers and the load counts.
 	b.stop(b.live()[3:])
 
+	health, err := b.healthFailovers(healthRounds)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, health...)
+
 	fmt.Fprintf(os.Stderr, "bench: %d crash failovers\n", failovers)
 	times = times[:0]
 	for i := range failovers {
@@ -372,8 +378,9 @@ type bench struct {
 var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
 
 // start runs bin as participant id of electionName.
-func (b *bench) start(bin, id, electionName string) (*proc, error) {
-	cmd := exec.Command(bin, "-election="+electionName, "-id="+id, "-kubeconfig="+b.kubeconfig, "-http=127.0.0.1:0", "-namespace=default")
+func (b *bench) start(bin, id, electionName string, extra ...string) (*proc, error) {
+	args := append([]string{"-election=" + electionName, "-id=" + id, "-kubeconfig=" + b.kubeconfig, "-http=127.0.0.1:0", "-namespace=default"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -484,7 +491,7 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	if b.probe == probePoll {
 		took, err = pollNewLeader(leader, others, sig)
 	} else {
-		took, err = watchNewLeader(leader, others, sig)
+		took, err = watchNewLeader(others, func() error { return leader.cmd.Process.Signal(sig) })
 	}
 	if err != nil {
 		return 0, err
@@ -511,9 +518,9 @@ const (
 	probePoll = "poll"
 )
 
-// watchNewLeader signals leader and times until one of others says on its
-// /watch stream that it leads, and GET / agrees.
-func watchNewLeader(leader *proc, others []*proc, sig syscall.Signal) (time.Duration, error) {
+// watchNewLeader calls trigger (it signals the leader, say) and times until
+// one of others says on its /watch stream that it leads, and GET / agrees.
+func watchNewLeader(others []*proc, trigger func() error) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	type lead struct {
@@ -548,7 +555,7 @@ func watchNewLeader(leader *proc, others []*proc, sig syscall.Signal) (time.Dura
 		}()
 	}
 	start := time.Now()
-	if err := leader.cmd.Process.Signal(sig); err != nil {
+	if err := trigger(); err != nil {
 		return 0, err
 	}
 	select {
