@@ -27,6 +27,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
@@ -76,6 +77,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		err = errors.Join(err, d.env.Stop())
 	}()
 
+	if err := d.adminKubeconfig(); err != nil {
+		return err
+	}
 	if err := d.installInjector(ctx); err != nil {
 		return err
 	}
@@ -128,6 +132,25 @@ type process struct {
 
 func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// adminKubeconfig writes a kubeconfig of a cluster admin for the person
+// watching, and says where it is.
+func (d *demo) adminKubeconfig() error {
+	user, err := d.env.Env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(d.dir, "admin.kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		return err
+	}
+	d.say("kubeconfig of the local control plane, while the demo runs: %s (try: kubectl --kubeconfig %s -n %s get lease,pods)", path, path, demoNamespace)
+	return nil
 }
 
 // installInjector applies config/default's namespace, RBAC and webhook

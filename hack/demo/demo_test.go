@@ -87,6 +87,7 @@ func TestDemo(t *testing.T) {
 		`the injector added "elector" (native sidecar)`,
 		"as service account demo/default",
 		"IS_LEADER",
+		"kubeconfig of the local control plane",
 		"handover: ",
 		"rollout done in ",
 	} {

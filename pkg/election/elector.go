@@ -133,6 +133,10 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	if cfg.PodLabel != "" {
 		lock.holderPod = cfg.PodName
 	}
+	log = log.WithValues("election", cfg.Election, "lock", lock.String(), "id", cfg.ID)
+	lock.onNoEpoch = func(err error) {
+		log.Info("the lock's admission policy refuses the epoch annotation "+AnnotationEpoch+"; writing the lock without it: apply the policies of this release (config/default) for followers to learn the epoch", "err", err.Error())
+	}
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
@@ -140,7 +144,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		cfg:         cfg,
 		lock:        lock,
 		core:        clients.Core,
-		log:         log.WithValues("election", cfg.Election, "lock", lock.String(), "id", cfg.ID),
+		log:         log,
 		metrics:     metrics,
 		changed:     make(chan struct{}, 1),
 		subscribers: map[chan struct{}]struct{}{},

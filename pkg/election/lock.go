@@ -6,6 +6,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -66,6 +67,12 @@ type Lock struct {
 	// record this participant writes as holder, so that the next leader
 	// knows which pod to label standby whatever the participants' IDs.
 	holderPod string
+	// noEpoch is set once a write was refused with the epoch annotation
+	// and landed without it: an admission policy from before the epoch
+	// (see update). Only the election's loop writes.
+	noEpoch bool
+	// onNoEpoch is told when noEpoch is set.
+	onNoEpoch func(error)
 }
 
 // NewLock returns the lock of the given type for the election name in
@@ -174,7 +181,31 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 // prev. The API server rejects it with a Conflict error when the object
 // changed since. Everything else on the object (labels, other annotations,
 // data) is kept.
+//
+// An admission policy from before the epoch annotation (config/policy of an
+// older release) refuses a write that adds it: the write is sent again
+// without it, and from then on none carries it. The election goes on, and
+// an epoch is known to the leader only (see Status.Epoch), until the
+// elector restarts under a policy that admits it.
 func (l *Lock) update(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
+	if l.noEpoch {
+		epoch = 0
+	}
+	out, err := l.put(ctx, prev, rec, epoch)
+	if apierrors.IsForbidden(err) && epoch != 0 && prev.object.GetAnnotations()[AnnotationEpoch] == "" {
+		refused := err
+		if out, err = l.put(ctx, prev, rec, 0); err == nil {
+			l.noEpoch = true
+			if l.onNoEpoch != nil {
+				l.onNoEpoch(refused)
+			}
+		}
+	}
+	return out, err
+}
+
+// put writes rec and its epoch over the version of the object in prev.
+func (l *Lock) put(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
 	obj := prev.object.DeepCopyObject().(object)
 	if err := l.write(obj, rec, epoch); err != nil {
 		return nil, err

@@ -27,6 +27,7 @@ import (
 type sidecar struct {
 	pod  string
 	addr string
+	log  string // the elector's log file
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -77,7 +78,7 @@ func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &sidecar{pod: pod.Name, addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{})}
+	s := &sidecar{pod: pod.Name, addr: fmt.Sprintf("127.0.0.1:%d", port), log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -182,7 +183,7 @@ func wantEvent(t *testing.T, ns, name string) {
 // run with the pods' own tokens; one leads and labels its pod leader and
 // the other standby, posts an Event, and once stopped hands over to the
 // other, which relabels both pods.
-func electAndHandOver(t *testing.T, a *app, sa, name string, annotations map[string]string) {
+func electAndHandOver(t *testing.T, a *app, sa, name string, annotations map[string]string) []*sidecar {
 	t.Helper()
 	ann := map[string]string{webhook.AnnotationElection: name, webhook.AnnotationPodLabel: roleKey, webhook.AnnotationTTL: "4s"}
 	for k, v := range annotations {
@@ -204,4 +205,5 @@ func electAndHandOver(t *testing.T, a *app, sa, name string, annotations map[str
 		t.Fatalf("%s did not take over", second.pod)
 	}
 	wantLabels(t, a.ns, roleKey, map[string]string{second.pod: "leader", first.pod: "standby"})
+	return []*sidecar{s0, s1}
 }
