@@ -111,6 +111,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 
 type demo struct {
 	opts   Options
+	outMu  sync.Mutex
 	out    io.Writer
 	env    *controlplane.Env
 	dir    string
@@ -130,8 +131,16 @@ type process struct {
 	done chan struct{}
 }
 
+// print writes to the demo's output: the pod runner says what it does from
+// its own goroutine.
+func (d *demo) print(text string) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	_, _ = io.WriteString(d.out, text)
+}
+
 func (d *demo) say(format string, args ...any) {
-	fmt.Fprintf(d.out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	d.print(fmt.Sprintf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...)))
 }
 
 // adminKubeconfig writes a kubeconfig of a cluster admin for the person
@@ -305,8 +314,7 @@ func (d *demo) show(ctx context.Context) error {
 		}
 		table, current, running := d.table(ctx)
 		if table != last {
-			fmt.Fprintln(d.out)
-			fmt.Fprint(d.out, table)
+			d.print("\n" + table)
 			last = table
 		}
 		switch {
