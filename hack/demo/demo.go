@@ -42,9 +42,9 @@ type Options struct {
 	Root string
 	// Bin holds the built elector and injector.
 	Bin string
-	// ExitAfterHandover ends the demo once the handover was shown, instead
-	// of at ctx's end.
-	ExitAfterHandover bool
+	// ExitAfterRollout ends the demo once the handover and the rollout
+	// were shown, instead of at ctx's end.
+	ExitAfterRollout bool
 }
 
 const (
@@ -53,8 +53,8 @@ const (
 	demoNamespace     = "demo"
 )
 
-// Run runs the demo until ctx is done (or the handover, with
-// ExitAfterHandover), writing what happens to out. Everything it starts is
+// Run runs the demo until ctx is done (or the rollout, with
+// ExitAfterRollout), writing what happens to out. Everything it starts is
 // stopped before it returns.
 func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	d := &demo{opts: opts, out: out}
@@ -327,7 +327,7 @@ func (d *demo) show(ctx context.Context) error {
 				d.say("rollout done in %s: %d leader change(s); %s, a pod of the rollout, leads", time.Since(roll.start).Round(time.Millisecond), roll.changes(), roll.leader())
 				roll.stop()
 				roll = nil
-				if d.opts.ExitAfterHandover {
+				if d.opts.ExitAfterRollout {
 					return nil
 				}
 				d.say("press Ctrl-C to stop everything")

@@ -76,7 +76,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err = Run(ctx, Options{Root: "../..", Bin: bin, ExitAfterHandover: true}, &out)
+	err = Run(ctx, Options{Root: "../..", Bin: bin, ExitAfterRollout: true}, &out)
 	close(stopScan)
 	<-scanDone
 	t.Log("\n" + out.String())

@@ -15,11 +15,11 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin", "the folder with the built elector and injector")
-	once := flag.Bool("exit-after-handover", false, "stop once the handover was shown")
+	once := flag.Bool("exit-after-rollout", false, "stop once the handover and the rollout were shown")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := demo.Run(ctx, demo.Options{Root: ".", Bin: *bin, ExitAfterHandover: *once}, os.Stdout); err != nil {
+	if err := demo.Run(ctx, demo.Options{Root: ".", Bin: *bin, ExitAfterRollout: *once}, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
