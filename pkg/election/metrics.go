@@ -54,19 +54,21 @@ func NewMetrics() *Metrics {
 func (m *Metrics) leading(on bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.isLeader = 0
-	if on {
-		m.isLeader = 1
-	}
+	m.isLeader = gaugeOf(on)
 }
 
 func (m *Metrics) appHealth(healthy bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.appHealthy = 0
-	if healthy {
-		m.appHealthy = 1
+	m.appHealthy = gaugeOf(healthy)
+}
+
+// gaugeOf is a yes-or-no gauge's value.
+func gaugeOf(yes bool) float64 {
+	if yes {
+		return 1
 	}
+	return 0
 }
 
 func (m *Metrics) holderChanged() {
