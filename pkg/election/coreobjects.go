@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // The core-group objects the elector reads and writes are declared here
@@ -52,7 +53,9 @@ func (o *rawObject) UnmarshalJSON(data []byte) error {
 		if !ok {
 			continue
 		}
-		if err := json.Unmarshal(raw, into); err != nil {
+		// As apimachinery's serializer decodes: field names match only
+		// in their own case.
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, into); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		delete(fields, name)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // TestRawObjectKeepsWhatItDoesNotKnow decodes objects with fields the
@@ -60,4 +61,48 @@ func TestRawObjectRefusesWhatIsNotAnObject(t *testing.T) {
 			t.Errorf("%s decoded without an error", in)
 		}
 	}
+}
+
+// FuzzRawObject: any bytes decode into an error or an object that encodes
+// again and decodes to the same object, its fields kept as JSON equal to
+// those it was sent; never a panic.
+//
+//	go test -run '^$' -fuzz FuzzRawObject -fuzztime 2m ./pkg/election/
+func FuzzRawObject(f *testing.F) {
+	for _, seed := range []string{
+		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","annotations":{"a":"b"}},"data":{"k":"v"}}`,
+		`{"metadata":{"name":"x"},"subsets":[{"addresses":[{"ip":"10.0.0.7"}]}],"n":1e400}`,
+		`{"apiVersion":1}`, `{"metadata":null}`, `null`, `{"a":"\ud800"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var first configMap
+		if err := json.Unmarshal(raw, &first); err != nil {
+			return
+		}
+		out, err := json.Marshal(&first)
+		if err != nil {
+			t.Fatalf("decoded %q, cannot encode it again: %v", raw, err)
+		}
+		var second configMap
+		if err := json.Unmarshal(out, &second); err != nil {
+			t.Fatalf("encoded %q, cannot decode it again: %v", out, err)
+		}
+		// An empty map and none are one to the API server (omitempty).
+		if diff := cmp.Diff(first.ObjectMeta, second.ObjectMeta, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("metadata changed through an encoding (-first +second):\n%s", diff)
+		}
+		if len(first.fields) != len(second.fields) {
+			t.Fatalf("fields %v became %v", first.fields, second.fields)
+		}
+		for name, v := range first.fields {
+			var a, b any
+			_ = json.Unmarshal(v, &a)
+			_ = json.Unmarshal(second.fields[name], &b)
+			if diff := cmp.Diff(a, b); diff != "" {
+				t.Errorf("field %s changed through an encoding (-first +second):\n%s", name, diff)
+			}
+		}
+	})
 }
