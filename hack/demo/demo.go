@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -166,11 +165,11 @@ func (d *demo) adminKubeconfig() error {
 // configuration (the webhook pointed at the local injector instead of its
 // Service) and starts the injector with its own service account's token.
 func (d *demo) installInjector(ctx context.Context) error {
-	port, err := freePort()
+	port, err := podrunner.FreePort()
 	if err != nil {
 		return err
 	}
-	probePort, err := freePort()
+	probePort, err := podrunner.FreePort()
 	if err != nil {
 		return err
 	}
@@ -193,7 +192,7 @@ func (d *demo) installInjector(ctx context.Context) error {
 		return err
 	}
 
-	token, err := d.token(ctx, injectorNamespace, injectorAccount, nil)
+	token, err := podrunner.Token(ctx, d.env.Client, injectorNamespace, injectorAccount, nil)
 	if err != nil {
 		return err
 	}
@@ -443,11 +442,6 @@ func (d *demo) stopProcesses() {
 	}
 }
 
-// token is a token of the service account, bound to pod when given.
-func (d *demo) token(ctx context.Context, ns, account string, pod *corev1.Pod) (string, error) {
-	return podrunner.Token(ctx, d.env.Client, ns, account, pod)
-}
-
 func (d *demo) kubeconfig(name, token string) (string, error) {
 	raw, err := controlplane.Kubeconfig(d.env.Config, token)
 	if err != nil {
@@ -468,15 +462,6 @@ func kinds(objs []*unstructured.Unstructured) string {
 		names = append(names, o.GetKind()+"/"+o.GetName())
 	}
 	return strings.Join(names, ", ")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func waitFor(ctx context.Context, timeout time.Duration, what string, ok func() bool) error {

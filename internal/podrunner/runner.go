@@ -218,7 +218,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
 		return err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -398,7 +398,8 @@ func Token(ctx context.Context, client kubernetes.Interface, ns, account string,
 	}
 }
 
-func freePort() (int, error) {
+// FreePort is a TCP port on 127.0.0.1 that nothing listens on now.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
