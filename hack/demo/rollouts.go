@@ -167,7 +167,10 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, newes
 	labels := map[string]string{"app": "roll"}
 	annotations := map[string]string{webhook.AnnotationElection: rolloutElection}
 	if !newest {
+		// Without the mechanism: every follower races for a released
+		// lock, and a StatefulSet's leader is not waited for.
 		annotations[webhook.AnnotationPreferNewest] = "false"
+		annotations[webhook.AnnotationReturnWait] = "0s"
 	}
 	template := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},

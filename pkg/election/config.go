@@ -41,6 +41,14 @@ type Config struct {
 	// one handover per rolling update, to a new pod.
 	PreferNewest bool
 
+	// ReturnWait, when set, is how long the others leave the lock to this
+	// participant after it releases it on shutdown, for it to come back
+	// under the same ID (a StatefulSet's pod does): one handover per
+	// StatefulSet rollout, at the cost of a gap of the pod's restart (see
+	// successor.go). At most the TTL: a leader that never comes back costs
+	// no more than one that crashed.
+	ReturnWait time.Duration
+
 	// AppHealthURL, when set, is the application's health endpoint: a
 	// participant whose application is not healthy does not take the lock,
 	// and a leader whose application turns unhealthy releases it (see
@@ -67,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if err := ValidateTimings(c.TTL, c.RenewDeadline, c.RetryPeriod); err != nil {
 		return err
+	}
+	if c.ReturnWait < 0 || c.ReturnWait > c.TTL {
+		return fmt.Errorf("return wait %s must be between 0 and the TTL %s (example: %s)", c.ReturnWait, c.TTL, c.TTL)
 	}
 	if c.AppHealthURL != "" {
 		if err := ValidateAppHealthURL(c.AppHealthURL); err != nil {

@@ -26,6 +26,7 @@ const (
 	FlagPodLabel           = "pod-label"
 	FlagPodName            = "pod-name"
 	FlagPreferNewest       = "prefer-newest"
+	FlagReturnWait         = "return-wait"
 	FlagAppHealthURL       = "app-health-url"
 	FlagAppHealthPeriod    = "app-health-period"
 	FlagAppHealthThreshold = "app-health-threshold"

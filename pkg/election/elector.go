@@ -827,7 +827,14 @@ func (e *Elector) release(reason string, shutdown bool) {
 		RenewTime:            now,
 		LeaderTransitions:    mine.record.LeaderTransitions,
 	}
-	_, err := e.lock.update(ctx, mine, rec, epoch)
+	returning := shutdown && e.cfg.ReturnWait > 0
+	over := func(o *observation) *observation {
+		if returning {
+			return e.leavingToReturn(o)
+		}
+		return o
+	}
+	_, err := e.lock.update(ctx, over(mine), rec, epoch)
 	if apierrors.IsConflict(err) {
 		var got *observation
 		if got, err = e.lock.get(ctx); err == nil {
@@ -838,14 +845,18 @@ func (e *Elector) release(reason string, shutdown bool) {
 				e.log.Info("not releasing the lock: it is no longer this participant's", "holder", got.record.HolderIdentity)
 				return
 			}
-			_, err = e.lock.update(ctx, got, rec, epoch)
+			_, err = e.lock.update(ctx, over(got), rec, epoch)
 		}
 	}
 	if err != nil {
 		e.log.Error(err, "could not release the lock; the others take over when the lease expires")
 		return
 	}
-	e.log.Info("released the lock", "reason", reason)
+	if returning {
+		e.log.Info("released the lock, to come back to: the others leave it to this ID for the return wait", "reason", reason, "returnWait", e.cfg.ReturnWait)
+	} else {
+		e.log.Info("released the lock", "reason", reason)
+	}
 	msg := e.cfg.ID + " stopped leading: " + reason
 	if shutdown {
 		e.eventSync(ctx, eventNormal, "LeaderElection", msg)

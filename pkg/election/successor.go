@@ -27,6 +27,16 @@ import (
 // all of them also makes the handover itself faster: the API server
 // answers one write, not one per follower.
 //
+// A StatefulSet's pod comes back under its own name, and a StatefulSet
+// rollout replaces its pods from the highest ordinal down. When the leader
+// is a pod replaced before the others, every follower is an old pod: a
+// handover to any of them is followed by a second when that one is
+// replaced. So a leader with a ReturnWait names itself successor as it
+// shuts down, as "return/<wait ms>/<id>", and the others leave the lock to
+// it for that wait (at most their TTL, a crash's failover): one handover,
+// to the same name in its new pod, after a gap of the pod's restart. If it
+// is not back by then (scaled down, say), they race as before.
+//
 // None of this touches safety: a successor takes a released lock with the
 // same compare-and-swap as anyone, and a proposal is a write of the lock
 // object like any other, which every follower times the lease from.
@@ -40,16 +50,37 @@ const proposeAgainAfter = 5 * time.Minute
 func (c *Config) successorGrace() time.Duration { return c.RetryPeriod / 4 }
 
 // candidate is a participant as AnnotationSuccessor names it: when it
-// joined (Unix milliseconds) and its ID, as "<joined>/<id>".
+// joined (Unix milliseconds) and its ID, as "<joined>/<id>"; or a leader
+// that left to come back under its ID within returnWait, as
+// "return/<wait ms>/<id>". A returning one ranks below every other, so a
+// follower that joins later names itself over it once a leader renews.
 type candidate struct {
-	joined int64
-	id     string
+	joined     int64
+	id         string
+	returnWait time.Duration
 }
 
-func (c candidate) String() string { return strconv.FormatInt(c.joined, 10) + "/" + c.id }
+// returnPrefix starts the AnnotationSuccessor value of a leader that left
+// to come back. Electors from before it read no successor there, and race
+// for the lock at once as they always did.
+const returnPrefix = "return/"
+
+func (c candidate) String() string {
+	if c.returnWait > 0 {
+		return returnPrefix + strconv.FormatInt(c.returnWait.Milliseconds(), 10) + "/" + c.id
+	}
+	return strconv.FormatInt(c.joined, 10) + "/" + c.id
+}
 
 // parseCandidate reads an AnnotationSuccessor value.
 func parseCandidate(v string) (candidate, bool) {
+	if rest, ok := strings.CutPrefix(v, returnPrefix); ok {
+		c, ok := parseCandidate(rest)
+		if !ok || c.joined <= 0 {
+			return candidate{}, false
+		}
+		return candidate{id: c.id, returnWait: time.Duration(c.joined) * time.Millisecond}, true
+	}
 	joined, id, ok := strings.Cut(v, "/")
 	if !ok || id == "" {
 		return candidate{}, false
@@ -82,16 +113,39 @@ func successorOf(obs *observation) (candidate, bool) {
 
 // yieldLeft is how long this follower still leaves a released lock, seen
 // in obs at observedAt, to the successor named on it: zero when it is the
-// successor, none is named, or the grace is over.
+// successor, none is named, or the grace is over. A leader that left to
+// come back is waited for whatever -prefer-newest says: it asked for it.
 func (e *Elector) yieldLeft(obs *observation, observedAt, now time.Time) time.Duration {
-	if !e.cfg.PreferNewest || obs == nil || obs.object == nil || obs.readErr != nil || obs.record.HolderIdentity != "" {
+	if obs == nil || obs.object == nil || obs.readErr != nil || obs.record.HolderIdentity != "" {
 		return 0
 	}
 	next, ok := successorOf(obs)
 	if !ok || next.id == e.cfg.ID {
 		return 0
 	}
-	return max(observedAt.Add(e.cfg.successorGrace()).Sub(now), 0)
+	grace := e.cfg.successorGrace()
+	switch {
+	case next.returnWait > 0:
+		grace = min(next.returnWait, e.cfg.TTL)
+	case !e.cfg.PreferNewest:
+		return 0
+	}
+	return max(observedAt.Add(grace).Sub(now), 0)
+}
+
+// leavingToReturn is obs as the release of a leader with a ReturnWait
+// writes over it: naming itself the successor, to come back to.
+func (e *Elector) leavingToReturn(obs *observation) *observation {
+	obj := obs.object.DeepCopyObject().(object)
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationSuccessor] = candidate{id: e.cfg.ID, returnWait: e.cfg.ReturnWait}.String()
+	obj.SetAnnotations(annotations)
+	out := *obs
+	out.object = obj
+	return &out
 }
 
 // propose names this follower the successor on obs, the version it last

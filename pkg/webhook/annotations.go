@@ -34,6 +34,7 @@ const (
 	AnnotationNativeSidecar      = AnnotationPrefix + "native-sidecar"
 	AnnotationPodLabel           = AnnotationPrefix + "pod-label"
 	AnnotationPreferNewest       = AnnotationPrefix + "prefer-newest"
+	AnnotationReturnWait         = AnnotationPrefix + "return-wait"
 	AnnotationAppHealthURL       = AnnotationPrefix + "app-health-url"
 	AnnotationAppHealthPeriod    = AnnotationPrefix + "app-health-period"
 	AnnotationAppHealthThreshold = AnnotationPrefix + "app-health-threshold"
@@ -71,6 +72,7 @@ var Annotations = []Annotation{
 	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
 	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
 	{AnnotationPreferNewest, "false", "true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; false: every follower races for a released lock (default: true)."},
+	{AnnotationReturnWait, "0s", "How long the other pods leave the lock to a leader that shuts down, for it to come back under its own name: one handover per StatefulSet rollout, after a gap of the pod's restart; 0s hands over at once. At most the TTL (default: the TTL for a StatefulSet's pods, else 0s)."},
 	{AnnotationAppHealthURL, "http://localhost:8080/healthz", "The application's health endpoint, probed by the elector: a pod whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy pod (default: none)."},
 	{AnnotationAppHealthPeriod, "1s", "How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() + " (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
@@ -105,6 +107,10 @@ type Options struct {
 	AppHealthURL       string
 	AppHealthPeriod    time.Duration
 	AppHealthThreshold int
+	// ReturnWait is the elector's -return-wait, passed only when non-zero.
+	// Inject sets it to the TTL for a StatefulSet's pod, unless the
+	// annotation says otherwise.
+	ReturnWait time.Duration
 }
 
 // wantsInjection reports whether any annotation asks for the sidecar. Any key
@@ -237,6 +243,13 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			default:
 				o.AppHealthPeriod = d
 			}
+		case AnnotationReturnWait:
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				fail(a.Key, "%q is not a duration of 0s or more (example: %s, or 10s)", v, a.Example)
+				break
+			}
+			o.ReturnWait = d
 		case AnnotationAppHealthThreshold:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 100 {
@@ -257,6 +270,10 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			}
 			o.PodLabel = v
 		}
+	}
+
+	if ttl := o.ttl(); o.ReturnWait > ttl {
+		fail(AnnotationReturnWait, "%s is over the TTL %s; a leader that does not come back must not be waited for longer than one that crashed: lower it, or raise %s", o.ReturnWait, ttl, AnnotationTTL)
 	}
 
 	if o.AppHealthURL == "" {
@@ -303,6 +320,14 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 	}
 
 	return o, errors.Join(errs...)
+}
+
+// ttl is the lease duration the elector will run with.
+func (o Options) ttl() time.Duration {
+	if o.TTL != 0 {
+		return o.TTL
+	}
+	return election.DefaultTTL
 }
 
 // maxUnknownListed is how many unknown annotation keys an error names.

@@ -182,6 +182,9 @@ func FuzzParseOptions(f *testing.F) {
 		if validateImage(o.Image) != nil {
 			t.Errorf("accepted image %q", o.Image)
 		}
+		if o.ReturnWait < 0 || o.ReturnWait > o.ttl() {
+			t.Errorf("accepted return wait %s with ttl %s", o.ReturnWait, o.ttl())
+		}
 		for _, q := range []struct{ request, limit resource.Quantity }{{o.CPURequest, o.CPULimit}, {o.MemoryRequest, o.MemoryLimit}} {
 			if q.request.Sign() < 0 || q.limit.Sign() < 0 || (!q.limit.IsZero() && q.request.Cmp(q.limit) > 0) {
 				t.Errorf("accepted request %s and limit %s", q.request.String(), q.limit.String())
@@ -192,4 +195,34 @@ func FuzzParseOptions(f *testing.F) {
 			t.Errorf("sidecar = %+v", c)
 		}
 	})
+}
+
+// TestReturnWaitAnnotation: a return wait is a duration up to the TTL the
+// elector runs with, and the error says what to change.
+func TestReturnWaitAnnotation(t *testing.T) {
+	tests := []struct {
+		annotations map[string]string
+		want        time.Duration
+		wantErr     string
+	}{
+		{map[string]string{AnnotationReturnWait: "10s"}, 10 * time.Second, ""},
+		{map[string]string{AnnotationReturnWait: "0s"}, 0, ""},
+		{map[string]string{AnnotationReturnWait: "20s", AnnotationTTL: "20s"}, 20 * time.Second, ""},
+		{map[string]string{AnnotationReturnWait: "11s"}, 0, "annotation elector.vapor.io/return-wait: 11s is over the TTL 10s; a leader that does not come back must not be waited for longer than one that crashed: lower it, or raise elector.vapor.io/ttl"},
+		{map[string]string{AnnotationReturnWait: "-1s"}, 0, `annotation elector.vapor.io/return-wait: "-1s" is not a duration of 0s or more (example: 0s, or 10s)`},
+		{map[string]string{AnnotationReturnWait: "soon"}, 0, `annotation elector.vapor.io/return-wait: "soon" is not a duration of 0s or more (example: 0s, or 10s)`},
+	}
+	for _, tt := range tests {
+		tt.annotations[AnnotationElection] = "db"
+		o, err := ParseOptions(tt.annotations, testSettings())
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("%v: error %v, want %s", tt.annotations, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || o.ReturnWait != tt.want {
+			t.Errorf("%v: return wait %s, error %v; want %s", tt.annotations, o.ReturnWait, err, tt.want)
+		}
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -66,7 +68,14 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 		return nil, err
 	}
 
-	// 3. Add the sidecar, its volume, and the marks of an injected pod.
+	// 3. A StatefulSet's pod comes back under its own name: its elector
+	// waits for it rather than hand over to a pod that the same rollout
+	// replaces next.
+	if _, set := pod.Annotations[AnnotationReturnWait]; !set && ownedByStatefulSet(pod) {
+		o.ReturnWait = o.ttl()
+	}
+
+	// 4. Add the sidecar, its volume, and the marks of an injected pod.
 	if guaranteed(pod) {
 		o.guarantee()
 	}
@@ -252,6 +261,12 @@ func freePort(pod *corev1.Pod, port int32) (free int32, ok bool) {
 	return 0, false
 }
 
+// ownedByStatefulSet reports whether a StatefulSet controls the pod.
+func ownedByStatefulSet(pod *corev1.Pod) bool {
+	ref := metav1.GetControllerOf(pod)
+	return ref != nil && ref.Kind == "StatefulSet" && strings.HasPrefix(ref.APIVersion, "apps/")
+}
+
 func isTCP(p corev1.ContainerPort) bool {
 	return p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
 }
@@ -273,6 +288,9 @@ func sidecar(o Options) corev1.Container {
 	}
 	if o.Race {
 		args = append(args, arg(election.FlagPreferNewest, "false"))
+	}
+	if o.ReturnWait != 0 {
+		args = append(args, arg(election.FlagReturnWait, o.ReturnWait.String()))
 	}
 	if o.AppHealthURL != "" {
 		args = append(args, arg(election.FlagAppHealthURL, o.AppHealthURL))

@@ -145,7 +145,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/status)"
 
 	tests := []struct {
 		name        string

@@ -22,8 +22,8 @@ func successorOn(t *testing.T, ns string) string {
 	if !ok {
 		return ""
 	}
-	_, id, _ := strings.Cut(v, "/")
-	return id
+	// "<joined>/<id>", or "return/<wait>/<id>"; the IDs here have no "/".
+	return v[strings.LastIndex(v, "/")+1:]
 }
 
 // waitSuccessor waits until the lock names id as the successor.
@@ -106,4 +106,45 @@ func TestGoneSuccessorHoldsNoOneUp(t *testing.T) {
 	if got := successorOn(t, racing); got != "" {
 		t.Errorf("with -prefer-newest=false, the lock names %s the successor", got)
 	}
+}
+
+// TestLeaderComesBack: a leader with -return-wait that shuts down (a
+// StatefulSet's pod, replaced in a rollout) is waited for. The followers,
+// the successor among them, leave the lock alone while it restarts under
+// the same ID, and it takes the lock back at once: one handover, to its new
+// process. One that does not come back is waited for the return wait only.
+func TestLeaderComesBack(t *testing.T) {
+	ns := env.Namespace(t)
+	w := newWatcher(t, std.gap())
+	args := electionArgs(ns, std, "-return-wait="+std.ttl.String())
+	a := w.start("a", adminKubeconfig, args...)
+	w.waitLeader(settle, a)
+	b := w.start("b", adminKubeconfig, args...)
+	time.Sleep(time.Second)
+	c := w.start("c", adminKubeconfig, args...)
+	waitSuccessor(t, ns, "c")
+
+	if _, err := a.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	if got := successorOn(t, ns); got != "a" {
+		t.Fatalf("after a left, the lock names %q the successor, want a", got)
+	}
+	w.noLeaderFor(std.ttl/2, b, c)
+	restarted := time.Now()
+	back := w.start("a", adminKubeconfig, args...)
+	if got := w.waitLeader(settle, back, b, c); got != back {
+		t.Fatalf("%s took the lock left to a", got.id)
+	}
+	w.tookOver(restarted, loadSlack, back)
+
+	// Gone for good: the others wait the return wait from the release,
+	// not more (the successor c first), then one of them takes the lock.
+	released := time.Now()
+	if _, err := back.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	w.noLeaderFor(std.ttl/2, b, c)
+	w.waitLeader(settle, b, c)
+	w.tookOver(released, std.ttl+loadSlack, b, c)
 }
