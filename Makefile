@@ -67,7 +67,7 @@ bench: envtest build ## Run the benchmarks and print their tables.
 ROLLOUTS ?= 20
 
 .PHONY: rollouts
-rollouts: envtest build ## Count leader changes over ROLLOUTS rollouts of each Deployment and StatefulSet shape, with and without -prefer-newest.
+rollouts: envtest build ## Count leader changes over ROLLOUTS rollouts of each Deployment and StatefulSet shape, with the one-handover mechanism on and off.
 	go run ./hack/rollouts -bin=bin -rollouts=$(ROLLOUTS)
 
 DURATION ?= 3m

@@ -121,11 +121,13 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
 	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
 	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
+	fs.BoolVar(&o.cfg.PodDeletionCost, election.FlagPodDeletionCost, false, "Keep the leader's pod annotated "+election.AnnotationPodDeletionCost+"="+election.LeaderDeletionCost+", so that a Deployment's rollout deletes it after the other old pods, once new pods can take over: one handover per rollout with maxUnavailable above 0. Needs the pod's name, as -pod-label does, and pods patch.")
 	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true, "Keep the newest participant named as the successor on the lock, and leave a released lock to it first, so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
 	fs.DurationVar(&o.cfg.ReturnWait, election.FlagReturnWait, 0, "If set, how long the others leave the lock to this participant after it releases it on shutdown, for it to come back under the same -id, as a StatefulSet's pod does: one handover per StatefulSet rollout, after a gap of the pod's restart. At most -ttl. If not set, a leader that shuts down hands over at once.")
 	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "", "If set, the application's health endpoint (example: http://localhost:8080/healthz). A participant whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy follower.")
 	fs.DurationVar(&o.cfg.AppHealthPeriod, election.FlagAppHealthPeriod, election.DefaultAppHealthPeriod, "How often -app-health-url is probed, and how long a probe may take; at least "+election.MinAppHealthPeriod.String()+".")
 	fs.IntVar(&o.cfg.AppHealthThreshold, election.FlagAppHealthThreshold, election.DefaultAppHealthThreshold, "How many failed probes of -app-health-url in a row make the application unhealthy. One healthy answer makes it healthy again.")
+	fs.StringVar(&o.cfg.NotifyURL, election.FlagNotifyURL, "", "If set, a URL (example: http://localhost:8080/elector) the elector POSTs its GET / document to, as JSON, at start and on every change of is_leader, leader or epoch: for an application that cannot hold /watch open. A failed delivery is retried with backoff, with the newest document.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
 	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
@@ -219,6 +221,9 @@ func (o *options) validate() error {
 	if o.cfg.PodLabel != "" && o.cfg.PodName == "" {
 		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodLabel, election.FlagPodName, election.EnvPodName)
 	}
+	if o.cfg.PodDeletionCost && o.cfg.PodName == "" {
+		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodDeletionCost, election.FlagPodName, election.EnvPodName)
+	}
 	if o.cfg.ReturnWait < 0 || o.cfg.ReturnWait > o.cfg.TTL {
 		return usagef("-%s: %s must be between 0 and -%s (%s)", election.FlagReturnWait, o.cfg.ReturnWait, election.FlagTTL, o.cfg.TTL)
 	}
@@ -232,6 +237,11 @@ func (o *options) validate() error {
 	}
 	if o.cfg.AppHealthThreshold < 1 {
 		return usagef("-%s: %d must be at least 1 (example: %d)", election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
+	}
+	if o.cfg.NotifyURL != "" {
+		if err := election.ValidateNotifyURL(o.cfg.NotifyURL); err != nil {
+			return usagef("-%s: %v", election.FlagNotifyURL, err)
+		}
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)

@@ -43,6 +43,8 @@ func TestBadInput(t *testing.T) {
 		{"bad app health URL", []string{"-election=a", "-app-health-url=localhost:8080", "-kubeconfig=" + kubeconfig}, nil, `-app-health-url: "localhost:8080" is not an http or https URL (example: http://localhost:8080/healthz)`},
 		{"app health period too short", []string{"-election=a", "-app-health-url=http://localhost:8080/", "-app-health-period=10ms", "-kubeconfig=" + kubeconfig}, nil, `-app-health-period: 10ms is under the minimum 100ms`},
 		{"app health threshold 0", []string{"-election=a", "-app-health-threshold=0", "-kubeconfig=" + kubeconfig}, nil, `-app-health-threshold: 0 must be at least 1`},
+		{"bad notify URL", []string{"-election=a", "-notify-url=localhost:8080/elector", "-kubeconfig=" + kubeconfig}, nil, `-notify-url: "localhost:8080/elector" is not an http or https URL (example: http://localhost:8080/elector)`},
+		{"bad notify URL from env", []string{"-election=a", "-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_NOTIFY_URL": "ftp://app/x"}, `-notify-url: "ftp://app/x" is not an http or https URL`},
 		{"stray argument", []string{"-election=a", "extra"}, nil, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
@@ -73,11 +75,15 @@ func TestEnvironmentDefaults(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "team")
 	t.Setenv("ELECTOR_ELECTION", "from-env")
 	t.Setenv("ELECTOR_LOCK_TYPE", "configmaps")
+	t.Setenv("ELECTOR_NOTIFY_URL", "http://localhost:8080/elector")
 	o, err := parse([]string{"-lock-type=endpoints", "-ttl=15s"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := o.cfg
+	if c.NotifyURL != "http://localhost:8080/elector" {
+		t.Errorf("notify URL = %q, want ELECTOR_NOTIFY_URL's", c.NotifyURL)
+	}
 	if c.Election != "from-env" || c.ID != "pod-1" || c.PodName != "pod-1" || c.Namespace != "team" {
 		t.Errorf("defaults from the environment: %+v", c)
 	}

@@ -116,6 +116,20 @@ func (r *rollout) follow(w watch.Interface) {
 	}
 }
 
+// history lists the terms seen, as holder@epoch, "-" for a release.
+func (r *rollout) history() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, len(r.terms))
+	for i, t := range r.terms {
+		out[i] = "-"
+		if t.holder != "" {
+			out[i] = t.holder + "@" + t.epoch
+		}
+	}
+	return strings.Join(out, " ")
+}
+
 // changes counts the leader changes since the rollout started: each new
 // term, releases aside.
 func (r *rollout) changes() int {

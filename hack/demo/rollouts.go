@@ -42,19 +42,22 @@ var Shapes = []Shape{
 // rolloutElection is the election of the measured workloads.
 const rolloutElection = "roll"
 
-// RolloutResult is what n rollouts of one shape, with or without
-// -prefer-newest, showed.
+// RolloutResult is what n rollouts of one shape, with or without the
+// one-handover mechanism, showed.
 type RolloutResult struct {
-	Shape        Shape
-	PreferNewest bool
+	Shape Shape
+	// Mechanism is on: -prefer-newest (the default), -pod-deletion-cost on
+	// a Deployment, and -return-wait on a StatefulSet (the injector's
+	// default there). Off: -prefer-newest=false and -return-wait=0s.
+	Mechanism bool
 	// Changes are the leader changes of each rollout.
 	Changes []int
 	// Took is how long each rollout took, to its last leader.
 	Took []time.Duration
 }
 
-// MeasureRollouts rolls each of shapes n times with -prefer-newest, and n
-// times without, on the local control plane with kube-controller-manager
+// MeasureRollouts rolls each of shapes n times with the mechanism on, and
+// n times with it off, on the local control plane with kube-controller-manager
 // doing the rollouts and the pod runner playing the kubelet, and writes a
 // table of leader changes per rollout to out. Progress goes to log.
 func MeasureRollouts(ctx context.Context, opts Options, shapes []Shape, n int, out, log io.Writer) ([]RolloutResult, error) {
@@ -79,10 +82,10 @@ func MeasureRollouts(ctx context.Context, opts Options, shapes []Shape, n int, o
 	}
 	var results []RolloutResult
 	for i, shape := range shapes {
-		for _, newest := range []bool{true, false} {
-			res, err := d.measureShape(ctx, fmt.Sprintf("roll-%d-%t", i, newest), shape, newest, n)
+		for _, on := range []bool{true, false} {
+			res, err := d.measureShape(ctx, fmt.Sprintf("roll-%d-%t", i, on), shape, on, n)
 			if err != nil {
-				return nil, fmt.Errorf("%s (prefer-newest %t): %w", shape.Name, newest, err)
+				return nil, fmt.Errorf("%s (mechanism %s): %w", shape.Name, onOff(on), err)
 			}
 			results = append(results, res)
 		}
@@ -92,8 +95,8 @@ func MeasureRollouts(ctx context.Context, opts Options, shapes []Shape, n int, o
 }
 
 // measureShape runs the shape in namespace ns and rolls it n times.
-func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, newest bool, n int) (RolloutResult, error) {
-	res := RolloutResult{Shape: shape, PreferNewest: newest}
+func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, on bool, n int) (RolloutResult, error) {
+	res := RolloutResult{Shape: shape, Mechanism: on}
 	if _, err := d.env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return res, err
 	}
@@ -112,10 +115,10 @@ func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, newest 
 		stop()
 		<-runnerDone
 	}()
-	if err := d.createWorkload(ctx, ns, shape, newest); err != nil {
+	if err := d.createWorkload(ctx, ns, shape, on); err != nil {
 		return res, err
 	}
-	d.say("%s, prefer-newest %t: waiting for %d pods and a leader", shape.Name, newest, shape.Replicas)
+	d.say("%s, mechanism %s: waiting for %d pods and a leader", shape.Name, onOff(on), shape.Replicas)
 	leads := runnerLeads(runner)
 	err := waitFor(ctx, 2*time.Minute, "the workload and its leader", func() bool {
 		lease, err := d.env.Client.CoordinationV1().Leases(ns).Get(ctx, rolloutElection, metav1.GetOptions{})
@@ -143,8 +146,11 @@ func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, newest 
 		}
 		res.Changes = append(res.Changes, r.changes())
 		res.Took = append(res.Took, time.Since(r.start))
+		if c := r.changes(); c > 1 {
+			d.say("%s, mechanism %s: rollout %d changed leader %d times: %s", shape.Name, onOff(on), i+1, c, r.history())
+		}
 	}
-	d.say("%s, prefer-newest %t: leader changes per rollout %v", shape.Name, newest, res.Changes)
+	d.say("%s, mechanism %s: leader changes per rollout %v", shape.Name, onOff(on), res.Changes)
 	return res, nil
 }
 
@@ -163,10 +169,14 @@ func runnerLeads(runner *podrunner.Runner) func(string) bool {
 
 // createWorkload makes the measured Deployment or StatefulSet, annotated
 // for the injector.
-func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, newest bool) error {
+func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bool) error {
 	labels := map[string]string{"app": "roll"}
 	annotations := map[string]string{webhook.AnnotationElection: rolloutElection}
-	if !newest {
+	if on && shape.Kind == "Deployment" {
+		// The leader's pod goes last when the ReplicaSet scales down.
+		annotations[webhook.AnnotationPodDeletionCost] = "true"
+	}
+	if !on {
 		// Without the mechanism: every follower races for a released
 		// lock, and a StatefulSet's leader is not waited for.
 		annotations[webhook.AnnotationPreferNewest] = "false"
@@ -209,7 +219,7 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, newes
 // printRollouts writes the table of leader changes per rollout.
 func printRollouts(out io.Writer, results []RolloutResult) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "SHAPE\tPREFER-NEWEST\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\tROLLOUT TIME (median)\tGOAL\tMET")
+	fmt.Fprintln(w, "SHAPE\tMECHANISM\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\tROLLOUT TIME (median)\tGOAL\tMET")
 	for _, r := range results {
 		sum, atMostOne := 0, 0
 		for _, c := range r.Changes {
@@ -221,14 +231,21 @@ func printRollouts(out io.Writer, results []RolloutResult) {
 		took := slices.Clone(r.Took)
 		slices.Sort(took)
 		goal, met := "-", ""
-		if r.PreferNewest {
+		if r.Mechanism {
 			goal, met = "at most one, every rollout", verdict(atMostOne == len(r.Changes))
 		}
-		fmt.Fprintf(w, "%s\t%t\t%d\t%.2f / %d\t%d of %d\t%s\t%s\t%s\n", r.Shape.Name, r.PreferNewest, len(r.Changes),
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.2f / %d\t%d of %d\t%s\t%s\t%s\n", r.Shape.Name, onOff(r.Mechanism), len(r.Changes),
 			float64(sum)/float64(max(len(r.Changes), 1)), slices.Max(append([]int{0}, r.Changes...)),
 			atMostOne, len(r.Changes), took[len(took)/2].Round(10*time.Millisecond), goal, met)
 	}
 	_ = w.Flush()
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }
 
 func verdict(ok bool) string {

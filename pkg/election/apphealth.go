@@ -38,14 +38,20 @@ const (
 
 // ValidateAppHealthURL checks the URL of an application health check.
 func ValidateAppHealthURL(s string) error {
+	return validateHTTPURL(s, "http://localhost:8080/healthz")
+}
+
+// validateHTTPURL checks an http or https URL of the application; example
+// is a good one, for the error.
+func validateHTTPURL(s, example string) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%q is not a URL: %v (example: http://localhost:8080/healthz)", s, err)
+		return fmt.Errorf("%q is not a URL: %v (example: %s)", s, err, example)
 	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("%q is not an http or https URL (example: http://localhost:8080/healthz)", s)
+		return fmt.Errorf("%q is not an http or https URL (example: %s)", s, example)
 	case u.Host == "":
-		return fmt.Errorf("%q names no host (example: http://localhost:8080/healthz)", s)
+		return fmt.Errorf("%q names no host (example: %s)", s, example)
 	}
 	return nil
 }

@@ -33,8 +33,13 @@ type Config struct {
 	// PodLabel, when set, is a label key the elector keeps on its own pod
 	// (PodName) as "leader" or "standby", so a Service can select the leader.
 	PodLabel string
-	// PodName is the pod the elector runs in; needed with PodLabel.
+	// PodName is the pod the elector runs in; needed with PodLabel and
+	// PodDeletionCost.
 	PodName string
+	// PodDeletionCost, when set, keeps the leader's pod annotated with the
+	// highest pod-deletion-cost, so that a ReplicaSet scaled down in a
+	// rollout deletes it last (see podlabel.go).
+	PodDeletionCost bool
 
 	// PreferNewest keeps the newest participant named as the successor on
 	// the lock, and leaves a released lock to it first (see successor.go):
@@ -57,6 +62,11 @@ type Config struct {
 	AppHealthURL       string
 	AppHealthPeriod    time.Duration
 	AppHealthThreshold int
+
+	// NotifyURL, when set, is where the status document is POSTed at start
+	// and on every change of it, for applications that cannot hold
+	// /watch open (see notify.go).
+	NotifyURL string
 }
 
 // Validate checks c. Errors name the field the way the elector's flags do.
@@ -90,8 +100,16 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("app health threshold %d must be at least 1 (example: %d)", c.AppHealthThreshold, DefaultAppHealthThreshold)
 		}
 	}
+	if c.NotifyURL != "" {
+		if err := ValidateNotifyURL(c.NotifyURL); err != nil {
+			return fmt.Errorf("notify URL %w", err)
+		}
+	}
 	if c.PodLabel != "" && c.PodName == "" {
 		return fmt.Errorf("pod labelling needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+	}
+	if c.PodDeletionCost && c.PodName == "" {
+		return fmt.Errorf("the pod deletion cost needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
 	}
 	return nil
 }

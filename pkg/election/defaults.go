@@ -25,11 +25,13 @@ const (
 	FlagRetryPeriod        = "retry-period"
 	FlagPodLabel           = "pod-label"
 	FlagPodName            = "pod-name"
+	FlagPodDeletionCost    = "pod-deletion-cost"
 	FlagPreferNewest       = "prefer-newest"
 	FlagReturnWait         = "return-wait"
 	FlagAppHealthURL       = "app-health-url"
 	FlagAppHealthPeriod    = "app-health-period"
 	FlagAppHealthThreshold = "app-health-threshold"
+	FlagNotifyURL          = "notify-url"
 	FlagLogFormat          = "log-format"
 	FlagVerbosity          = "v"
 
@@ -49,6 +51,12 @@ const (
 	// of its term (see Status.Epoch), and the record's leaderTransitions it
 	// belongs to.
 	AnnotationEpoch = "elector.vapor.io/epoch"
+	// AnnotationPodDeletionCost is the ReplicaSet controller's annotation
+	// that orders a scale-down: pods with a lower cost go first. With
+	// -pod-deletion-cost, the leader's pod carries LeaderDeletionCost, the
+	// highest there is, and a follower's pod none.
+	AnnotationPodDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
+	LeaderDeletionCost        = "2147483647"
 	// AnnotationSuccessor is written on the lock object by the newest
 	// follower: who takes the lock first after a release (see
 	// successor.go).

@@ -140,6 +140,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
+	metrics.describe(cfg.Election, cfg.ID, lock.String())
 	e := &Elector{
 		cfg:         cfg,
 		lock:        lock,
@@ -164,8 +165,8 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 		})
 		metrics.appHealth(false)
 	}
-	if cfg.PodLabel != "" {
-		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, cfg.PodName, e.log, metrics)
+	if cfg.PodLabel != "" || cfg.PodDeletionCost {
+		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, cfg.PodDeletionCost, cfg.PodName, e.log, metrics)
 	}
 	return e, nil
 }
@@ -180,6 +181,9 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 	e.setRunning(true)
 	defer e.setRunning(false)
+	// Stopped as Run returns, after the release: the application is told
+	// the last state, is_leader: false.
+	defer e.startNotifier(ctx)()
 	var wg sync.WaitGroup
 	wg.Go(func() { e.watchLock(ctx) })
 	if e.health != nil {
@@ -809,7 +813,8 @@ func (e *Elector) release(reason string, shutdown bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	if e.labels != nil {
+	switch {
+	case e.labels != nil && e.cfg.PodLabel != "":
 		// Before the release, not beside it: the next leader labels its own
 		// pod as soon as it has the lock, and two pods must not carry the
 		// leader label at once. It gets half the time; if it fails, the
@@ -817,6 +822,10 @@ func (e *Elector) release(reason string, shutdown bool) {
 		lctx, lcancel := context.WithTimeout(ctx, releaseTimeout/2)
 		_ = e.labels.patch(lctx, e.cfg.PodName, standby)
 		lcancel()
+	case e.labels != nil && !shutdown:
+		// Only the deletion cost, which may wait: the handover does not.
+		// A pod that shuts down keeps it; it is on its way out.
+		defer e.labels.set(e.cfg.PodName, standby)
 	}
 	now := recordTime(time.Now())
 	rec := Record{

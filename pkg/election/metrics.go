@@ -24,7 +24,10 @@ import (
 // brings are a megabyte of a binary meant to be a small sidecar, for five
 // metrics.
 type Metrics struct {
-	mu          sync.Mutex
+	mu sync.Mutex
+	// info labels elector_info: the election, this participant's ID and
+	// its lock; empty until New describes the elector.
+	info        string
 	isLeader    float64
 	transitions uint64
 	lastRenew   float64
@@ -34,6 +37,9 @@ type Metrics struct {
 	// appHealthy is the verdict of the application health check, -1 when
 	// there is none.
 	appHealthy float64
+	// notify counts the deliveries to -notify-url (see notify.go); nil
+	// without one.
+	notify *notifyMetrics
 }
 
 // renewBuckets are the upper bounds, in seconds, of the renewal latency
@@ -46,10 +52,42 @@ type histogram struct {
 	sum    float64
 }
 
+// apiOperations are the operations elector_api_errors_total counts, each
+// written at 0 from the start: a counter that appears only at its first
+// error hides that error from rate() and increase(), and from the alerts
+// built on them. The metrics test checks the list against the package's
+// calls.
+var apiOperations = []string{"acquire", "event", "get", "label", "propose", "renew", "watch"}
+
+// renewResults are the values of elector_renew_duration_seconds' result
+// label, written from the start for the same reason.
+var renewResults = []string{"error", "success"}
+
 // NewMetrics returns the elector's metrics, all at zero.
 func NewMetrics() *Metrics {
-	return &Metrics{apiErrors: map[string]uint64{}, renew: map[string]*histogram{}, appHealthy: -1}
+	m := &Metrics{apiErrors: map[string]uint64{}, renew: map[string]*histogram{}, appHealthy: -1}
+	for _, op := range apiOperations {
+		m.apiErrors[op] = 0
+	}
+	for _, result := range renewResults {
+		m.renew[result] = &histogram{counts: make([]uint64, len(renewBuckets))}
+	}
+	return m
 }
+
+// describe names the election these metrics count, for elector_info: the
+// election, this participant's ID, and its lock object as
+// resource/namespace/name. The other series carry no such labels: joined
+// on the scrape target (job, instance), elector_info labels them all, and
+// queries of the series as they were keep working.
+func (m *Metrics) describe(election, id, lock string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.info = `election="` + escapeLabel(election) + `",identity="` + escapeLabel(id) + `",lock="` + escapeLabel(lock) + `"`
+}
+
+// escapeLabel escapes a label value as the text format requires.
+var escapeLabel = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace
 
 func (m *Metrics) leading(on bool) {
 	m.mu.Lock()
@@ -85,10 +123,6 @@ func (m *Metrics) renewLatency(d time.Duration, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := m.renew[result]
-	if h == nil {
-		h = &histogram{counts: make([]uint64, len(renewBuckets))}
-		m.renew[result] = h
-	}
 	s := d.Seconds()
 	for i, le := range renewBuckets {
 		if s <= le {
@@ -123,6 +157,9 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriter(w)
 	p := promWriter{w: bw}
 	m.mu.Lock()
+	if m.info != "" {
+		p.metric("elector_info", "gauge", "Always 1; its labels name the election, this participant's ID and its lock object (resource/namespace/name).", m.info, 1)
+	}
 	p.metric("elector_is_leader", "gauge", "1 while this participant leads the election, 0 otherwise.", "", m.isLeader)
 	p.metric("elector_leader_transitions_total", "counter", "Changes of the election's leader observed by this participant.", "", float64(m.transitions))
 	p.metric("elector_last_renew_timestamp_seconds", "gauge", "Unix time of this participant's last successful renewal.", "", m.lastRenew)
@@ -130,6 +167,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	if m.appHealthy >= 0 {
 		p.metric("elector_app_healthy", "gauge", "1 while the application health check (-app-health-url) finds the application healthy, 0 otherwise.", "", m.appHealthy)
 	}
+	m.notify.write(&p)
 	p.help("elector_api_errors_total", "counter", "Failed requests to the API server, by operation.")
 	for _, op := range slices.Sorted(maps.Keys(m.apiErrors)) {
 		p.sample("elector_api_errors_total", `operation="`+op+`"`, float64(m.apiErrors[op]))

@@ -19,7 +19,16 @@ const (
 	standby = "standby"
 )
 
-// podLabeler keeps the -pod-label label on pods as the election wants it.
+// podLabeler keeps the -pod-label label on pods as the election wants it,
+// and with -pod-deletion-cost, the leader's pod-deletion-cost annotation on
+// its own pod: the leader's pod carries AnnotationPodDeletionCost =
+// LeaderDeletionCost, so that a ReplicaSet scaled down in a rollout deletes
+// the old leader's pod last, once new pods are there to take over. Without
+// it, a rollout that may take an old pod down first (maxUnavailable above
+// zero) takes the leader's as often as another, and leadership hops to an
+// old pod that goes next. The annotation needs no ordering (two pods
+// carrying it for a moment cost nothing), but it rides the same patches.
+//
 // Every wanted value is retried until it is written (or the pod is gone), so
 // a failed patch cannot leave two pods labelled leader for good. Labels are
 // written in the order they were asked for, and a new leader's own pod is
@@ -28,7 +37,10 @@ const (
 type podLabeler struct {
 	client    rest.Interface
 	namespace string
-	key       string
+	// key is the -pod-label key, "" for none.
+	key string
+	// cost is -pod-deletion-cost: the annotation on its own pod.
+	cost bool
 	// self is this participant's own pod.
 	self    string
 	log     logr.Logger
@@ -42,9 +54,9 @@ type podLabeler struct {
 // podLabel is a wanted value of the label on one pod.
 type podLabel struct{ pod, value string }
 
-func newPodLabeler(client rest.Interface, namespace, key, self string, log logr.Logger, metrics *Metrics) *podLabeler {
+func newPodLabeler(client rest.Interface, namespace, key string, cost bool, self string, log logr.Logger, metrics *Metrics) *podLabeler {
 	return &podLabeler{
-		client: client, namespace: namespace, key: key, self: self, log: log, metrics: metrics,
+		client: client, namespace: namespace, key: key, cost: cost, self: self, log: log, metrics: metrics,
 		kick: make(chan struct{}, 1),
 	}
 }
@@ -161,10 +173,25 @@ func (p *podLabeler) labelledLeader(ctx context.Context, pod string) bool {
 	return got.Labels[p.key] == leader
 }
 
-// patch sets the label on one pod with a merge patch, which touches no other
-// label.
+// patch sets the label on one pod, and the deletion cost on its own, with a
+// merge patch, which touches no other label or annotation. A pod with
+// nothing to write (another pod, without -pod-label) is not patched.
 func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{p.key: value}}})
+	meta := map[string]any{}
+	if p.key != "" {
+		meta["labels"] = map[string]string{p.key: value}
+	}
+	if p.cost && pod == p.self {
+		var cost any // null: a follower's pod has none
+		if value == leader {
+			cost = LeaderDeletionCost
+		}
+		meta["annotations"] = map[string]any{AnnotationPodDeletionCost: cost}
+	}
+	if len(meta) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}
@@ -174,9 +201,9 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 		p.log.V(1).Info("pod to label is gone", "pod", pod)
 	case err != nil:
 		p.metrics.apiError("label")
-		p.log.Error(err, "could not label pod; retrying", "pod", pod, "label", p.key+"="+value)
+		p.log.Error(err, "could not label pod; retrying", "pod", pod, "as", value)
 	default:
-		p.log.V(1).Info("labelled pod", "pod", pod, "label", p.key+"="+value)
+		p.log.V(1).Info("labelled pod", "pod", pod, "as", value)
 	}
 	return err
 }

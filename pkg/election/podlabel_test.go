@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -18,7 +19,7 @@ import (
 )
 
 func TestPodLabelerOrder(t *testing.T) {
-	p := newPodLabeler(nil, "ns", "role", "me", logr.Discard(), NewMetrics())
+	p := newPodLabeler(nil, "ns", "role", false, "me", logr.Discard(), NewMetrics())
 	p.set("me", standby)
 	p.set("old-leader", standby)
 	p.set("me", leader)
@@ -107,7 +108,7 @@ func labelerAgainst(t *testing.T, s *labelServer) *podLabeler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPodLabeler(clients.Core, "ns", "role", "me", logr.Discard(), NewMetrics())
+	p := newPodLabeler(clients.Core, "ns", "role", false, "me", logr.Discard(), NewMetrics())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go p.run(ctx)
@@ -193,5 +194,50 @@ func TestPodLabelerRefusedDemotionOfAnUnlabelledPod(t *testing.T) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPodLabelerPatchBody: what one patch writes, with -pod-label,
+// -pod-deletion-cost or both: the deletion cost goes on its own pod only,
+// and a pod with nothing to write is not patched.
+func TestPodLabelerPatchBody(t *testing.T) {
+	tests := []struct {
+		key        string
+		cost       bool
+		pod, value string
+		want       string // "" for no request
+	}{
+		{"role", false, "me", leader, `{"metadata":{"labels":{"role":"leader"}}}`},
+		{"role", true, "me", leader, `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"2147483647"},"labels":{"role":"leader"}}}`},
+		{"role", true, "me", standby, `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":null},"labels":{"role":"standby"}}}`},
+		{"role", true, "old-leader", standby, `{"metadata":{"labels":{"role":"standby"}}}`},
+		{"", true, "me", leader, `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"2147483647"}}}`},
+		{"", true, "me", standby, `{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":null}}}`},
+		{"", true, "old-leader", standby, ""},
+	}
+	for _, tt := range tests {
+		var got []string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			got = append(got, r.Method+" "+r.URL.Path+" "+string(body))
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"kind":"Pod","apiVersion":"v1","metadata":{"name":"x"}}`))
+		}))
+		clients, err := NewClients(&rest.Config{Host: srv.URL}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newPodLabeler(clients.Core, "ns", tt.key, tt.cost, "me", logr.Discard(), NewMetrics())
+		if err := p.patch(context.Background(), tt.pod, tt.value); err != nil {
+			t.Errorf("%+v: %v", tt, err)
+		}
+		srv.Close()
+		var want []string
+		if tt.want != "" {
+			want = []string{"PATCH /api/v1/namespaces/ns/pods/" + tt.pod + " " + tt.want}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("key %q, cost %t, %s %s: requests (-want +got):\n%s", tt.key, tt.cost, tt.pod, tt.value, diff)
+		}
 	}
 }

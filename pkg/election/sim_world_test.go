@@ -566,6 +566,12 @@ func (w *simWorld) startProc(id string, params simNetParams) {
 		TTL: w.plan.TTL.D(), RenewDeadline: rd, RetryPeriod: rp,
 		PreferNewest: !w.plan.Race && w.plan.Seed%4 != 0,
 	}
+	if !w.plan.Race && w.plan.Seed%3 == 1 {
+		// A third of the other seeds wait for a leader that shuts down to come
+		// back under its ID, as a StatefulSet's pod does: as long as a
+		// lease, which the liveness bound after a write allows.
+		cfg.ReturnWait = cfg.TTL
+	}
 	if w.plan.PodLabel {
 		cfg.PodLabel, cfg.PodName = "sim.vapor.io/role", id
 	}

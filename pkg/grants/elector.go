@@ -25,6 +25,9 @@ type Elector struct {
 	LockType election.LockType
 	// PodLabel is the -pod-label key, empty when the elector labels no pod.
 	PodLabel string
+	// PodDeletionCost is -pod-deletion-cost=true: the elector annotates its
+	// own pod while it leads.
+	PodDeletionCost bool
 }
 
 // ElectorOf reads the elector container of pod: the container named
@@ -48,6 +51,8 @@ func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
 		Election: flags[election.FlagElection],
 		LockType: election.LockLeases,
 		PodLabel: flags[election.FlagPodLabel],
+		// Only the spelling the injector writes, as the policy reads it.
+		PodDeletionCost: flags[election.FlagPodDeletionCost] == "true",
 	}
 	if err := election.ValidateName(e.Election); err != nil {
 		return e, true, fmt.Errorf("container %q: -%s %w", webhook.ContainerName, election.FlagElection, err)

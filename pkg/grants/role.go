@@ -47,7 +47,8 @@ const (
 	// the account may set that key on pods of its elections.
 	MarkerPodLabels = "podlabels"
 	// MarkerElections, with MarkerVerb and an election as resource name:
-	// the account's electors run that election with -pod-label.
+	// the account's electors run that election with -pod-label or
+	// -pod-deletion-cost.
 	MarkerElections = "elections"
 	// MarkerLocks, verb MarkerRestrictedVerb, names the lock objects of an
 	// account's electors: the policy k8s-elector-lock then lets it change
@@ -106,7 +107,8 @@ type Account struct {
 	// Elections by lock type.
 	Elections map[election.LockType][]string
 	// PodLabels are the -pod-label keys, and PodLabelElections the
-	// elections run with one.
+	// elections run with one or with -pod-deletion-cost: the elections
+	// whose pods the account writes to.
 	PodLabels         []string
 	PodLabelElections []string
 }
@@ -122,6 +124,8 @@ func Accounts(electors map[string][]Elector) []Account {
 			a.Elections[e.LockType] = append(a.Elections[e.LockType], e.Election)
 			if e.PodLabel != "" {
 				a.PodLabels = append(a.PodLabels, e.PodLabel)
+			}
+			if e.PodLabel != "" || e.PodDeletionCost {
 				a.PodLabelElections = append(a.PodLabelElections, e.Election)
 			}
 		}
@@ -157,8 +161,8 @@ func lockResource(t election.LockType) (group, resource string) {
 //     by name, which it may update only as an elector does, and create,
 //     which limits what it makes to those names and to an elector's lock.
 //   - events create, for its leadership Events.
-//   - with -pod-label, the named markers (see MarkerGroup): the label keys
-//     and the elections.
+//   - with -pod-label, the named markers (see MarkerGroup) of the label
+//     keys; with it or -pod-deletion-cost, those of the elections.
 func DesiredRole(ns string, a Account) *rbacv1.Role {
 	var rules []rbacv1.PolicyRule
 	var locks []string
@@ -182,10 +186,10 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 	}
 	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
 	if len(a.PodLabels) > 0 {
-		rules = append(rules,
-			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb}},
-			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}},
-		)
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb}})
+	}
+	if len(a.PodLabelElections) > 0 {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}})
 	}
 	return &rbacv1.Role{ObjectMeta: managedMeta(ns, RoleName(a.Name)), Rules: rules}
 }
@@ -200,9 +204,10 @@ func DesiredRoleBinding(ns string, a Account) *rbacv1.RoleBinding {
 }
 
 // DesiredPodLabelBinding binds PodLabelClusterRole to an account whose
-// electors label their pod, or is nil for one whose electors do not.
+// electors label or annotate their pod, or is nil for one whose electors
+// do not.
 func DesiredPodLabelBinding(ns string, a Account) *rbacv1.RoleBinding {
-	if len(a.PodLabels) == 0 {
+	if len(a.PodLabelElections) == 0 {
 		return nil
 	}
 	return &rbacv1.RoleBinding{

@@ -52,6 +52,12 @@ func TestElectorOf(t *testing.T) {
 		{"three dashes are not a flag", podWithElector("", true, "-election=a", "---election=b"), Elector{Election: "a", LockType: election.LockLeases}, true, ""},
 		{"invalid lock type", podWithElector("", true, "-election=a", "-lock-type=secrets"), Elector{Election: "a", LockType: election.LockLeases}, true, `"secrets" is not a lock type`},
 		{"invalid election", podWithElector("", true, "-election=A_b"), Elector{Election: "A_b", LockType: election.LockLeases}, true, "not a valid Kubernetes object name"},
+		{"pod-deletion-cost, as the injector writes it", podWithElector("", true, "-election=a", "-pod-deletion-cost=true"),
+			Elector{Election: "a", LockType: election.LockLeases, PodDeletionCost: true}, true, ""},
+		{"pod-deletion-cost, other spellings grant nothing", podWithElector("", true, "-election=a", "-pod-deletion-cost", "-pod-deletion-cost=1"),
+			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
+		{"pod-deletion-cost, the last one wins", podWithElector("", true, "-election=a", "-pod-deletion-cost=true", "-pod-deletion-cost=false"),
+			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
 		{"invalid pod label", podWithElector("", true, "-election=a", "-pod-label=a b"), Elector{Election: "a", LockType: election.LockLeases, PodLabel: "a b"}, true, "is not a label key"},
 		{"empty pod label", podWithElector("", true, "-election=a", "-pod-label="), Elector{Election: "a", LockType: election.LockLeases}, true, "is not a label key"},
 		{"the injector's keys", podWithElector("", true, "-election=a", "-pod-label=elector.vapor.io/injected"),
@@ -135,6 +141,13 @@ func TestDesiredObjects(t *testing.T) {
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"e"}, Verbs: lock},
 			{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: create},
 		}, locks("a", "b", "c", "e"), []rbacv1.PolicyRule{events}, markers([]string{"role", "x/role"}, []string{"a", "c"})), true},
+		{"pod-deletion-cost: the election marker, no label key", []Elector{
+			{Election: "a", LockType: election.LockLeases, PodDeletionCost: true},
+			{Election: "b", LockType: election.LockLeases},
+		}, slices.Concat([]rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a", "b"}, Verbs: lock},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
+		}, locks("a", "b"), []rbacv1.PolicyRule{events}, markers(nil, []string{"a"})[1:]), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

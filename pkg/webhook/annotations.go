@@ -33,11 +33,13 @@ const (
 	AnnotationMemoryLimit        = AnnotationPrefix + "memory-limit"
 	AnnotationNativeSidecar      = AnnotationPrefix + "native-sidecar"
 	AnnotationPodLabel           = AnnotationPrefix + "pod-label"
+	AnnotationPodDeletionCost    = AnnotationPrefix + "pod-deletion-cost"
 	AnnotationPreferNewest       = AnnotationPrefix + "prefer-newest"
 	AnnotationReturnWait         = AnnotationPrefix + "return-wait"
 	AnnotationAppHealthURL       = AnnotationPrefix + "app-health-url"
 	AnnotationAppHealthPeriod    = AnnotationPrefix + "app-health-period"
 	AnnotationAppHealthThreshold = AnnotationPrefix + "app-health-threshold"
+	AnnotationNotifyURL          = AnnotationPrefix + "notify-url"
 
 	// AnnotationStatus is written by the injector, never by users: StatusInjected
 	// marks a pod whose sidecar is in place, so a reinvoked webhook leaves it be.
@@ -71,11 +73,13 @@ var Annotations = []Annotation{
 	{AnnotationMemoryLimit, "128Mi", "Memory limit of the sidecar, 0 for none (default: the injector's, 64Mi). Must not be below the memory request."},
 	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
 	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
+	{AnnotationPodDeletionCost, "true", "true: the leader keeps its pod annotated " + election.AnnotationPodDeletionCost + "=" + election.LeaderDeletionCost + ", so that a Deployment's rollout deletes it after the other old pods: one handover per rollout when maxUnavailable is above 0. Its service account gets pods patch, narrowed by the policy k8s-elector-pod-label to that annotation on its own pod. The pod must not set that annotation itself (default: false)."},
 	{AnnotationPreferNewest, "false", "true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; false: every follower races for a released lock (default: true)."},
 	{AnnotationReturnWait, "0s", "How long the other pods leave the lock to a leader that shuts down, for it to come back under its own name: one handover per StatefulSet rollout, after a gap of the pod's restart; 0s hands over at once. At most the TTL (default: the TTL for a StatefulSet's pods, else 0s)."},
 	{AnnotationAppHealthURL, "http://localhost:8080/healthz", "The application's health endpoint, probed by the elector: a pod whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy pod (default: none)."},
 	{AnnotationAppHealthPeriod, "1s", "How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() + " (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
+	{AnnotationNotifyURL, "http://localhost:8080/elector", "A URL of the application that the elector POSTs its status document to (the JSON of GET /, with is_leader and epoch) at start and on every change, retrying with backoff, newest document first: for an application that cannot hold /watch open (default: none)."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
 }
 
@@ -99,6 +103,8 @@ type Options struct {
 	NativeSidecar bool
 	// PodLabel is passed to the elector only when non-empty.
 	PodLabel string
+	// PodDeletionCost is the elector's -pod-deletion-cost.
+	PodDeletionCost bool
 	// Race has every follower race for a released lock: the elector's
 	// -prefer-newest=false.
 	Race bool
@@ -107,6 +113,8 @@ type Options struct {
 	AppHealthURL       string
 	AppHealthPeriod    time.Duration
 	AppHealthThreshold int
+	// NotifyURL is the elector's -notify-url, passed only when set.
+	NotifyURL string
 	// ReturnWait is the elector's -return-wait, passed only when non-zero.
 	// Inject sets it to the TTL for a StatefulSet's pod, unless the
 	// annotation says otherwise.
@@ -215,17 +223,20 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			case AnnotationMemoryLimit:
 				o.MemoryLimit = q
 			}
-		case AnnotationNativeSidecar, AnnotationPreferNewest:
+		case AnnotationNativeSidecar, AnnotationPreferNewest, AnnotationPodDeletionCost:
 			// Only the two spellings, not strconv.ParseBool's "1" or "T":
 			// a value read back from a manifest should mean one thing.
 			if v != "true" && v != "false" {
 				fail(a.Key, "%q must be true or false (example: %s)", v, a.Example)
 				break
 			}
-			if a.Key == AnnotationNativeSidecar {
+			switch a.Key {
+			case AnnotationNativeSidecar:
 				o.NativeSidecar = v == "true"
-			} else {
+			case AnnotationPreferNewest:
 				o.Race = v == "false"
+			case AnnotationPodDeletionCost:
+				o.PodDeletionCost = v == "true"
 			}
 		case AnnotationAppHealthURL:
 			if err := election.ValidateAppHealthURL(v); err != nil {
@@ -250,6 +261,12 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			o.ReturnWait = d
+		case AnnotationNotifyURL:
+			if err := election.ValidateNotifyURL(v); err != nil {
+				fail(a.Key, "%w", err)
+				break
+			}
+			o.NotifyURL = v
 		case AnnotationAppHealthThreshold:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 100 {

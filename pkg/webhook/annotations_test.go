@@ -99,6 +99,7 @@ func TestParseOptions(t *testing.T) {
 				AnnotationAppHealthURL:       "http://localhost:8080/healthz",
 				AnnotationAppHealthPeriod:    "500ms",
 				AnnotationAppHealthThreshold: "5",
+				AnnotationNotifyURL:          "https://localhost:8443/elector",
 				AnnotationStatus:             StatusInjected,
 			},
 			want: defaults(func(o *Options) {
@@ -113,6 +114,7 @@ func TestParseOptions(t *testing.T) {
 				o.AppHealthURL = "http://localhost:8080/healthz"
 				o.AppHealthPeriod = 500 * time.Millisecond
 				o.AppHealthThreshold = 5
+				o.NotifyURL = "https://localhost:8443/elector"
 			}),
 		},
 	}

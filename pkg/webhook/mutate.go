@@ -57,7 +57,7 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	o, err := ParseOptions(pod.Annotations, s)
 	errs := []error{err}
 	errs = append(errs, checkReservedNames(pod)...)
-	errs = append(errs, checkHostNetwork(pod), checkPodLabel(pod, o.PodLabel), checkOS(pod), checkRunAsRoot(pod))
+	errs = append(errs, checkHostNetwork(pod), checkPodLabel(pod, o.PodLabel), checkDeletionCost(pod, o.PodDeletionCost), checkOS(pod), checkRunAsRoot(pod))
 	if err == nil {
 		errs = append(errs, checkRunsToCompletion(pod, o.NativeSidecar, s.NativeSidecars))
 	}
@@ -215,6 +215,16 @@ func checkPodLabel(pod *corev1.Pod, key string) error {
 	return fmt.Errorf("annotation %s: the pod already has the label %q, which the elector would overwrite with leader or standby (taking the pod out of any selector that uses it, such as its ReplicaSet's); choose a key the pod does not carry (example: example.com/role)", AnnotationPodLabel, key)
 }
 
+// checkDeletionCost refuses -pod-deletion-cost on a pod that sets its own
+// pod-deletion-cost: the elector would overwrite it, and remove it on a
+// follower.
+func checkDeletionCost(pod *corev1.Pod, on bool) error {
+	if _, set := pod.Annotations[election.AnnotationPodDeletionCost]; !on || !set {
+		return nil
+	}
+	return fmt.Errorf("annotation %s: the pod already has the annotation %s, which the elector would overwrite on the leader's pod and remove on the others; remove one of the two", AnnotationPodDeletionCost, election.AnnotationPodDeletionCost)
+}
+
 // checkPortFree refuses a port that a container of the pod declares: the
 // containers share one network namespace, so the elector, or the app, would
 // fail to listen. Ports a container uses without declaring them cannot be
@@ -286,6 +296,9 @@ func sidecar(o Options) corev1.Container {
 	if o.PodLabel != "" {
 		args = append(args, arg(election.FlagPodLabel, o.PodLabel))
 	}
+	if o.PodDeletionCost {
+		args = append(args, arg(election.FlagPodDeletionCost, "true"))
+	}
 	if o.Race {
 		args = append(args, arg(election.FlagPreferNewest, "false"))
 	}
@@ -300,6 +313,9 @@ func sidecar(o Options) corev1.Container {
 	}
 	if o.AppHealthThreshold != 0 {
 		args = append(args, arg(election.FlagAppHealthThreshold, strconv.Itoa(o.AppHealthThreshold)))
+	}
+	if o.NotifyURL != "" {
+		args = append(args, arg(election.FlagNotifyURL, o.NotifyURL))
 	}
 
 	resources := corev1.ResourceRequirements{

@@ -145,7 +145,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/pod-deletion-cost, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/notify-url, elector.vapor.io/status)"
 
 	tests := []struct {
 		name        string
@@ -296,6 +296,16 @@ func TestInjectErrors(t *testing.T) {
 			want:        `annotation elector.vapor.io/prefer-newest: "no" must be true or false (example: false)`,
 		},
 		{
+			name:        "bad notify-url",
+			annotations: withElection(AnnotationNotifyURL, "localhost:8080/elector"),
+			want:        `annotation elector.vapor.io/notify-url: "localhost:8080/elector" is not an http or https URL (example: http://localhost:8080/elector)`,
+		},
+		{
+			name:        "notify-url without a host",
+			annotations: withElection(AnnotationNotifyURL, "http:///elector"),
+			want:        `annotation elector.vapor.io/notify-url: "http:///elector" names no host (example: http://localhost:8080/elector)`,
+		},
+		{
 			name:        "bad app-health-url",
 			annotations: withElection(AnnotationAppHealthURL, "localhost:8080/healthz"),
 			want:        `annotation elector.vapor.io/app-health-url: "localhost:8080/healthz" is not an http or https URL (example: http://localhost:8080/healthz)`,
@@ -406,6 +416,12 @@ func TestInjectErrors(t *testing.T) {
 			modify:      func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyOnFailure },
 			settings:    func(s *Settings) { s.NativeSidecars = false },
 			want:        `spec.restartPolicy: OnFailure: the pod runs to completion, but the elector never exits and this API server has no native sidecars (Kubernetes 1.29 and later), which stop with the app; the pod would never complete; run the pod with restartPolicy Always, or remove the elector.vapor.io/ annotations`,
+		},
+		{
+			name:        "pod deletion cost over the pod's own",
+			annotations: withElection(AnnotationPodDeletionCost, "true"),
+			modify:      func(p *corev1.Pod) { p.Annotations["controller.kubernetes.io/pod-deletion-cost"] = "-10" },
+			want:        `annotation elector.vapor.io/pod-deletion-cost: the pod already has the annotation controller.kubernetes.io/pod-deletion-cost, which the elector would overwrite on the leader's pod and remove on the others; remove one of the two`,
 		},
 		{
 			name:        "invalid settings",
