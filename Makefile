@@ -83,9 +83,13 @@ SIZES ?=
 scale: envtest build ## Measure elections x participants (10x3 to 100x3) on one local control plane; a row per size (SIZES=100x3 to choose).
 	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=180s go run ./hack/scale -elector=bin/elector $(if $(SIZES),-sizes=$(SIZES))
 
+# The demo is built and run rather than `go run`, so that its exit status is
+# make's. On a terminal it takes Ctrl-C for itself (hack/demo/cmd/terminal.go):
+# make, sent SIGINT too, would end with status 130 whatever the demo did.
 .PHONY: demo
-demo: envtest build ## Run the injector and an annotated Deployment on a local control plane.
-	go run ./hack/demo/cmd
+demo: envtest build ## Run the injector and an annotated Deployment on a local control plane, with a live table of its electors; Ctrl-C stops it.
+	go build -o $(BIN)/demo ./hack/demo/cmd
+	$(BIN)/demo -bin=$(BIN)
 
 RENDER := go run ./hack/render/cmd -injector-image=$(INJECTOR_IMG) -elector-image=$(IMG)
 

@@ -18,8 +18,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,10 +53,12 @@ const (
 )
 
 // Run runs the demo until ctx is done (or the rollout, with
-// ExitAfterRollout), writing what happens to out. Everything it starts is
-// stopped before it returns.
+// ExitAfterRollout), writing what happens to out: a terminal gets a live
+// table, redrawn in place; anything else a new table at each change.
+// Everything it starts is stopped before it returns, and its last line says
+// so. The end of ctx is not an error: it is how the demo is stopped.
 func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
-	d := &demo{opts: opts, out: out}
+	d := &demo{opts: opts, out: out, screen: newScreen(out)}
 	d.dir, err = os.MkdirTemp("", "k8s-elector-demo-")
 	if err != nil {
 		return err
@@ -68,12 +70,20 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	// stopRunner stops the pod runner and its sidecars, once it runs.
+	stopRunner := func() {}
 	defer func() {
+		d.screen.freeze()
+		d.say("stopping the electors, the injector and the control plane")
+		d.stopping.Store(true)
 		// The processes first: the API server waits for its clients'
 		// open watches before it exits.
-		d.say("stopping the electors, the injector and the control plane")
+		stopRunner()
 		d.stopProcesses()
 		err = errors.Join(err, d.env.Stop())
+		if err == nil {
+			d.say("stopped everything the demo started; goodbye")
+		}
 	}()
 
 	if err := d.adminKubeconfig(); err != nil {
@@ -87,18 +97,20 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	// deleted.
 	d.runner = &podrunner.Runner{
 		Client: d.env.Client, Config: d.env.Config, Namespace: demoNamespace,
-		Elector: filepath.Join(d.opts.Bin, "elector"), Dir: d.dir, Logf: d.say,
+		Elector: filepath.Join(d.opts.Bin, "elector"), Dir: d.dir, Logf: d.runnerSays,
 	}
-	runCtx, stopRunner := context.WithCancel(context.WithoutCancel(ctx))
+	// The runner outlives ctx: it stops its sidecars when told to, before
+	// the control plane stops.
+	runCtx, cancelRunner := context.WithCancel(context.WithoutCancel(ctx))
 	runnerDone := make(chan struct{})
 	go func() {
 		defer close(runnerDone)
 		_ = d.runner.Run(runCtx)
 	}()
-	defer func() {
-		stopRunner()
+	stopRunner = func() {
+		cancelRunner()
 		<-runnerDone
-	}()
+	}
 	if err := d.applySample(ctx); err != nil {
 		return err
 	}
@@ -109,12 +121,19 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 }
 
 type demo struct {
-	opts   Options
-	outMu  sync.Mutex
-	out    io.Writer
+	opts  Options
+	outMu sync.Mutex
+	out   io.Writer
+	// screen, when set, is where out is written: Run's log and live table.
+	screen *screen
 	env    *controlplane.Env
 	dir    string
 	runner *podrunner.Runner
+	// adminConfig is the path of a cluster admin's kubeconfig, for the
+	// person watching.
+	adminConfig string
+	// stopping is set once the demo stops what it started.
+	stopping atomic.Bool
 
 	// handedOver is set once the leader's pod was deleted, rolled once
 	// the Deployment was rolled.
@@ -133,13 +152,28 @@ type process struct {
 // print writes to the demo's output: the pod runner says what it does from
 // its own goroutine.
 func (d *demo) print(text string) {
+	if d.screen != nil {
+		d.screen.log(text)
+		return
+	}
 	d.outMu.Lock()
 	defer d.outMu.Unlock()
 	_, _ = io.WriteString(d.out, text)
 }
 
+// say logs a line, with the time. Lines after the first are indented
+// under the first's text.
 func (d *demo) say(format string, args ...any) {
-	d.print(fmt.Sprintf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...)))
+	text := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "\n          ")
+	d.print(fmt.Sprintf("%s  %s\n", time.Now().Format("15:04:05"), text))
+}
+
+// runnerSays logs what the pod runner does, until the demo stops: then it
+// would call each sidecar it stops deleted.
+func (d *demo) runnerSays(format string, args ...any) {
+	if !d.stopping.Load() {
+		d.say(format, args...)
+	}
 }
 
 // adminKubeconfig writes a kubeconfig of a cluster admin for the person
@@ -157,7 +191,8 @@ func (d *demo) adminKubeconfig() error {
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		return err
 	}
-	d.say("kubeconfig of the local control plane, while the demo runs: %s (try: kubectl --kubeconfig %s -n %s get lease,pods)", path, path, demoNamespace)
+	d.adminConfig = path
+	d.say("kubeconfig of the local control plane, while the demo runs: %s\ntry: kubectl --kubeconfig %s -n %s get lease,pods", path, path, demoNamespace)
 	return nil
 }
 
@@ -294,27 +329,58 @@ func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 	return pods, nil
 }
 
-// show prints the election as a table whenever it changes. Once a leader
-// has held for a few seconds it deletes the leader's pod and shows the
-// handover; then it rolls the Deployment and counts the leader changes of
-// the rollout.
+// show prints the electors' table whenever one of them reports a change
+// on its /watch stream, or a pod comes or goes. Once a leader has held for
+// a few seconds it deletes the leader's pod and shows the handover; then it
+// rolls the Deployment and counts the leader changes of the rollout. Then,
+// unless ExitAfterRollout, it keeps the table live until ctx is done.
 func (d *demo) show(ctx context.Context) error {
-	var last string
+	ctx, cancel := context.WithCancel(ctx)
+	live := newElectors(d.runner, d.env.Client, demoNamespace, d.say)
+	liveDone := make(chan struct{})
+	go func() {
+		defer close(liveDone)
+		live.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-liveDone
+	}()
+	d.screen.setHint(fmt.Sprintf("live from each elector's %s stream; Ctrl-C stops the demo\nkubectl --kubeconfig %s -n %s get lease,pods", election.PathWatch, d.adminConfig, demoNamespace))
+
 	var leaderSince, deletedAt time.Time
 	var leader string
 	var roll *rollout
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
+	var toldURLs bool
+	// The script waits for time to pass and for the Deployment to finish
+	// rolling, so it looks every 200ms until it is done. The table changes
+	// only on what the streams and the pod watch report.
+	script := time.NewTicker(200 * time.Millisecond)
+	defer script.Stop()
+	next := script.C
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-live.changed:
+			// Changes come in bursts (every elector sees the same lease
+			// update): one table for a burst.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+		case <-next:
 		}
-		table, current, running := d.table(ctx)
-		if table != last {
-			d.print("\n" + table)
-			last = table
+		table, current, running := live.table()
+		d.screen.table(table)
+		if !toldURLs && current != "" {
+			toldURLs = true
+			url := "http://" + live.addr(current)
+			d.say("each elector answers at its URL in the table: curl -s %s/ shows its view, curl -sN %s%s streams its changes", url, url, election.PathWatch)
+		}
+		if next == nil {
+			continue
 		}
 		switch {
 		case roll != nil:
@@ -329,7 +395,9 @@ func (d *demo) show(ctx context.Context) error {
 				if d.opts.ExitAfterRollout {
 					return nil
 				}
-				d.say("press Ctrl-C to stop everything")
+				script.Stop()
+				next = nil
+				d.say("that was the script; the table stays live (delete a pod and watch it: kubectl --kubeconfig %s -n %s delete pod %s). Ctrl-C stops the demo", d.adminConfig, demoNamespace, current)
 			}
 		case !deletedAt.IsZero() && current != "" && current != leader:
 			d.say("handover: %s leads, %s after %s was deleted", current, time.Since(deletedAt).Round(time.Millisecond), leader)
@@ -349,37 +417,11 @@ func (d *demo) show(ctx context.Context) error {
 			d.say("rolling Deployment example (kubectl rollout restart): the newest pod is named successor, so leadership moves once, to a new pod")
 			d.rolled = true
 			var err error
-			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example", runnerLeads(d.runner)); err != nil {
+			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example", live.leads); err != nil {
 				return err
 			}
 		}
 	}
-}
-
-// table renders the pods' view of the election and returns the leader and
-// how many sidecars run.
-func (d *demo) table(ctx context.Context) (string, string, int) {
-	var b strings.Builder
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tEPOCH\tLABEL role")
-	var leader string
-	running := d.runner.Running()
-	for _, p := range running {
-		isLeader, leaderName, epoch := "", "", ""
-		if st, err := status(p.Addr); err == nil {
-			isLeader, leaderName, epoch = fmt.Sprint(st.IsLeader), st.Leader, fmt.Sprint(st.Epoch)
-			if st.IsLeader {
-				leader = p.Name
-			}
-		}
-		label := ""
-		if pod, err := d.env.Client.CoreV1().Pods(demoNamespace).Get(ctx, p.Name, metav1.GetOptions{}); err == nil {
-			label = pod.Labels["role"]
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, "http://"+p.Addr, isLeader, leaderName, epoch, label)
-	}
-	_ = w.Flush()
-	return b.String(), leader, len(running)
 }
 
 func status(addr string) (election.Status, error) {

@@ -1,5 +1,5 @@
 // Command demo runs k8s-elector on a local control plane: `make demo`.
-// Ctrl-C stops everything it started.
+// Ctrl-C stops everything it started, and it exits 0.
 package main
 
 import (
@@ -17,10 +17,18 @@ func main() {
 	bin := flag.String("bin", "bin", "the folder with the built elector and injector")
 	once := flag.Bool("exit-after-rollout", false, "stop once the handover and the rollout were shown")
 	flag.Parse()
+	os.Exit(run(*bin, *once))
+}
+
+func run(bin string, once bool) int {
+	// Ctrl-C is for the demo alone, not for `make`, which would report it.
+	release := takeTerminal()
+	defer release()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := demo.Run(ctx, demo.Options{Root: ".", Bin: *bin, ExitAfterRollout: *once}, os.Stdout); err != nil {
+	if err := demo.Run(ctx, demo.Options{Root: ".", Bin: bin, ExitAfterRollout: once}, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
