@@ -35,6 +35,7 @@ envtest: ## Build the local control plane (etcd, kube-apiserver, kube-controller
 test: envtest ## Run the unit and integration tests (with -race) against the local control plane, and 3000 simulated elections.
 	go test -race -count=1 -timeout 30m ./...
 	go test -count=1 -run '^TestSim' ./pkg/election -sim.schedules=3000
+	cd test/prometheus && go test -count=1 -timeout 10m ./...
 
 # The packages whose tests need no control plane: the inner loop.
 UNIT_PKGS = $(shell go list ./... | grep -v -e /test/ -e /hack/demo -e /internal/controlplane)
@@ -56,6 +57,7 @@ lint: ## go vet, gofmt and staticcheck.
 	go vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	go run $(STATICCHECK) ./...
+	cd test/prometheus && go vet ./... && go run $(STATICCHECK) ./...
 
 .PHONY: bench
 bench: envtest build ## Run the benchmarks and print their tables.
@@ -118,5 +120,5 @@ docker-push: ## Push IMG and INJECTOR_IMG.
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the control plane in bin/k8s).
-	rm -f $(BIN)/elector $(BIN)/injector
+	rm -f $(BIN)/elector $(BIN)/injector $(BIN)/demo
 	rm -rf dist
