@@ -317,6 +317,8 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	rows = append(rows,
 		row{name: "crash failover, max (SIGKILL to new leader)", value: ms(times[len(times)-1]), goal: "<= ttl + retry period = " + ms(bound), verdict: verdict(times[len(times)-1] <= bound)},
 		row{name: "crash failover, min", value: ms(times[0]), goal: "> ttl - renew deadline (safety)", verdict: verdict(times[0] > 10*time.Second-10*time.Second/3)})
+	rows = append(rows, row{name: fmt.Sprintf("epoch: the new leader's above the old leader's, over %d handovers and failovers", b.terms),
+		value: fmt.Sprintf("%d of %d", b.epochsUp, b.terms), goal: "every one", verdict: verdict(b.epochsUp == b.terms)})
 
 	for _, verb := range sortedKeys(load3) {
 		rows = append(rows, row{name: "API requests on the lock, 3 participants: " + verb, value: fmt.Sprintf("%.2f/s", load3[verb])})
@@ -373,6 +375,9 @@ type bench struct {
 	env             *controlplane.Env
 	mu              sync.Mutex
 	procs           []*proc
+	// terms counts the handovers and failovers timed, and epochsUp those
+	// whose new leader's epoch was above the one the old leader said.
+	terms, epochsUp int
 }
 
 var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
@@ -487,6 +492,10 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	// Let the followers see a fresh renewal, at a varying point of the
 	// leader's renewal cycle, as they would at any moment.
 	time.Sleep(time.Duration(700+len(b.procs)%7*150) * time.Millisecond)
+	was, err := status(leader)
+	if err != nil {
+		return 0, err
+	}
 	var took time.Duration
 	if b.probe == probePoll {
 		took, err = pollNewLeader(leader, others, sig)
@@ -495,6 +504,18 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	}
 	if err != nil {
 		return 0, err
+	}
+	next, err := waitLeader(others, 30*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	now, err := status(next)
+	if err != nil {
+		return 0, err
+	}
+	b.terms++
+	if now.Epoch > was.Epoch {
+		b.epochsUp++
 	}
 	<-leader.done
 	if _, err := b.start(b.bin, replacement, "handover"); err != nil {

@@ -33,7 +33,9 @@ type rollout struct {
 	// terms are the election's terms seen since the rollout started, the
 	// one at its start first, each once in a row (no holder: a release).
 	terms []term
-	err   error
+	// seen is when the watch brought each of terms.
+	seen []time.Time
+	err  error
 }
 
 // term is one holder's term: its ID and epoch. A StatefulSet's new pod has
@@ -61,7 +63,7 @@ func startRollout(ctx context.Context, client kubernetes.Interface, ns, kind, na
 		return nil, fmt.Errorf("lease %s/%s: %w", ns, electionName, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	r := &rollout{client: client, ns: ns, kind: kind, name: name, leads: leads, cancel: cancel, terms: []term{termOf(lease)}}
+	r := &rollout{client: client, ns: ns, kind: kind, name: name, leads: leads, cancel: cancel, terms: []term{termOf(lease)}, seen: []time.Time{time.Now()}}
 	w, err := client.CoordinationV1().Leases(ns).Watch(wctx, metav1.ListOptions{
 		FieldSelector: "metadata.name=" + electionName, ResourceVersion: lease.ResourceVersion,
 	})
@@ -111,9 +113,24 @@ func (r *rollout) follow(w watch.Interface) {
 		r.mu.Lock()
 		if r.terms[len(r.terms)-1] != t {
 			r.terms = append(r.terms, t)
+			r.seen = append(r.seen, time.Now())
 		}
 		r.mu.Unlock()
 	}
+}
+
+// longestRelease is the longest the lock stayed released, from a release
+// to the next holder, as the watch brought them; zero when it never was.
+func (r *rollout) longestRelease() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var longest time.Duration
+	for i := 1; i+1 < len(r.terms); i++ {
+		if r.terms[i].holder == "" && r.terms[i+1].holder != "" {
+			longest = max(longest, r.seen[i+1].Sub(r.seen[i]))
+		}
+	}
+	return longest
 }
 
 // history lists the terms seen, as holder@epoch, "-" for a release.

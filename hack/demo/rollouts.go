@@ -54,6 +54,9 @@ type RolloutResult struct {
 	Changes []int
 	// Took is how long each rollout took, to its last leader.
 	Took []time.Duration
+	// Released is, for each rollout, the longest the lock stayed released
+	// before a new holder took it: no one led meanwhile.
+	Released []time.Duration
 }
 
 // MeasureRollouts rolls each of shapes n times with the mechanism on, and
@@ -146,6 +149,7 @@ func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, on bool
 		}
 		res.Changes = append(res.Changes, r.changes())
 		res.Took = append(res.Took, time.Since(r.start))
+		res.Released = append(res.Released, r.longestRelease())
 		if c := r.changes(); c > 1 {
 			d.say("%s, mechanism %s: rollout %d changed leader %d times: %s", shape.Name, onOff(on), i+1, c, r.history())
 		}
@@ -219,7 +223,7 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bo
 // printRollouts writes the table of leader changes per rollout.
 func printRollouts(out io.Writer, results []RolloutResult) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "SHAPE\tMECHANISM\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\tROLLOUT TIME (median)\tGOAL\tMET")
+	fmt.Fprintln(w, "SHAPE\tMECHANISM\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\tLOCK RELEASED, NO LEADER (median / max)\tROLLOUT TIME (median)\tGOAL\tMET")
 	for _, r := range results {
 		sum, atMostOne := 0, 0
 		for _, c := range r.Changes {
@@ -230,13 +234,16 @@ func printRollouts(out io.Writer, results []RolloutResult) {
 		}
 		took := slices.Clone(r.Took)
 		slices.Sort(took)
+		released := slices.Clone(r.Released)
+		slices.Sort(released)
 		goal, met := "-", ""
 		if r.Mechanism {
 			goal, met = "at most one, every rollout", verdict(atMostOne == len(r.Changes))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%.2f / %d\t%d of %d\t%s\t%s\t%s\n", r.Shape.Name, onOff(r.Mechanism), len(r.Changes),
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.2f / %d\t%d of %d\t%s / %s\t%s\t%s\t%s\n", r.Shape.Name, onOff(r.Mechanism), len(r.Changes),
 			float64(sum)/float64(max(len(r.Changes), 1)), slices.Max(append([]int{0}, r.Changes...)),
-			atMostOne, len(r.Changes), took[len(took)/2].Round(10*time.Millisecond), goal, met)
+			atMostOne, len(r.Changes), released[len(released)/2].Round(time.Millisecond), released[len(released)-1].Round(time.Millisecond),
+			took[len(took)/2].Round(10*time.Millisecond), goal, met)
 	}
 	_ = w.Flush()
 }

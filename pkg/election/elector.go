@@ -115,6 +115,9 @@ type Elector struct {
 	proposeOffUntil time.Time
 	proposeFor      time.Time
 	proposeIn       time.Duration
+	// healthyAgain counts the application's returns to health, for
+	// -notify-url to tell it the state again (see feed).
+	healthyAgain uint64
 
 	// health probes the application; nil without AppHealthURL.
 	health *appHealth
@@ -659,6 +662,9 @@ func (e *Elector) renew(ctx context.Context, deadline time.Time) (time.Duration,
 	e.mine, e.renewedAt, e.epoch = obs, now, epoch
 	e.unconfirmed = e.unconfirmed[:0]
 	e.mu.Unlock()
+	// observe woke the subscribers before renewedAt moved: a renewal
+	// answered at the renew deadline would leave them with the lapse.
+	e.notify()
 	e.metrics.renewed(time.Now())
 	return e.cfg.RetryPeriod, ""
 }
@@ -887,6 +893,13 @@ func (e *Elector) appHealthChanged(healthy bool, why string) {
 		e.log.Info("the application is healthy; taking part in the election", "why", why)
 	} else {
 		e.log.Info("the application is unhealthy; not leading until it is healthy again", "why", why)
+	}
+	if healthy {
+		e.mu.Lock()
+		// An application that was unhealthy may have restarted and
+		// forgotten what it was told: -notify-url tells it again.
+		e.healthyAgain++
+		e.mu.Unlock()
 	}
 	e.wake()
 	e.notify()

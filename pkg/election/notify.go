@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -131,7 +133,7 @@ func (n *notifier) start(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		n.run(dctx, stopping)
+		n.run(dctx, stopping, ctx.Done())
 	}()
 	return func() {
 		final := time.AfterFunc(notifyFinalTimeout, cancel)
@@ -144,9 +146,12 @@ func (n *notifier) start(ctx context.Context) (stop func()) {
 }
 
 // run sends the pending document, one at a time, and retries a failed one
-// (or a newer one) after a backoff. Once stopping is closed, it returns when
-// nothing waits; it returns at once when ctx ends.
-func (n *notifier) run(ctx context.Context, stopping <-chan struct{}) {
+// (or a newer one) after a backoff. When ending is closed (the elector is
+// shutting down), a backoff is cut short: the last documents matter most.
+// Once stopping is closed, it returns when nothing waits, or when the
+// application refuses connections (it has exited, as an application does
+// before its native sidecar); it returns at once when ctx ends.
+func (n *notifier) run(ctx context.Context, stopping, ending <-chan struct{}) {
 	stopped := false
 	var backoff time.Duration
 	timer := time.NewTimer(0)
@@ -175,10 +180,15 @@ func (n *notifier) run(ctx context.Context, stopping <-chan struct{}) {
 			continue
 		}
 		n.putBack(doc)
+		if stopped && errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
 		backoff = nextBackoff(backoff)
 		timer.Reset(backoff)
 		select {
 		case <-timer.C:
+		case <-ending:
+			ending, backoff = nil, 0
 		case <-stopping:
 			// The last document is tried at once, and then as often as
 			// the final timeout allows.
@@ -229,14 +239,18 @@ func (e *Elector) startNotifier(ctx context.Context) (stop func()) {
 // changed. It runs on its own goroutine: the election only wakes it.
 func (e *Elector) feed(n *notifier, changes <-chan struct{}, quit <-chan struct{}) {
 	var last view
+	var told uint64 // healthyAgain when last offered
 	first, done := true, false
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		now := time.Now()
 		v := e.viewAt(now)
-		if first || v != last {
-			first, last = false, v
+		e.mu.Lock()
+		again := e.healthyAgain
+		e.mu.Unlock()
+		if first || v != last || again != told {
+			first, last, told = false, v, again
 			body, _ := json.Marshal(v.status(e.cfg.ID, now))
 			// What GET / answers, byte for byte but the time.
 			n.offer(append(body, '\n'))
@@ -265,6 +279,9 @@ func (e *Elector) lapseOf(v view) time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
+	case e.leading && !v.isLeader && time.Now().Before(e.claimAt):
+		// A leader of a lock it made or adopted says so from claimAt.
+		return e.claimAt
 	case v.isLeader:
 		return e.renewedAt.Add(e.cfg.RenewDeadline)
 	case v.leader != "" && e.observed != nil:
@@ -289,7 +306,7 @@ func (e *Elector) notifyResult() func(error) {
 		e.metrics.notifyFailed()
 		failing++
 		if failing == 1 {
-			e.log.Info("could not tell the application the election's state; retrying with backoff", "url", e.cfg.NotifyURL, "err", err.Error())
+			e.log.Info("could not tell the application the election's state (-notify-url); retrying with backoff", "url", e.cfg.NotifyURL, "err", err.Error())
 		} else {
 			e.log.V(1).Info("could not tell the application the election's state", "url", e.cfg.NotifyURL, "failedDeliveries", failing, "err", err.Error())
 		}
@@ -324,7 +341,7 @@ func (c *notifyClient) post(ctx context.Context, doc []byte) error {
 	if err != nil {
 		return err
 	}
-	req.Header["Content-Type"] = jsonContentType
+	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "k8s-elector")
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -332,6 +349,9 @@ func (c *notifyClient) post(ctx context.Context, doc []byte) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("answered %s (to %s): redirects are not followed; point -notify-url at the final address", resp.Status, resp.Header.Get("Location"))
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("answered %s", resp.Status)
 	}

@@ -3,14 +3,19 @@ package election
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -295,6 +300,11 @@ func TestNotifyStop(t *testing.T) {
 		{"fails three times", failTimes(3), []string{"final"}, 500 * time.Millisecond},
 		{"refuses", func(context.Context, string) error { return errRefused }, nil, notifyFinalTimeout},
 		{"hangs", func(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() }, nil, notifyFinalTimeout},
+		// The application has exited, as it does before its native
+		// sidecar: the final document is not retried for a second.
+		{"has exited", func(context.Context, string) error {
+			return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}, nil, 200 * time.Millisecond},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -512,4 +522,130 @@ func TestNotifyMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", strings.TrimSpace(want))
 		}
 	}
+}
+
+// feedInto runs e's feed into a notifier that delivers with send, as
+// startNotifier does; stop ends both.
+func feedInto(e *Elector, send func(context.Context, []byte) error) (stop func()) {
+	n := newNotifier(send, func(error) {})
+	ctx, cancel := context.WithCancel(context.Background())
+	stopDelivery := n.start(ctx)
+	changes, unsubscribe := e.Subscribe()
+	quit := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		e.feed(n, changes, quit)
+	}()
+	return func() {
+		cancel()
+		close(quit)
+		<-fed
+		unsubscribe()
+		stopDelivery()
+	}
+}
+
+// statusLog records the documents delivered, decoded.
+type statusLog struct {
+	mu   sync.Mutex
+	docs []Status
+}
+
+func (l *statusLog) send(_ context.Context, doc []byte) error {
+	var st Status
+	if err := json.Unmarshal(doc, &st); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.docs = append(l.docs, st)
+	return nil
+}
+
+func (l *statusLog) last() (Status, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.docs[len(l.docs)-1], len(l.docs)
+}
+
+// TestNotifyClaimAt: a leader of a lock it made says it leads from claimAt,
+// with nothing to wake the subscribers then: the feed's timer tells the
+// application.
+func TestNotifyClaimAt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := electorFor("a", true, "a")
+		e.metrics = NewMetrics()
+		e.subscribers = map[chan struct{}]struct{}{}
+		e.claimAt = time.Now().Add(3 * time.Second)
+		var got statusLog
+		stop := feedInto(e, got.send)
+		defer stop()
+		synctest.Wait()
+		if st, _ := got.last(); st.IsLeader {
+			t.Fatalf("told is_leader: true before claimAt: %+v", st)
+		}
+		time.Sleep(3*time.Second + time.Millisecond)
+		synctest.Wait()
+		if st, _ := got.last(); !e.Status().IsLeader || !st.IsLeader {
+			t.Errorf("after claimAt, GET / says is_leader %t and the application was last told %+v", e.Status().IsLeader, st)
+		}
+	})
+}
+
+// TestNotifyFinalCutsBackoff: an application that was down (the notifier
+// waits out a long backoff) and is back when the elector shuts down is told
+// the final document at once, not after the backoff or the release.
+func TestNotifyFinalCutsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		down := true
+		app := newFakeApp(func(context.Context, string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				return errRefused
+			}
+			return nil
+		})
+		n := newNotifier(app.send, func(error) {})
+		ctx, cancel := context.WithCancel(t.Context())
+		stop := n.start(ctx)
+		n.offer([]byte("leader"))
+		time.Sleep(25 * time.Second) // the backoff is at its 10 s now
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		cancel() // SIGTERM
+		time.Sleep(10 * time.Millisecond)
+		n.offer([]byte("final"))
+		time.Sleep(100 * time.Millisecond)
+		if got := app.delivered(); !slices.Contains(got, "final") {
+			t.Errorf("100 ms after the final document was offered, delivered %v", got)
+		}
+		stop()
+	})
+}
+
+// TestNotifyHealthyAgain: an application that returns to health (it may
+// have restarted, and forgotten) is told the state again, once, though the
+// state did not change.
+func TestNotifyHealthyAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := electorFor("a", false, "b")
+		e.metrics = NewMetrics()
+		e.subscribers = map[chan struct{}]struct{}{}
+		var got statusLog
+		stop := feedInto(e, got.send)
+		defer stop()
+		synctest.Wait()
+		_, before := got.last()
+		e.appHealthChanged(false, "probe failed")
+		synctest.Wait()
+		e.appHealthChanged(true, "probe answered 200")
+		synctest.Wait()
+		if st, n := got.last(); n != before+1 || st.IsLeader || st.Leader != "b" {
+			t.Errorf("after the application's return to health: %d documents (had %d), last %+v; want one more, the same state", n, before, st)
+		}
+	})
 }
