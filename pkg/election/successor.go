@@ -2,6 +2,7 @@ package election
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +77,9 @@ func (c candidate) String() string {
 func parseCandidate(v string) (candidate, bool) {
 	if rest, ok := strings.CutPrefix(v, returnPrefix); ok {
 		c, ok := parseCandidate(rest)
-		if !ok || c.joined <= 0 {
+		// No wait is longer than a TTL (whole seconds, and an int32 of them
+		// in a Lease): a longer one is garbage, not a candidate.
+		if !ok || c.joined <= 0 || c.joined > math.MaxInt32*1000 {
 			return candidate{}, false
 		}
 		return candidate{id: c.id, returnWait: time.Duration(c.joined) * time.Millisecond}, true
