@@ -100,6 +100,7 @@ func run(args []string, stderr io.Writer) int {
 // stops the injector at start-up with the flag's name and the fix.
 func parse(args []string, stderr io.Writer) (*options, error) {
 	d := webhook.DefaultSettings()
+	d.InjectorVersion = version
 	o := &options{settings: d}
 	var lockType string
 	allowed := lockTypes(d.AllowedLockTypes)

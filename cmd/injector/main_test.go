@@ -62,7 +62,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.settings.ElectorImage != "ghcr.io/vapor-ware/k8s-elector:"+version || o.settings.Port != 4040 ||
+	if o.settings.ElectorImage != "ghcr.io/vapor-ware/k8s-elector:"+version || o.settings.InjectorVersion != version || o.settings.Port != 4040 ||
 		o.webhookPort != 9443 || o.namespace != "k8s-elector-system" || o.certManagement != certsSelf {
 		t.Errorf("defaults = %+v", o)
 	}

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -116,6 +117,16 @@ func (o *options) run(ctx context.Context) error {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the grant reconciler: %w", err)
+	}
+	// The gauge of the injected pods whose sidecar another release
+	// injected, counted by the leader from the reconciler's pod cache.
+	if err := metrics.Registry.Register(&grants.OutdatedPods{
+		Reader:       mgr.GetCache(),
+		Version:      o.settings.InjectorVersion,
+		ElectorImage: o.settings.ElectorImage,
+		Elected:      mgr.Elected(),
+	}); err != nil {
+		return fmt.Errorf("registering the metric %s: %w", grants.OutdatedPodsMetric, err)
 	}
 
 	// 4. Probes: ready when the webhook serves TLS with a trusted certificate.

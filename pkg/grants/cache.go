@@ -27,8 +27,9 @@ func CacheByObject() map[client.Object]cache.ByObject {
 
 // trimPod keeps of a cached pod only what the reconciler reads (its
 // service account, its elector container's name and args, whether it has
-// ended, the injected label) and the identity the cache needs: a pod's spec and status are most
-// of its size, and a large cluster has many injected pods.
+// ended, the injected label), what OutdatedPods reads (the annotations of
+// keptAnnotations), and the identity the cache needs: a pod's spec and
+// status are most of its size, and a large cluster has many injected pods.
 func trimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -48,9 +49,26 @@ func trimPod(obj any) (any, error) {
 		Spec:   corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: pod.Status.Phase},
 	}
+	for _, k := range keptAnnotations {
+		if v, ok := pod.Annotations[k]; ok {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
 	if c := electorContainer(pod); c != nil {
 		// Where it was does not matter to the grant: one list is enough.
 		out.Spec.Containers = []corev1.Container{{Name: c.Name, Args: c.Args}}
 	}
 	return out, nil
+}
+
+// keptAnnotations are the annotations trimPod keeps: those that say which
+// injector injected the pod, and with which image (see OutdatedPods).
+var keptAnnotations = []string{
+	webhook.AnnotationStatus,
+	webhook.AnnotationInjectorVersion,
+	webhook.AnnotationInjectedImage,
+	webhook.AnnotationImage,
 }

@@ -231,12 +231,22 @@ func TestNames(t *testing.T) {
 }
 
 // TestTrimPodKeepsWhatTheReconcilerReads checks that the cache's trimmed
-// pods yield the same elector and account as whole ones, and drop the rest.
+// pods yield the same elector and account as whole ones, and count as
+// outdated or not as whole ones do, and drop the rest.
 func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 	for _, native := range []bool{true, false} {
 		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role")
 		pod.Status.Phase = corev1.PodRunning
 		pod.Labels = map[string]string{webhook.LabelInjected: "true", "app": "x"}
+		marks := map[string]string{
+			webhook.AnnotationStatus:          webhook.StatusInjected,
+			webhook.AnnotationInjectorVersion: testVersion,
+			webhook.AnnotationInjectedImage:   "example.com/elector:v2",
+			webhook.AnnotationImage:           "example.com/elector:v2",
+		}
+		for k, v := range marks {
+			pod.Annotations[k] = v
+		}
 		out, err := trimPod(&pod)
 		if err != nil {
 			t.Fatal(err)
@@ -256,9 +266,26 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 		if trimmed.Spec.ServiceAccountName != "app" || trimmed.Status.Phase != corev1.PodRunning {
 			t.Errorf("trimmed pod lost its service account or phase: %+v", trimmed)
 		}
+		if diff := cmp.Diff(marks, trimmed.Annotations); diff != "" {
+			t.Errorf("annotations of the trimmed pod (-want +got):\n%s", diff)
+		}
+		if !counted(trimmed) || outdated(trimmed, testVersion, testImage) != outdated(&pod, testVersion, testImage) {
+			t.Errorf("the trimmed pod is not counted as the whole one: counted %v, outdated %v, whole %v",
+				counted(trimmed), outdated(trimmed, testVersion, testImage), outdated(&pod, testVersion, testImage))
+		}
 		if len(trimmed.Spec.Containers) != 1 || len(trimmed.Spec.InitContainers) != 0 || trimmed.Spec.Containers[0].Image != "" ||
-			trimmed.Spec.Containers[0].Env != nil || trimmed.Annotations != nil {
+			trimmed.Spec.Containers[0].Env != nil {
 			t.Errorf("trimPod kept what the reconciler does not read: %+v", trimmed)
 		}
+	}
+
+	// Without any of the annotations, it keeps none.
+	pod := podWithElector("app", true, "-election=a")
+	out, err := trimPod(&pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := out.(*corev1.Pod).Annotations; a != nil {
+		t.Errorf("trimPod kept annotations of a pod without marks: %v", a)
 	}
 }

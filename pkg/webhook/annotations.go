@@ -46,6 +46,13 @@ const (
 	AnnotationStatus = AnnotationPrefix + "status"
 	StatusInjected   = "injected"
 
+	// AnnotationInjectorVersion and AnnotationInjectedImage are written by
+	// the injector, never by users: the injector's version and the image of
+	// the sidecar it added, so that the pods injected by an older release
+	// can be found and rolled. Inject overwrites what a pod sets itself.
+	AnnotationInjectorVersion = AnnotationPrefix + "injector-version"
+	AnnotationInjectedImage   = AnnotationPrefix + "injected-image"
+
 	// LabelInjected (value "true") is set on every injected pod. It is a label,
 	// not an annotation, so that the RBAC reconciler can select injected pods.
 	LabelInjected = AnnotationPrefix + "injected"
@@ -81,6 +88,14 @@ var Annotations = []Annotation{
 	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationNotifyURL, "http://localhost:8080/elector", "A URL of the application that the elector POSTs its status document to (the JSON of GET /, with is_leader and epoch) at start and on every change, retrying with backoff, newest document first: for an application that cannot hold /watch open (default: none)."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
+	{AnnotationInjectorVersion, "v1.2.0", "Written by the injector: its version when it injected the sidecar; a value the pod sets is overwritten. The injector counts the live pods of other versions in k8s_elector_injector_outdated_pods (see Upgrading injected pods)."},
+	{AnnotationInjectedImage, "ghcr.io/vapor-ware/k8s-elector:v1.2.0", "Written by the injector: the image of the sidecar it injected; a value the pod sets is overwritten."},
+}
+
+// injectorWritten reports whether key is one of the annotations the
+// injector writes: they say what was done to a pod, and ask for nothing.
+func injectorWritten(key string) bool {
+	return key == AnnotationStatus || key == AnnotationInjectorVersion || key == AnnotationInjectedImage
 }
 
 // Options is the elector sidecar of one pod: the injector's Settings
@@ -123,11 +138,12 @@ type Options struct {
 
 // wantsInjection reports whether any annotation asks for the sidecar. Any key
 // under the prefix counts, not only election: a pod with a misspelt election
-// key must get an error, not silently go without a sidecar. The status
-// annotation alone does not count, since the injector wrote it.
+// key must get an error, not silently go without a sidecar. The annotations
+// the injector writes do not count: a pod copied from an injected pod's
+// manifest carries them without asking for anything.
 func wantsInjection(annotations map[string]string) bool {
 	for k := range annotations {
-		if strings.HasPrefix(k, AnnotationPrefix) && k != AnnotationStatus {
+		if strings.HasPrefix(k, AnnotationPrefix) && !injectorWritten(k) {
 			return true
 		}
 	}

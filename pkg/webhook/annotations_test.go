@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -225,6 +226,22 @@ func TestReturnWaitAnnotation(t *testing.T) {
 		}
 		if err != nil || o.ReturnWait != tt.want {
 			t.Errorf("%v: return wait %s, error %v; want %s", tt.annotations, o.ReturnWait, err, tt.want)
+		}
+	}
+}
+
+// TestWebhookSkipsInjectorWrittenAnnotations: the webhook's matchConditions
+// keep away pods whose only elector.vapor.io/ annotations are the ones the
+// injector writes, the same keys wantsInjection passes over.
+func TestWebhookSkipsInjectorWrittenAnnotations(t *testing.T) {
+	manifest, err := os.ReadFile("../../config/webhook/manifests.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range Annotations {
+		if injectorWritten(a.Key) != strings.Contains(string(manifest), "'"+a.Key+"'") {
+			t.Errorf("annotation %s: written by the injector %t, but config/webhook/manifests.yaml's matchConditions name it %t",
+				a.Key, injectorWritten(a.Key), !injectorWritten(a.Key))
 		}
 	}
 }

@@ -105,6 +105,9 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[AnnotationStatus] = StatusInjected
+	// Over whatever the pod said: these describe the sidecar just added.
+	out.Annotations[AnnotationInjectorVersion] = s.InjectorVersion
+	out.Annotations[AnnotationInjectedImage] = o.Image
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
 	}

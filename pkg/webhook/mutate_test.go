@@ -26,6 +26,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.injected.yaml from I
 func testSettings() Settings {
 	s := DefaultSettings()
 	s.ElectorImage = "ghcr.io/vapor-ware/k8s-elector:test"
+	s.InjectorVersion = "v0.0.0-test"
 	s.NativeSidecars = true
 	return s
 }
@@ -136,6 +137,80 @@ func appPod(annotations map[string]string) *corev1.Pod {
 	}
 }
 
+// sidecarImage returns the image of the pod's elector container, or "".
+func sidecarImage(pod *corev1.Pod) string {
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		if c.Name == ContainerName {
+			return c.Image
+		}
+	}
+	return ""
+}
+
+// TestInjectMarksVersionAndImage: an injected pod says which injector
+// injected it and with which image, whatever the pod said itself, so that
+// a pod cannot pass for one injected by the running injector.
+func TestInjectMarksVersionAndImage(t *testing.T) {
+	s := testSettings()
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		wantImage   string // "" for a pod left alone
+	}{
+		{
+			name:        "the injector's image",
+			annotations: map[string]string{AnnotationElection: "web"},
+			wantImage:   s.ElectorImage,
+		},
+		{
+			name:        "the pod's own image",
+			annotations: map[string]string{AnnotationElection: "web", AnnotationImage: "example.com/elector:v2"},
+			wantImage:   "example.com/elector:v2",
+		},
+		{
+			name: "marks set by the pod are overwritten",
+			annotations: map[string]string{
+				AnnotationElection:        "web",
+				AnnotationInjectorVersion: "v99.0.0",
+				AnnotationInjectedImage:   "example.com/elector:v99",
+			},
+			wantImage: s.ElectorImage,
+		},
+		{
+			// Copied from an injected pod's manifest: they ask for nothing.
+			name: "marks alone",
+			annotations: map[string]string{
+				AnnotationStatus:          StatusInjected,
+				AnnotationInjectorVersion: "v99.0.0",
+				AnnotationInjectedImage:   "example.com/elector:v99",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := appPod(tt.annotations)
+			out, err := Inject(pod, s)
+			if err != nil {
+				t.Fatalf("Inject: %v", err)
+			}
+			if tt.wantImage == "" {
+				if diff := cmp.Diff(pod, out); diff != "" {
+					t.Errorf("Inject changed a pod that asks for nothing (-in +out):\n%s", diff)
+				}
+				return
+			}
+			want := map[string]string{AnnotationInjectorVersion: s.InjectorVersion, AnnotationInjectedImage: tt.wantImage}
+			got := map[string]string{AnnotationInjectorVersion: out.Annotations[AnnotationInjectorVersion], AnnotationInjectedImage: out.Annotations[AnnotationInjectedImage]}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("marks of the injected pod (-want +got):\n%s", diff)
+			}
+			if img := sidecarImage(out); img != tt.wantImage {
+				t.Errorf("the sidecar runs %q, want %q", img, tt.wantImage)
+			}
+		})
+	}
+}
+
 func TestInjectErrors(t *testing.T) {
 	// withElection returns the annotations of a valid election plus kv.
 	withElection := func(kv ...string) map[string]string {
@@ -145,7 +220,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/pod-deletion-cost, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/notify-url, elector.vapor.io/status)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/pod-deletion-cost, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/notify-url, elector.vapor.io/status, elector.vapor.io/injector-version, elector.vapor.io/injected-image)"
 
 	tests := []struct {
 		name        string
@@ -598,6 +673,12 @@ func FuzzInject(f *testing.F) {
 		}
 		if n != 1 || !alreadyInjected(out) {
 			t.Fatalf("Inject gave the pod %d %s containers and status %q, want one and %q", n, ContainerName, out.Annotations[AnnotationStatus], StatusInjected)
+		}
+		if v := out.Annotations[AnnotationInjectorVersion]; v != testSettings().InjectorVersion {
+			t.Fatalf("Inject wrote %s %q, want the injector's %q", AnnotationInjectorVersion, v, testSettings().InjectorVersion)
+		}
+		if img := out.Annotations[AnnotationInjectedImage]; img != sidecarImage(out) {
+			t.Fatalf("Inject wrote %s %q, but the sidecar runs %q", AnnotationInjectedImage, img, sidecarImage(out))
 		}
 		if hasPodLevelResources(pod) && budgetFits(pod) == nil {
 			if err := budgetFits(out); err != nil {

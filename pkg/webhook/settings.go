@@ -18,6 +18,12 @@ type Settings struct {
 	// ElectorImage is the sidecar's image. It has no default: the injector
 	// should run the elector of its own release.
 	ElectorImage string
+	// InjectorVersion is the injector's own version, written on every pod it
+	// injects (AnnotationInjectorVersion), so that the pods of an older
+	// release can be found after an upgrade. It has no default: the caller
+	// passes its build's version, and tests a fixed string, so that Inject
+	// stays a pure function.
+	InjectorVersion string
 	// Port is the elector's HTTP port, 4040 by default, the port upstream
 	// k8s-elector documents.
 	Port int32
@@ -59,7 +65,7 @@ type Settings struct {
 }
 
 // DefaultSettings returns the defaults of every setting; the caller must
-// still set ElectorImage.
+// still set ElectorImage and InjectorVersion.
 func DefaultSettings() Settings {
 	return Settings{
 		Port:             4040,
@@ -77,6 +83,9 @@ func (s Settings) Validate() error {
 	var errs []error
 	if err := validateImage(s.ElectorImage); err != nil {
 		errs = append(errs, fmt.Errorf("elector image: %w", err))
+	}
+	if s.InjectorVersion == "" {
+		errs = append(errs, errors.New("injector version: empty; set it to the injector's build version (example: v1.2.0)"))
 	}
 	if s.Port < 1 || s.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d is not a port number in 1-65535 (example: 4040)", s.Port))

@@ -30,6 +30,11 @@ func TestSettingsValidate(t *testing.T) {
 			want:   `elector image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
 		},
 		{
+			name:   "no injector version",
+			modify: func(s *Settings) { s.InjectorVersion = "" },
+			want:   `injector version: empty; set it to the injector's build version (example: v1.2.0)`,
+		},
+		{
 			name:   "port 0",
 			modify: func(s *Settings) { s.Port = 0 },
 			want:   `port 0 is not a port number in 1-65535 (example: 4040)`,
@@ -90,6 +95,7 @@ func TestSettingsValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := DefaultSettings()
 			s.ElectorImage = "ghcr.io/vapor-ware/k8s-elector:test"
+			s.InjectorVersion = "v0.0.0-test"
 			tt.modify(&s)
 			got := ""
 			if err := s.Validate(); err != nil {

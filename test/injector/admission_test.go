@@ -242,9 +242,10 @@ func TestWedgePodIsDeniedAndTheNextInjected(t *testing.T) {
 }
 
 // startInjectorWithEnvtestCert runs the injector binary with envtest's
-// serving certificate (-cert-management=external) and points the webhook
-// configuration at it until the test ends.
-func startInjectorWithEnvtestCert(t *testing.T) *process {
+// serving certificate (-cert-management=external), and the flags of extra
+// after its own, and points the webhook configuration at it until the test
+// ends.
+func startInjectorWithEnvtestCert(t *testing.T, extra ...string) *process {
 	t.Helper()
 	opts := env.Env.WebhookInstallOptions
 	certDir := t.TempDir()
@@ -262,17 +263,17 @@ func startInjectorWithEnvtestCert(t *testing.T) *process {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	inj := startInjector(t,
-		"-kubeconfig="+kubeconfigFor(t, token),
-		"-namespace="+systemNamespace,
-		"-elector-image="+testImage,
+	inj := startInjector(t, append([]string{
+		"-kubeconfig=" + kubeconfigFor(t, token),
+		"-namespace=" + systemNamespace,
+		"-elector-image=" + testImage,
 		"-cert-management=external",
 		fmt.Sprintf("-webhook-port=%d", port),
-		"-cert-dir="+certDir,
+		"-cert-dir=" + certDir,
 		"-metrics-bind-address=0",
 		fmt.Sprintf("-health-probe-bind-address=127.0.0.1:%d", freePort(t)),
 		"-leader-elect",
-	)
+	}, extra...)...)
 	whc, err := shippedWebhookConfiguration()
 	if err != nil {
 		t.Fatal(err)

@@ -53,6 +53,10 @@ const systemNamespace = "k8s-elector-system"
 
 const testImage = "ghcr.io/vapor-ware/k8s-elector:test"
 
+// injectorVersion is the version stamped into the injector binary, as the
+// Makefile stamps a release's, and given to the in-process handler.
+const injectorVersion = "v0.0.0-test"
+
 var (
 	env         *controlplane.Env
 	electorBin  string
@@ -80,12 +84,15 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	electorBin, injectorBin = filepath.Join(dir, "elector"), filepath.Join(dir, "injector")
-	for bin, pkg := range map[string]string{electorBin: "./cmd/elector", injectorBin: "./cmd/injector"} {
-		build := exec.Command("go", "build", "-o", bin, pkg)
+	for bin, args := range map[string][]string{
+		electorBin:  {"./cmd/elector"},
+		injectorBin: {"-ldflags=-X main.version=" + injectorVersion, "./cmd/injector"},
+	} {
+		build := exec.Command("go", append([]string{"build", "-o", bin}, args...)...)
 		build.Dir = "../.."
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
-			return fail(fmt.Errorf("build %s: %w", pkg, err))
+			return fail(fmt.Errorf("build %s: %w", args[len(args)-1], err))
 		}
 	}
 
@@ -169,6 +176,7 @@ func startManager(ctx context.Context, path string) (<-chan error, error) {
 	opts := env.Env.WebhookInstallOptions
 	settings := webhook.DefaultSettings()
 	settings.ElectorImage = testImage
+	settings.InjectorVersion = injectorVersion
 	settings.NativeSidecars = true
 	handler, err := webhook.NewHandler(settings)
 	if err != nil {
