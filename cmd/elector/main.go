@@ -121,7 +121,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
 	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
 	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
-	fs.BoolVar(&o.cfg.PodDeletionCost, election.FlagPodDeletionCost, false, "Keep the leader's pod annotated "+election.AnnotationPodDeletionCost+"="+election.LeaderDeletionCost+", so that a Deployment's rollout deletes it after the other old pods, once new pods can take over: one handover per rollout with maxUnavailable above 0. Needs the pod's name, as -pod-label does, and pods patch.")
+	fs.BoolVar(&o.cfg.PodDeletionCost, election.FlagPodDeletionCost, false, "Keep the leader's pod annotated "+election.AnnotationPodDeletionCost+"="+election.LeaderDeletionCost+", so that a Deployment's rollout deletes it after the other old pods, once new pods can take over: one handover per rollout with maxUnavailable above 0. Needs the pod's name, as -pod-label does, and pods patch; the injector's policy grants it to -pod-deletion-cost=true, spelled so.")
 	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true, "Keep the newest participant named as the successor on the lock, and leave a released lock to it first, so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
 	fs.DurationVar(&o.cfg.ReturnWait, election.FlagReturnWait, 0, "If set, how long the others leave the lock to this participant after it releases it on shutdown, for it to come back under the same -id, as a StatefulSet's pod does: one handover per StatefulSet rollout, after a gap of the pod's restart. At most -ttl. If not set, a leader that shuts down hands over at once.")
 	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "", "If set, the application's health endpoint (example: http://localhost:8080/healthz). A participant whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy follower.")
@@ -224,8 +224,8 @@ func (o *options) validate() error {
 	if o.cfg.PodDeletionCost && o.cfg.PodName == "" {
 		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodDeletionCost, election.FlagPodName, election.EnvPodName)
 	}
-	if o.cfg.ReturnWait < 0 || o.cfg.ReturnWait > o.cfg.TTL {
-		return usagef("-%s: %s must be between 0 and -%s (%s)", election.FlagReturnWait, o.cfg.ReturnWait, election.FlagTTL, o.cfg.TTL)
+	if o.cfg.ReturnWait < 0 || o.cfg.ReturnWait > o.cfg.TTL || o.cfg.ReturnWait > 0 && o.cfg.ReturnWait < time.Millisecond {
+		return usagef("-%s: %s must be 0, or between 1ms and -%s (%s)", election.FlagReturnWait, o.cfg.ReturnWait, election.FlagTTL, o.cfg.TTL)
 	}
 	if o.cfg.AppHealthURL != "" {
 		if err := election.ValidateAppHealthURL(o.cfg.AppHealthURL); err != nil {

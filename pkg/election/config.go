@@ -86,8 +86,8 @@ func (c *Config) Validate() error {
 	if err := ValidateTimings(c.TTL, c.RenewDeadline, c.RetryPeriod); err != nil {
 		return err
 	}
-	if c.ReturnWait < 0 || c.ReturnWait > c.TTL {
-		return fmt.Errorf("return wait %s must be between 0 and the TTL %s (example: %s)", c.ReturnWait, c.TTL, c.TTL)
+	if c.ReturnWait < 0 || c.ReturnWait > c.TTL || c.ReturnWait > 0 && c.ReturnWait < time.Millisecond {
+		return fmt.Errorf("return wait %s must be 0, or between 1ms and the TTL %s (example: %s)", c.ReturnWait, c.TTL, c.TTL)
 	}
 	if c.AppHealthURL != "" {
 		if err := ValidateAppHealthURL(c.AppHealthURL); err != nil {

@@ -850,6 +850,13 @@ func (e *Elector) release(reason string, shutdown bool) {
 		return o
 	}
 	_, err := e.lock.update(ctx, over(mine), rec, epoch)
+	if returning && apierrors.IsForbidden(err) {
+		// An admission policy from before the successor annotation: a
+		// plain release, rather than none, and a handover at once.
+		e.log.Info("cannot name itself successor to come back to; releasing the lock to the others at once", "err", err.Error())
+		returning = false
+		_, err = e.lock.update(ctx, mine, rec, epoch)
+	}
 	if apierrors.IsConflict(err) {
 		var got *observation
 		if got, err = e.lock.get(ctx); err == nil {

@@ -133,8 +133,11 @@ func (l *Lock) write(obj object, rec Record, epoch uint64) error {
 	} else {
 		delete(annotations, AnnotationHolderPod)
 	}
-	if next, ok := parseCandidate(annotations[AnnotationSuccessor]); ok && next.id == rec.HolderIdentity {
-		// The successor took the lock: the next is named anew.
+	if next, ok := parseCandidate(annotations[AnnotationSuccessor]); ok &&
+		(next.id == rec.HolderIdentity || next.returnWait > 0 && rec.HolderIdentity != "") {
+		// The successor took the lock, or someone did after the wait for a
+		// leader that did not come back: the next is named anew. A return
+		// left behind would hold the next release up for a TTL again.
 		delete(annotations, AnnotationSuccessor)
 	}
 	if epoch != 0 {

@@ -191,11 +191,15 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 	if len(meta) == 0 {
 		return nil
 	}
-	body, err := json.Marshal(map[string]any{"metadata": meta})
-	if err != nil {
-		return err
+	err := p.send(ctx, pod, meta)
+	if _, both := meta["labels"]; both && apierrors.IsForbidden(err) && meta["annotations"] != nil {
+		// The deletion cost refused (an -pod-deletion-cost the policy does
+		// not read as true, say): the label, which a Service may select
+		// on, goes alone rather than not at all.
+		p.log.Info("the pod's deletion cost was refused; labelling it without", "pod", pod, "err", err.Error())
+		delete(meta, "annotations")
+		err = p.send(ctx, pod, meta)
 	}
-	err = p.client.Patch(types.MergePatchType).Namespace(p.namespace).Resource("pods").Name(pod).Body(body).Do(ctx).Error()
 	switch {
 	case apierrors.IsNotFound(err):
 		p.log.V(1).Info("pod to label is gone", "pod", pod)
@@ -206,6 +210,15 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 		p.log.V(1).Info("labelled pod", "pod", pod, "as", value)
 	}
 	return err
+}
+
+// send merge-patches the pod's metadata with meta.
+func (p *podLabeler) send(ctx context.Context, pod string, meta map[string]any) error {
+	body, err := json.Marshal(map[string]any{"metadata": meta})
+	if err != nil {
+		return err
+	}
+	return p.client.Patch(types.MergePatchType).Namespace(p.namespace).Resource("pods").Name(pod).Body(body).Do(ctx).Error()
 }
 
 // permanent reports an error that retrying will not fix: the pod is gone,

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,5 +240,38 @@ func TestPodLabelerPatchBody(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("key %q, cost %t, %s %s: requests (-want +got):\n%s", tt.key, tt.cost, tt.pod, tt.value, diff)
 		}
+	}
+}
+
+// TestPodLabelerCostRefused: when the deletion cost is refused with the
+// label, the label is written alone.
+func TestPodLabelerCostRefused(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, string(body))
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(body), AnnotationPodDeletionCost) {
+			w.WriteHeader(http.StatusForbidden)
+			_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden})
+			return
+		}
+		_, _ = w.Write([]byte(`{"kind":"Pod","apiVersion":"v1","metadata":{"name":"me"}}`))
+	}))
+	defer srv.Close()
+	clients, err := NewClients(&rest.Config{Host: srv.URL}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPodLabeler(clients.Core, "ns", "role", true, "me", logr.Discard(), NewMetrics())
+	if err := p.patch(context.Background(), "me", leader); err != nil {
+		t.Fatalf("patch: %v", err)
+	}
+	want := []string{
+		`{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"2147483647"},"labels":{"role":"leader"}}}`,
+		`{"metadata":{"labels":{"role":"leader"}}}`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("patches (-want +got):\n%s", diff)
 	}
 }

@@ -134,3 +134,32 @@ func FuzzParseCandidate(f *testing.F) {
 		}
 	})
 }
+
+// TestWriteDropsSpentSuccessors: a write that takes the lock drops a
+// successor it spends (the one named took it) and a return left by a leader
+// that did not come back (anyone took it); a release, or another holder
+// over a participant named the usual way, keeps the successor named.
+func TestWriteDropsSpentSuccessors(t *testing.T) {
+	tests := []struct {
+		successor, holder string
+		kept              bool
+	}{
+		{"1700000000000/b", "b", false},
+		{"1700000000000/b", "c", true},
+		{"1700000000000/b", "", true},
+		{"return/10000/a", "a", false},
+		{"return/10000/a", "c", false},
+		{"return/10000/a", "", true},
+	}
+	for _, tt := range tests {
+		l := &Lock{namespace: "ns", name: "e", kind: leaseKind}
+		obj := leaseKind.newObject()
+		obj.SetAnnotations(map[string]string{AnnotationSuccessor: tt.successor})
+		if err := l.write(obj, Record{HolderIdentity: tt.holder, LeaseDurationSeconds: 10}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, kept := obj.GetAnnotations()[AnnotationSuccessor]; kept != tt.kept {
+			t.Errorf("successor %q, written with holder %q: kept %t, want %t", tt.successor, tt.holder, kept, tt.kept)
+		}
+	}
+}

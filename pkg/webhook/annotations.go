@@ -272,8 +272,8 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			}
 		case AnnotationReturnWait:
 			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				fail(a.Key, "%q is not a duration of 0s or more (example: %s, or 10s)", v, a.Example)
+			if err != nil || d < 0 || d > 0 && d < time.Millisecond {
+				fail(a.Key, "%q is not 0s or a duration of 1ms or more (example: %s, or 10s)", v, a.Example)
 				break
 			}
 			o.ReturnWait = d

@@ -212,8 +212,8 @@ func TestReturnWaitAnnotation(t *testing.T) {
 		{map[string]string{AnnotationReturnWait: "0s"}, 0, ""},
 		{map[string]string{AnnotationReturnWait: "20s", AnnotationTTL: "20s"}, 20 * time.Second, ""},
 		{map[string]string{AnnotationReturnWait: "11s"}, 0, "annotation elector.vapor.io/return-wait: 11s is over the TTL 10s; a leader that does not come back must not be waited for longer than one that crashed: lower it, or raise elector.vapor.io/ttl"},
-		{map[string]string{AnnotationReturnWait: "-1s"}, 0, `annotation elector.vapor.io/return-wait: "-1s" is not a duration of 0s or more (example: 0s, or 10s)`},
-		{map[string]string{AnnotationReturnWait: "soon"}, 0, `annotation elector.vapor.io/return-wait: "soon" is not a duration of 0s or more (example: 0s, or 10s)`},
+		{map[string]string{AnnotationReturnWait: "-1s"}, 0, `annotation elector.vapor.io/return-wait: "-1s" is not 0s or a duration of 1ms or more (example: 0s, or 10s)`},
+		{map[string]string{AnnotationReturnWait: "soon"}, 0, `annotation elector.vapor.io/return-wait: "soon" is not 0s or a duration of 1ms or more (example: 0s, or 10s)`},
 	}
 	for _, tt := range tests {
 		tt.annotations[AnnotationElection] = "db"

@@ -148,3 +148,51 @@ func TestLeaderComesBack(t *testing.T) {
 	w.waitLeader(settle, b, c)
 	w.tookOver(released, std.ttl+loadSlack, b, c)
 }
+
+// slowTTL makes the return wait stand out from the health-gated handover
+// (threshold x period = 400 ms).
+var slowTTL = timing{ttl: 10 * time.Second, renew: 3 * time.Second, retry: time.Second}
+
+// TestGoneLeaderLeavesNoWaitBehind: a StatefulSet scaled down while its
+// leader is the highest ordinal: the leader leaves "return/<ms>/a" on the
+// lock and never comes back. After the wait, b or c takes over, and the
+// return is dropped with that write. When the new leader's application
+// turns unhealthy and it releases the lock, the other takes over within
+// threshold x period, not a TTL more for a, which is gone. With
+// -prefer-newest=false, no follower names itself over the return.
+func TestGoneLeaderLeavesNoWaitBehind(t *testing.T) {
+	ns := env.Namespace(t)
+	w := newWatcher(t, slowTTL.gap())
+	args := func(extra ...string) []string {
+		return electionArgs(ns, slowTTL, append([]string{"-return-wait=" + slowTTL.ttl.String(), "-prefer-newest=false"}, extra...)...)
+	}
+	a := w.start("a", adminKubeconfig, args()...)
+	w.waitLeader(settle, a)
+	appB, appC := newFakeApp(t, true), newFakeApp(t, true)
+	b := w.start("b", adminKubeconfig, args(appB.args()...)...)
+	c := w.start("c", adminKubeconfig, args(appC.args()...)...)
+	time.Sleep(2 * time.Second)
+	if l := w.waitLeader(settle, a, b, c); l != a {
+		t.Fatalf("%s leads, want a", l.id)
+	}
+	if _, err := a.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	t.Logf("after a left, successor on the lock: %q", successorOn(t, ns))
+	next := w.waitLeader(settle, b, c)
+	other, app := c, appB
+	if next == c {
+		other, app = b, appC
+	}
+	if got := successorOn(t, ns); got != "" {
+		t.Errorf("%s took the lock and left the return to a on it (successor %q)", next.id, got)
+	}
+
+	unhealthy := time.Now()
+	app.healthy.Store(false)
+	waitLeads(t, w, other, unhealthy)
+	if s, ok := w.firstTrue(other, unhealthy); ok {
+		t.Logf("%s led %s after %s's application turned unhealthy", other.id, s.to.Sub(unhealthy).Round(time.Millisecond), next.id)
+	}
+	w.tookOver(unhealthy, appHealthThreshold*appHealthPeriod+2*time.Second, other)
+}
