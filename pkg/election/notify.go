@@ -216,7 +216,12 @@ func (e *Elector) startNotifier(ctx context.Context) (stop func()) {
 	}
 	e.log.Info("telling the application the election's state", "url", e.cfg.NotifyURL)
 	e.metrics.notifyOn()
-	n := newNotifier(newNotifyClient(e.cfg.NotifyURL).post, e.notifyResult())
+	return e.feedTo(ctx, newNotifier(newNotifyClient(e.cfg.NotifyURL).post, e.notifyResult()))
+}
+
+// feedTo delivers through n (see notifier.start) what feed offers it, on a
+// goroutine of its own; stop ends the feed, then the deliveries.
+func (e *Elector) feedTo(ctx context.Context, n *notifier) (stop func()) {
 	stopDelivery := n.start(ctx)
 	// Subscribed before the first look, so no change is missed.
 	changes, unsubscribe := e.Subscribe()

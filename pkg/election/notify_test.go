@@ -369,16 +369,8 @@ func TestNotifyFeed(t *testing.T) {
 			}
 			return app.send(ctx, doc)
 		}
-		n := newNotifier(send, func(error) {})
 		ctx, cancel := context.WithCancel(t.Context())
-		stopDelivery := n.start(ctx)
-		changes, unsubscribe := e.Subscribe()
-		quit := make(chan struct{})
-		fed := make(chan struct{})
-		go func() {
-			defer close(fed)
-			e.feed(n, changes, quit)
-		}()
+		stop := e.feedTo(ctx, newNotifier(send, func(error) {}))
 		step := func(f func()) {
 			e.mu.Lock()
 			f()
@@ -412,10 +404,7 @@ func TestNotifyFeed(t *testing.T) {
 		e.mu.Lock()
 		e.leading = false
 		e.mu.Unlock()
-		close(quit)
-		<-fed
-		unsubscribe()
-		stopDelivery()
+		stop()
 
 		var got []string
 		for _, d := range app.delivered() {
@@ -527,22 +516,11 @@ func TestNotifyMetrics(t *testing.T) {
 // feedInto runs e's feed into a notifier that delivers with send, as
 // startNotifier does; stop ends both.
 func feedInto(e *Elector, send func(context.Context, []byte) error) (stop func()) {
-	n := newNotifier(send, func(error) {})
 	ctx, cancel := context.WithCancel(context.Background())
-	stopDelivery := n.start(ctx)
-	changes, unsubscribe := e.Subscribe()
-	quit := make(chan struct{})
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		e.feed(n, changes, quit)
-	}()
+	stopFeed := e.feedTo(ctx, newNotifier(send, func(error) {}))
 	return func() {
 		cancel()
-		close(quit)
-		<-fed
-		unsubscribe()
-		stopDelivery()
+		stopFeed()
 	}
 }
 
