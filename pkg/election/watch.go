@@ -41,6 +41,7 @@ func (e *Elector) watchLock(ctx context.Context) {
 		// The server ends a watch after timeoutSeconds; a spread of five to
 		// ten minutes keeps a fleet of electors from reconnecting in step.
 		timeout := int64(300 + e.watchRand.IntN(300))
+		sent := time.Now()
 		w, err := e.lock.watch(ctx, resourceVersion, timeout)
 		if err != nil {
 			e.apiResult("watch", err)
@@ -56,7 +57,7 @@ func (e *Elector) watchLock(ctx context.Context) {
 			backoff = sleep(ctx, backoff, e.cfg.RetryPeriod)
 			continue
 		}
-		next, events, ok := e.consume(w, resourceVersion)
+		next, events, ok := e.consume(w, resourceVersion, sent)
 		w.Stop()
 		switch {
 		case !ok:
@@ -76,13 +77,18 @@ func (e *Elector) watchLock(ctx context.Context) {
 	}
 }
 
-// consume reads one watch until it ends. It returns the resourceVersion to
-// watch from next, how many versions it read, and false if it ended with an
-// error event.
-func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, int, bool) {
-	// A watch from no version starts with the object as it is now: that
-	// first version is taken as the newest, whatever its number (after an
-	// etcd restore, numbers start again lower).
+// consume reads one watch, sent at sent, until it ends. It returns the
+// resourceVersion to watch from next, how many versions it read, and false
+// if it ended with an error event.
+func (e *Elector) consume(w watch.Interface, resourceVersion string, sent time.Time) (string, int, bool) {
+	// A watch from no version starts with the object as it was when the
+	// watch was served: that first version is taken as a read sent at sent
+	// (see observeRead), the newest whatever its number (after an etcd
+	// restore, numbers start again lower), unless a newer version came in
+	// since, such as the answer to this participant's own write. Taken as
+	// the newest then, a participant that took the lock at once as it
+	// started would see the lock released again by its own first event,
+	// step down, and wait out its own lease.
 	fresh := resourceVersion == ""
 	var events int
 	for ev := range w.ResultChan() {
@@ -102,7 +108,7 @@ func (e *Elector) consume(w watch.Interface, resourceVersion string) (string, in
 					e.log.Error(obs.readErr, "the lock holds a record that cannot be read; it counts as held until a full lease has passed")
 				}
 				if fresh {
-					e.observeNewest(obs)
+					e.observeRead(obs, sent)
 				} else {
 					e.observe(obs)
 				}
