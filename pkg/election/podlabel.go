@@ -192,7 +192,7 @@ func (p *podLabeler) patch(ctx context.Context, pod, value string) error {
 		return nil
 	}
 	err := p.send(ctx, pod, meta)
-	if _, both := meta["labels"]; both && apierrors.IsForbidden(err) && meta["annotations"] != nil {
+	if apierrors.IsForbidden(err) && meta["labels"] != nil && meta["annotations"] != nil {
 		// The deletion cost refused (an -pod-deletion-cost the policy does
 		// not read as true, say): the label, which a Service may select
 		// on, goes alone rather than not at all.
