@@ -135,17 +135,29 @@ func (h *appHealth) probe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("User-Agent", "k8s-elector")
-	resp, err := h.client.Do(req)
+	resp, err := askApp(h.client, req)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		return fmt.Errorf("answered %s", resp.Status)
 	}
 	return nil
+}
+
+// askApp sends req to the application, as the health check and the
+// notifier do, and returns the answer with its body read (up to 64 KiB)
+// and closed: the status is what counts, and a drained body frees the
+// connection.
+func askApp(client *http.Client, req *http.Request) (*http.Response, error) {
+	req.Header.Set("User-Agent", "k8s-elector")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp, nil
 }
 
 // record takes one probe's outcome into the verdict.

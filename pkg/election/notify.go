@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"syscall"
@@ -347,13 +346,10 @@ func (c *notifyClient) post(ctx context.Context, doc []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "k8s-elector")
-	resp, err := c.client.Do(req)
+	resp, err := askApp(c.client, req)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		return fmt.Errorf("answered %s (to %s): redirects are not followed; point -notify-url at the final address", resp.Status, resp.Header.Get("Location"))
 	}
