@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -76,20 +77,23 @@ func (a *fakeApp) delivered() []string {
 
 var errRefused = errors.New("answered 503 Service Unavailable")
 
+// refusedWhile is a fakeApp's answer: errRefused while down is true.
+func refusedWhile(down *atomic.Bool) func(context.Context, string) error {
+	return func(context.Context, string) error {
+		if down.Load() {
+			return errRefused
+		}
+		return nil
+	}
+}
+
 // TestNotifyBackoff: a delivery that keeps failing is retried after 100 ms,
 // doubling to 10 s; a success resets the backoff.
 func TestNotifyBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var down sync.Mutex
-		failing := true
-		app := newFakeApp(func(context.Context, string) error {
-			down.Lock()
-			defer down.Unlock()
-			if failing {
-				return errRefused
-			}
-			return nil
-		})
+		var down atomic.Bool
+		down.Store(true)
+		app := newFakeApp(refusedWhile(&down))
 		n := newNotifier(app.send, func(error) {})
 		stop := n.start(t.Context())
 		n.offer([]byte("1"))
@@ -114,17 +118,13 @@ func TestNotifyBackoff(t *testing.T) {
 
 		// Back up: the retry 10 s later delivers, and the next failure
 		// waits 100 ms again.
-		down.Lock()
-		failing = false
-		down.Unlock()
+		down.Store(false)
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		if got := app.delivered(); !cmp.Equal(got, []string{"1"}) {
 			t.Fatalf("delivered %q, want [1]", got)
 		}
-		down.Lock()
-		failing = true
-		down.Unlock()
+		down.Store(true)
 		before := len(app.got())
 		from := time.Since(app.start)
 		n.offer([]byte("2"))
@@ -576,24 +576,15 @@ func TestNotifyClaimAt(t *testing.T) {
 // the final document at once, not after the backoff or the release.
 func TestNotifyFinalCutsBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		down := true
-		app := newFakeApp(func(context.Context, string) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if down {
-				return errRefused
-			}
-			return nil
-		})
+		var down atomic.Bool
+		down.Store(true)
+		app := newFakeApp(refusedWhile(&down))
 		n := newNotifier(app.send, func(error) {})
 		ctx, cancel := context.WithCancel(t.Context())
 		stop := n.start(ctx)
 		n.offer([]byte("leader"))
 		time.Sleep(25 * time.Second) // the backoff is at its 10 s now
-		mu.Lock()
-		down = false
-		mu.Unlock()
+		down.Store(false)
 		cancel() // SIGTERM
 		time.Sleep(10 * time.Millisecond)
 		n.offer([]byte("final"))
