@@ -32,6 +32,8 @@ const (
 	FlagAppHealthPeriod    = "app-health-period"
 	FlagAppHealthThreshold = "app-health-threshold"
 	FlagNotifyURL          = "notify-url"
+	FlagLeaderService      = "leader-service"
+	FlagPodIP              = "pod-ip"
 	FlagLogFormat          = "log-format"
 	FlagVerbosity          = "v"
 
@@ -42,6 +44,9 @@ const (
 	// pod and give the defaults of -id, -pod-name and -namespace.
 	EnvPodName      = "POD_NAME"
 	EnvPodNamespace = "POD_NAMESPACE"
+	// EnvPodIP is filled from the downward API (status.podIP) and gives
+	// the default of -pod-ip.
+	EnvPodIP = "POD_IP"
 
 	// AnnotationHolderPod is written on the lock object by a leader that
 	// labels its pod: the pod's name, so that the next leader can label it
@@ -61,6 +66,20 @@ const (
 	// follower: who takes the lock first after a release (see
 	// successor.go).
 	AnnotationSuccessor = "elector.vapor.io/successor"
+
+	// With -leader-service=<name>, the leader keeps the EndpointSlice
+	// <name> of the selector-less Service <name> listing its own pod
+	// alone (see leaderservice.go). The slice carries these labels:
+	// LabelServiceName, which ties it to the Service, and LabelManagedBy
+	// = ManagedByElector, which keeps the EndpointSlice controllers off
+	// it; and AnnotationEpoch, the epoch of the term that wrote it.
+	LabelServiceName = "kubernetes.io/service-name"
+	LabelManagedBy   = "endpointslice.kubernetes.io/managed-by"
+	ManagedByElector = "elector.vapor.io"
+	// AnnotationElection, on the Service, names the election whose leader
+	// it routes to: the Service's consent to an elector keeping its
+	// endpoints.
+	AnnotationElection = "elector.vapor.io/election"
 
 	// PathStatus and the other Path constants are the HTTP API's endpoints.
 	PathStatus  = "/"
