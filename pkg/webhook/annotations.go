@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
@@ -40,6 +41,7 @@ const (
 	AnnotationAppHealthPeriod    = AnnotationPrefix + "app-health-period"
 	AnnotationAppHealthThreshold = AnnotationPrefix + "app-health-threshold"
 	AnnotationNotifyURL          = AnnotationPrefix + "notify-url"
+	AnnotationLeaderService      = AnnotationPrefix + "leader-service"
 
 	// AnnotationStatus is written by the injector, never by users: StatusInjected
 	// marks a pod whose sidecar is in place, so a reinvoked webhook leaves it be.
@@ -87,6 +89,7 @@ var Annotations = []Annotation{
 	{AnnotationAppHealthPeriod, "1s", "How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() + " (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
 	{AnnotationNotifyURL, "http://localhost:8080/elector", "A URL of the application that the elector POSTs its status document to (the JSON of GET /, with is_leader and epoch) at start and on every change, retrying with backoff, newest document first: for an application that cannot hold /watch open (default: none)."},
+	{AnnotationLeaderService, "my-app-leader", "A Service, without a selector and annotated " + election.AnnotationElection + " with this election, whose endpoints the elector keeps: the leader lists its own pod's IP alone in the EndpointSlice of the Service's name, and withdraws it before it hands over. Its service account gets that Service get and that EndpointSlice get, create and update, each write checked by the injector's webhook (see Leader-only routing) (default: none)."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
 	{AnnotationInjectorVersion, "v1.2.0", "Written by the injector: its version when it injected the sidecar; a value the pod sets is overwritten. The injector counts the live pods of other versions in k8s_elector_injector_outdated_pods (see Upgrading injected pods)."},
 	{AnnotationInjectedImage, "ghcr.io/vapor-ware/k8s-elector:v1.2.0", "Written by the injector: the image of the sidecar it injected; a value the pod sets is overwritten."},
@@ -130,6 +133,9 @@ type Options struct {
 	AppHealthThreshold int
 	// NotifyURL is the elector's -notify-url, passed only when set.
 	NotifyURL string
+	// LeaderService is the elector's -leader-service, passed only when
+	// set, with the pod's IP in $POD_IP.
+	LeaderService string
 	// ReturnWait is the elector's -return-wait, passed only when non-zero.
 	// Inject sets it to the TTL for a StatefulSet's pod, unless the
 	// annotation says otherwise.
@@ -283,6 +289,13 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			o.NotifyURL = v
+		case AnnotationLeaderService:
+			// A Service's name, which the EndpointSlice shares.
+			if msgs := validation.IsDNS1035Label(v); len(msgs) > 0 {
+				fail(a.Key, "%q is not a Service name: %s; name the Service whose endpoints the leader keeps (example: %s)", v, strings.Join(msgs, "; "), a.Example)
+				break
+			}
+			o.LeaderService = v
 		case AnnotationAppHealthThreshold:
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 100 {

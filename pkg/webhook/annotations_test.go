@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
@@ -101,6 +102,7 @@ func TestParseOptions(t *testing.T) {
 				AnnotationAppHealthPeriod:    "500ms",
 				AnnotationAppHealthThreshold: "5",
 				AnnotationNotifyURL:          "https://localhost:8443/elector",
+				AnnotationLeaderService:      "web-leader",
 				AnnotationStatus:             StatusInjected,
 			},
 			want: defaults(func(o *Options) {
@@ -116,6 +118,7 @@ func TestParseOptions(t *testing.T) {
 				o.AppHealthPeriod = 500 * time.Millisecond
 				o.AppHealthThreshold = 5
 				o.NotifyURL = "https://localhost:8443/elector"
+				o.LeaderService = "web-leader"
 			}),
 		},
 	}
@@ -147,6 +150,8 @@ func FuzzParseOptions(f *testing.F) {
 		"elector.vapor.io/election=web\nelector.vapor.io/memory=100Mi\nelector.vapor.io/memory-limit=64Mi",
 		"elector.vapor.io/election=web\nelector.vapor.io/image=registry.example.com/elector:v1\nelector.vapor.io/native-sidecar=false\nelector.vapor.io/pod-label=example.com/role\nelector.vapor.io/prefer-newest=false",
 		"elector.vapor.io/election=My_App\nelector.vapor.io/port=http\nelector.vapor.io/ttl=5x\nelector.vapor.io/lock-type=endpoints\nelector.vapor.io/tll=1",
+		"elector.vapor.io/election=web\nelector.vapor.io/leader-service=web-leader",
+		"elector.vapor.io/election=web\nelector.vapor.io/leader-service=Web.Leader",
 		"elector.vapor.io/status=injected",
 	} {
 		f.Add(seed)
@@ -192,6 +197,9 @@ func FuzzParseOptions(f *testing.F) {
 			if q.request.Sign() < 0 || q.limit.Sign() < 0 || (!q.limit.IsZero() && q.request.Cmp(q.limit) > 0) {
 				t.Errorf("accepted request %s and limit %s", q.request.String(), q.limit.String())
 			}
+		}
+		if o.LeaderService != "" && len(validation.IsDNS1035Label(o.LeaderService)) > 0 {
+			t.Errorf("accepted leader service %q", o.LeaderService)
 		}
 		c := sidecar(o)
 		if c.Name != ContainerName || len(c.Ports) != 1 || c.Ports[0].ContainerPort != o.Port {

@@ -320,6 +320,16 @@ func sidecar(o Options) corev1.Container {
 	if o.NotifyURL != "" {
 		args = append(args, arg(election.FlagNotifyURL, o.NotifyURL))
 	}
+	env := []corev1.EnvVar{
+		fieldEnv(election.EnvPodName, "metadata.name"),
+		fieldEnv(election.EnvPodNamespace, "metadata.namespace"),
+	}
+	if o.LeaderService != "" {
+		args = append(args, arg(election.FlagLeaderService, o.LeaderService))
+		// The address the leader lists; the downward API's, which the
+		// validating webhook checks it against.
+		env = append(env, fieldEnv(election.EnvPodIP, "status.podIP"))
+	}
 
 	resources := corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
@@ -341,10 +351,7 @@ func sidecar(o Options) corev1.Container {
 		Name:  ContainerName,
 		Image: o.Image,
 		Args:  args,
-		Env: []corev1.EnvVar{
-			fieldEnv(election.EnvPodName, "metadata.name"),
-			fieldEnv(election.EnvPodNamespace, "metadata.namespace"),
-		},
+		Env:   env,
 		Ports: []corev1.ContainerPort{{
 			Name:          ContainerName,
 			ContainerPort: o.Port,

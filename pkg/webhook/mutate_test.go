@@ -220,7 +220,7 @@ func TestInjectErrors(t *testing.T) {
 		}
 		return m
 	}
-	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/pod-deletion-cost, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/notify-url, elector.vapor.io/status, elector.vapor.io/injector-version, elector.vapor.io/injected-image)"
+	known := "(known: elector.vapor.io/election, elector.vapor.io/port, elector.vapor.io/ttl, elector.vapor.io/lock-type, elector.vapor.io/image, elector.vapor.io/cpu, elector.vapor.io/memory, elector.vapor.io/cpu-limit, elector.vapor.io/memory-limit, elector.vapor.io/native-sidecar, elector.vapor.io/pod-label, elector.vapor.io/pod-deletion-cost, elector.vapor.io/prefer-newest, elector.vapor.io/return-wait, elector.vapor.io/app-health-url, elector.vapor.io/app-health-period, elector.vapor.io/app-health-threshold, elector.vapor.io/notify-url, elector.vapor.io/leader-service, elector.vapor.io/status, elector.vapor.io/injector-version, elector.vapor.io/injected-image)"
 
 	tests := []struct {
 		name        string
@@ -379,6 +379,11 @@ func TestInjectErrors(t *testing.T) {
 			name:        "notify-url without a host",
 			annotations: withElection(AnnotationNotifyURL, "http:///elector"),
 			want:        `annotation elector.vapor.io/notify-url: "http:///elector" names no host (example: http://localhost:8080/elector)`,
+		},
+		{
+			name:        "leader-service not a Service name",
+			annotations: withElection(AnnotationLeaderService, "Web.Leader"),
+			want:        `annotation elector.vapor.io/leader-service: "Web.Leader" is not a Service name: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?'); name the Service whose endpoints the leader keeps (example: my-app-leader)`,
 		},
 		{
 			name:        "bad app-health-url",
