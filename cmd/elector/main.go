@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -127,6 +128,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "", "If set, the application's health endpoint (example: http://localhost:8080/healthz). A participant whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy follower.")
 	fs.DurationVar(&o.cfg.AppHealthPeriod, election.FlagAppHealthPeriod, election.DefaultAppHealthPeriod, "How often -app-health-url is probed, and how long a probe may take; at least "+election.MinAppHealthPeriod.String()+".")
 	fs.IntVar(&o.cfg.AppHealthThreshold, election.FlagAppHealthThreshold, election.DefaultAppHealthThreshold, "How many failed probes of -app-health-url in a row make the application unhealthy. One healthy answer makes it healthy again.")
+	fs.StringVar(&o.cfg.LeaderService, election.FlagLeaderService, "", "If set, a Service of the namespace, with no selector and annotated "+election.AnnotationElection+"=<election>, whose endpoints the elector keeps: the leader's pod alone, at -pod-ip, and none during a handover. The leader removes its address before it releases the lock, so the Service never sends to two pods.")
+	fs.StringVar(&o.cfg.PodIP, election.FlagPodIP, "", "The pod's IP, which -leader-service lists. If not set, $"+election.EnvPodIP+" is used (from the downward API: status.podIP).")
 	fs.StringVar(&o.cfg.NotifyURL, election.FlagNotifyURL, "", "If set, a URL (example: http://localhost:8080/elector) the elector POSTs its GET / document to, as JSON, at start and on every change of is_leader, leader or epoch: for an application that cannot hold /watch open. A failed delivery is retried with backoff, with the newest document.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
 	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
@@ -197,6 +200,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	if o.cfg.PodName == "" {
 		o.cfg.PodName = os.Getenv(election.EnvPodName)
 	}
+	if o.cfg.PodIP == "" {
+		o.cfg.PodIP = os.Getenv(election.EnvPodIP)
+	}
 	renew, retry := election.DefaultTimings(o.cfg.TTL)
 	if o.cfg.RenewDeadline == 0 {
 		o.cfg.RenewDeadline = renew
@@ -220,6 +226,17 @@ func (o *options) validate() error {
 	}
 	if o.cfg.PodLabel != "" && o.cfg.PodName == "" {
 		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodLabel, election.FlagPodName, election.EnvPodName)
+	}
+	if o.cfg.LeaderService != "" {
+		if errs := validation.IsDNS1035Label(o.cfg.LeaderService); len(errs) > 0 {
+			return usagef("-%s: %q is not a Service name: %s", election.FlagLeaderService, o.cfg.LeaderService, strings.Join(errs, "; "))
+		}
+		if o.cfg.PodName == "" {
+			return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagLeaderService, election.FlagPodName, election.EnvPodName)
+		}
+		if err := election.ValidatePodIP(o.cfg.PodIP); err != nil {
+			return usagef("-%s needs the pod's IP: -%s %v", election.FlagLeaderService, election.FlagPodIP, err)
+		}
 	}
 	if o.cfg.PodDeletionCost && o.cfg.PodName == "" {
 		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodDeletionCost, election.FlagPodName, election.EnvPodName)

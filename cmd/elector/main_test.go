@@ -39,6 +39,10 @@ func TestBadInput(t *testing.T) {
 		{"bad env value", []string{"-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_ELECTION": "a", "ELECTOR_TTL": "x"}, `ELECTOR_TTL: "x": parse error`},
 		{"env election bad", []string{"-kubeconfig=" + kubeconfig}, map[string]string{"ELECTOR_ELECTION": "-x"}, `-election: "-x" is not a valid Kubernetes object name`},
 		{"pod label without pod name", []string{"-election=a", "-pod-label=role", "-kubeconfig=" + kubeconfig}, nil, "-pod-label: needs the pod's name"},
+		{"leader service not a name", []string{"-election=a", "-leader-service=my.svc", "-pod-name=p", "-pod-ip=10.0.0.1", "-kubeconfig=" + kubeconfig}, nil, `-leader-service: "my.svc" is not a Service name`},
+		{"leader service without pod name", []string{"-election=a", "-leader-service=leader", "-pod-ip=10.0.0.1", "-kubeconfig=" + kubeconfig}, nil, "-leader-service: needs the pod's name"},
+		{"leader service without pod IP", []string{"-election=a", "-leader-service=leader", "-pod-name=p", "-kubeconfig=" + kubeconfig}, nil, "-leader-service needs the pod's IP: -pod-ip is required: set $POD_IP from the downward API (status.podIP)"},
+		{"leader service with a bad pod IP", []string{"-election=a", "-leader-service=leader", "-pod-name=p", "-kubeconfig=" + kubeconfig}, map[string]string{"POD_IP": "pod"}, `-pod-ip "pod" is not an IP address`},
 		{"bad log format", []string{"-election=a", "-log-format=xml", "-kubeconfig=" + kubeconfig}, nil, `-log-format: "xml" is not a log format`},
 		{"bad app health URL", []string{"-election=a", "-app-health-url=localhost:8080", "-kubeconfig=" + kubeconfig}, nil, `-app-health-url: "localhost:8080" is not an http or https URL (example: http://localhost:8080/healthz)`},
 		{"app health period too short", []string{"-election=a", "-app-health-url=http://localhost:8080/", "-app-health-period=10ms", "-kubeconfig=" + kubeconfig}, nil, `-app-health-period: 10ms is under the minimum 100ms`},
@@ -51,6 +55,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("KUBERNETES_SERVICE_HOST", "")
 			t.Setenv("POD_NAME", "")
+			t.Setenv("POD_IP", "")
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}

@@ -15,12 +15,14 @@ import (
 )
 
 // Clients are the REST clients the elector talks to the API server with: one
-// for coordination.k8s.io/v1 and one for the core group, sharing one HTTP
-// client. Their scheme holds only the types the elector reads and writes,
+// for coordination.k8s.io/v1, one for the core group and one for
+// discovery.k8s.io/v1, sharing one HTTP client. Their scheme holds only the types the elector reads and writes,
 // which keeps the binary and its memory small.
 type Clients struct {
 	Coordination rest.Interface
 	Core         rest.Interface
+	// Discovery is discovery.k8s.io/v1, for -leader-service's EndpointSlice.
+	Discovery rest.Interface
 }
 
 // scheme knows only what the elector uses.
@@ -77,7 +79,11 @@ func NewClients(cfg *rest.Config, dialTimeout time.Duration) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Clients{Coordination: coordination, Core: core}, nil
+	discovery, err := restClient(coreCfg, httpClient, discoveryV1, "/apis")
+	if err != nil {
+		return nil, err
+	}
+	return &Clients{Coordination: coordination, Core: core, Discovery: discovery}, nil
 }
 
 func restClient(cfg *rest.Config, httpClient *http.Client, gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {

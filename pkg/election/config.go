@@ -2,7 +2,10 @@ package election
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Config is one participant's view of an election.
@@ -63,6 +66,14 @@ type Config struct {
 	AppHealthPeriod    time.Duration
 	AppHealthThreshold int
 
+	// LeaderService, when set, names a selector-less Service in Namespace
+	// whose endpoints this participant keeps: its own pod (PodName, at
+	// PodIP) alone while it leads, no endpoint otherwise (see
+	// leaderservice.go).
+	LeaderService string
+	// PodIP is the pod's IP, which LeaderService lists.
+	PodIP string
+
 	// NotifyURL, when set, is where the status document is POSTed at start
 	// and on every change of it, for applications that cannot hold
 	// /watch open (see notify.go).
@@ -107,6 +118,17 @@ func (c *Config) Validate() error {
 	}
 	if c.PodLabel != "" && c.PodName == "" {
 		return fmt.Errorf("pod labelling needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+	}
+	if c.LeaderService != "" {
+		if errs := validation.IsDNS1035Label(c.LeaderService); len(errs) > 0 {
+			return fmt.Errorf("leader service %q is not a Service name: %s", c.LeaderService, strings.Join(errs, "; "))
+		}
+		if c.PodName == "" {
+			return fmt.Errorf("the leader service needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+		}
+		if err := ValidatePodIP(c.PodIP); err != nil {
+			return fmt.Errorf("pod IP %w", err)
+		}
 	}
 	if c.PodDeletionCost && c.PodName == "" {
 		return fmt.Errorf("the pod deletion cost needs the pod's name (set POD_NAME from the downward API, or -pod-name)")

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	sigsjson "sigs.k8s.io/json"
 )
 
@@ -135,11 +136,71 @@ func (o *event) DeepCopyObject() runtime.Object {
 	return &c
 }
 
-// addCoreTypes registers the core objects with s.
+// coreService is a core/v1 Service with the fields -leader-service reads.
+type coreService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Type     string            `json:"type,omitempty"`
+		Selector map[string]string `json:"selector,omitempty"`
+		Ports    []servicePort     `json:"ports,omitempty"`
+	} `json:"spec"`
+}
+
+// servicePort is one port of a Service.
+type servicePort struct {
+	Name        string             `json:"name,omitempty"`
+	Protocol    string             `json:"protocol,omitempty"`
+	AppProtocol string             `json:"appProtocol,omitempty"`
+	Port        int32              `json:"port"`
+	TargetPort  intstr.IntOrString `json:"targetPort,omitzero"`
+}
+
+func (o *coreService) DeepCopyObject() runtime.Object {
+	c := *o
+	o.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return &c
+}
+
+// discoveryV1 is the group of EndpointSlices.
+var discoveryV1 = schema.GroupVersion{Group: "discovery.k8s.io", Version: "v1"}
+
+// endpointSlice is the EndpointSlice -leader-service keeps. Like a lock
+// object, it keeps every field as it was sent; the elector replaces
+// addressType, endpoints and ports.
+type endpointSlice struct{ rawObject }
+
+func (o *endpointSlice) DeepCopyObject() runtime.Object { return &endpointSlice{o.deepCopy()} }
+
+// sliceEndpoint, endpointConditions and slicePort are the parts of an
+// EndpointSlice that the elector writes.
+type (
+	sliceEndpoint struct {
+		Addresses  []string           `json:"addresses"`
+		Conditions endpointConditions `json:"conditions"`
+		TargetRef  *objectReference   `json:"targetRef,omitempty"`
+	}
+	endpointConditions struct {
+		Ready       *bool `json:"ready,omitempty"`
+		Serving     *bool `json:"serving,omitempty"`
+		Terminating *bool `json:"terminating,omitempty"`
+	}
+	slicePort struct {
+		Name        string `json:"name"`
+		Protocol    string `json:"protocol"`
+		Port        int32  `json:"port"`
+		AppProtocol string `json:"appProtocol,omitempty"`
+	}
+)
+
+// addCoreTypes registers the core objects, and the EndpointSlice, with s.
 func addCoreTypes(s *runtime.Scheme) {
 	s.AddKnownTypeWithName(coreV1.WithKind("ConfigMap"), &configMap{})
 	s.AddKnownTypeWithName(coreV1.WithKind("Endpoints"), &endpoints{})
 	s.AddKnownTypeWithName(coreV1.WithKind("Pod"), &corePod{})
 	s.AddKnownTypeWithName(coreV1.WithKind("Event"), &event{})
+	s.AddKnownTypeWithName(coreV1.WithKind("Service"), &coreService{})
 	metav1.AddToGroupVersion(s, coreV1)
+	s.AddKnownTypeWithName(discoveryV1.WithKind("EndpointSlice"), &endpointSlice{})
+	metav1.AddToGroupVersion(s, discoveryV1)
 }

@@ -50,6 +50,8 @@ type Elector struct {
 	log     logr.Logger
 	metrics *Metrics
 	labels  *podLabeler
+	// service keeps the -leader-service endpoints; nil without it.
+	service *leaderService
 
 	// changed wakes the loop when the watch observes a new version.
 	changed chan struct{}
@@ -171,6 +173,12 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	if cfg.PodLabel != "" || cfg.PodDeletionCost {
 		e.labels = newPodLabeler(clients.Core, cfg.Namespace, cfg.PodLabel, cfg.PodDeletionCost, cfg.PodName, e.log, metrics)
 	}
+	if cfg.LeaderService != "" {
+		e.service = newLeaderService(clients, cfg, func() (bool, uint64) {
+			v := e.viewAt(time.Now())
+			return v.isLeader, v.epoch
+		}, e.log, metrics)
+	}
 	return e, nil
 }
 
@@ -195,6 +203,12 @@ func (e *Elector) Run(ctx context.Context) error {
 	if e.labels != nil {
 		e.labels.set(e.cfg.PodName, standby)
 		wg.Go(func() { e.labels.run(ctx) })
+	}
+	if e.service != nil {
+		// A pod listed by a term this process does not remember (before
+		// a restart of its container) leaves the Service.
+		e.service.withdraw()
+		wg.Go(func() { e.service.run(ctx) })
 	}
 	for e.follow(ctx) {
 		e.lead(ctx)
@@ -562,6 +576,9 @@ func (e *Elector) announce() {
 		}
 		e.labels.set(e.cfg.PodName, leader)
 	}
+	if e.service != nil {
+		e.service.publish()
+	}
 }
 
 // lostByObservation says why the newest observed version of the lock
@@ -793,6 +810,9 @@ func (e *Elector) stepDown(reason string) {
 		e.labels.keepOnly(e.cfg.PodName)
 		e.labels.set(e.cfg.PodName, standby)
 	}
+	if e.service != nil {
+		e.service.withdraw()
+	}
 }
 
 // release gives the lock up, on shutdown or when its application is
@@ -819,20 +839,27 @@ func (e *Elector) release(reason string, shutdown bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
+	// The pod label and the Service's endpoint go before the release, not
+	// beside it: the next leader writes its own as soon as it has the
+	// lock, and two pods must not carry the leader label, nor the Service
+	// send to a pod that no longer leads. They get half the time, side by
+	// side; what fails is replaced by the next leader: it demotes this pod
+	// before promoting its own, and writes its address over this one's.
+	wctx, wcancel := context.WithTimeout(ctx, releaseTimeout/2)
+	var before sync.WaitGroup
+	if e.service != nil {
+		before.Go(func() { e.service.withdrawNow(wctx) })
+	}
 	switch {
 	case e.labels != nil && e.cfg.PodLabel != "":
-		// Before the release, not beside it: the next leader labels its own
-		// pod as soon as it has the lock, and two pods must not carry the
-		// leader label at once. It gets half the time; if it fails, the
-		// next leader demotes this pod before promoting its own.
-		lctx, lcancel := context.WithTimeout(ctx, releaseTimeout/2)
-		_ = e.labels.patch(lctx, e.cfg.PodName, standby)
-		lcancel()
+		before.Go(func() { _ = e.labels.patch(wctx, e.cfg.PodName, standby) })
 	case e.labels != nil && !shutdown:
 		// Only the deletion cost, which may wait: the handover does not.
 		// A pod that shuts down keeps it; it is on its way out.
 		defer e.labels.set(e.cfg.PodName, standby)
 	}
+	before.Wait()
+	wcancel()
 	now := recordTime(time.Now())
 	rec := Record{
 		// A holder-less record with a one-second lease: what client-go

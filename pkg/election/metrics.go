@@ -57,7 +57,7 @@ type histogram struct {
 // error hides that error from rate() and increase(), and from the alerts
 // built on them. The metrics test checks the list against the package's
 // calls.
-var apiOperations = []string{"acquire", "event", "get", "label", "propose", "renew", "watch"}
+var apiOperations = []string{"acquire", "event", "get", "label", "propose", "renew", "service", "watch"}
 
 // renewResults are the values of elector_renew_duration_seconds' result
 // label, written from the start for the same reason.

@@ -1,0 +1,375 @@
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+)
+
+// leaderService keeps the endpoints of a selector-less Service listing the
+// leader alone (-leader-service): one EndpointSlice, named for the Service,
+// with this participant's pod as its only endpoint while it leads.
+//
+// Every write replaces the whole list with at most one address, so the
+// slice never lists two; and every write is a compare-and-swap over the
+// version just read, sent only if this participant still leads once that
+// read is answered. A leader that has lost the lock without knowing it
+// stops calling itself leader a renew deadline after its last renewal,
+// before anyone else may take the lock, let alone write the slice: so a
+// write of its address that is still in flight when the next leader's
+// lands is refused as a conflict, and never undoes it. The epoch written
+// beside the address refuses the same out of order, where one is known.
+//
+// A leader that releases the lock removes its address first (withdrawNow),
+// so the Service sends nothing to a pod that no longer leads; one that
+// loses the lock removes it when it can, unless the next leader has
+// replaced it already. A leader is written in as soon as it leads, so the
+// Service has no endpoint for the time of a handover, and never two.
+type leaderService struct {
+	discovery rest.Interface
+	core      rest.Interface
+	namespace string
+	// name is the Service's, and its slice's.
+	name string
+	// pod and ip are this participant's pod and its IP.
+	pod, ip string
+	// leads reports whether this participant leads, judged now, and the
+	// epoch of its term.
+	leads   func() (bool, uint64)
+	log     logr.Logger
+	metrics *Metrics
+
+	// writeMu orders the writes: a release's withdrawal waits for a
+	// publication in flight, then undoes it.
+	writeMu sync.Mutex
+	mu      sync.Mutex
+	want    bool // list this pod's address
+	kick    chan struct{}
+	// svc is the Service as last read (under writeMu): a new leader
+	// writes its address from it, and reads it again after, so that a
+	// handover waits on two requests, not three.
+	svc *coreService
+}
+
+func newLeaderService(clients *Clients, cfg Config, leads func() (bool, uint64), log logr.Logger, metrics *Metrics) *leaderService {
+	return &leaderService{
+		discovery: clients.Discovery, core: clients.Core,
+		namespace: cfg.Namespace, name: cfg.LeaderService, pod: cfg.PodName, ip: cfg.PodIP,
+		leads: leads, log: log.WithValues("service", cfg.LeaderService), metrics: metrics,
+		kick: make(chan struct{}, 1),
+	}
+}
+
+// publish asks for this pod to be the Service's endpoint; withdraw for its
+// address to leave. Both are written in the background, and retried.
+func (s *leaderService) publish()  { s.set(true) }
+func (s *leaderService) withdraw() { s.set(false) }
+
+func (s *leaderService) set(want bool) {
+	s.mu.Lock()
+	s.want = want
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// withdrawNow removes this pod's address before it returns, or gives up
+// when ctx ends: a releasing leader calls it before the release.
+func (s *leaderService) withdrawNow(ctx context.Context) {
+	s.set(false)
+	if err := s.sync(ctx); err != nil {
+		s.log.Error(err, "could not remove the pod's address from the Service before releasing the lock; the next leader replaces it")
+	}
+}
+
+// run writes what is wanted until ctx is done, retrying failures with a
+// backoff of up to ten seconds.
+func (s *leaderService) run(ctx context.Context) {
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	s.prefetch(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		err := s.sync(ctx)
+		if err == nil {
+			backoff = minBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error(err, "could not write the Service's endpoints; retrying", "in", backoff)
+		backoff = sleep(ctx, backoff, maxBackoff)
+		s.set(s.wanted())
+	}
+}
+
+// prefetch reads the Service before this participant may lead, so that
+// its first publication needs no read of it, and says at start what is
+// wrong with it.
+func (s *leaderService) prefetch(ctx context.Context) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.service(rctx); err != nil && ctx.Err() == nil {
+		s.metrics.apiError("service")
+		s.log.Error(err, "the Service cannot route to the leader yet; its endpoints are written once it can")
+	}
+}
+
+func (s *leaderService) wanted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.want
+}
+
+// sync brings the slice in line with what is wanted: this pod listed while
+// it leads, and not listed otherwise. A conflict (another writer between
+// the read and the write) is read again at once.
+func (s *leaderService) sync(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	for {
+		err := s.syncOnce(ctx)
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			if ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			s.metrics.apiError("service")
+		}
+		return err
+	}
+}
+
+func (s *leaderService) syncOnce(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var slice endpointSlice
+	err := s.discovery.Get().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Do(rctx).Into(&slice)
+	missing := apierrors.IsNotFound(err)
+	if err != nil && !missing {
+		return fmt.Errorf("read EndpointSlice %s: %w", s.name, err)
+	}
+	listed := !missing && s.lists(&slice)
+	if !s.wanted() {
+		if !listed {
+			return nil
+		}
+		slice.fields["endpoints"] = json.RawMessage("[]")
+		err := s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&slice).Do(rctx).Error()
+		if err == nil {
+			s.log.Info("removed the pod's address from the Service", "ip", s.ip)
+		}
+		return err
+	}
+
+	leads, epoch := s.leads()
+	if !leads {
+		return nil
+	}
+	if !missing && epoch != 0 && sliceEpoch(&slice) > epoch {
+		// A newer term wrote it: this participant's is over, whatever it
+		// has yet to learn.
+		return nil
+	}
+	svc := s.svc
+	if svc == nil {
+		var err error
+		if svc, err = s.service(rctx); err != nil {
+			return err
+		}
+	}
+	ports, err := slicePorts(svc)
+	if err != nil {
+		return err
+	}
+	if listed && sliceEpoch(&slice) == epoch && slices.Equal(portsOf(&slice), ports) {
+		return nil
+	}
+	if missing {
+		slice = endpointSlice{rawObject{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.namespace}, fields: map[string]json.RawMessage{}}}
+	}
+	if err := s.fill(&slice, svc, ports, epoch); err != nil {
+		return err
+	}
+	// Judged once the reads are answered: a write sent by a participant
+	// that no longer leads could land after the next leader's.
+	if leads, _ := s.leads(); !leads {
+		return nil
+	}
+	if missing {
+		err = s.discovery.Post().Namespace(s.namespace).Resource("endpointslices").Body(&slice).Do(rctx).Error()
+	} else {
+		err = s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&slice).Do(rctx).Error()
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("the Service routes to this pod", "ip", s.ip, "epoch", epoch)
+	if svc == s.svc {
+		// Written from the Service as read before: read it again, and
+		// write again if its ports or identity have changed since.
+		fresh, err := s.service(rctx)
+		if err != nil {
+			return err
+		}
+		if fresh.UID != svc.UID || !slices.Equal(mustPorts(fresh), ports) {
+			return apierrors.NewConflict(discoveryV1.WithResource("endpointslices").GroupResource(), s.name, errors.New("the Service changed"))
+		}
+	}
+	return nil
+}
+
+// mustPorts is slicePorts, nil for a Service it refuses.
+func mustPorts(svc *coreService) []slicePort {
+	ports, _ := slicePorts(svc)
+	return ports
+}
+
+// portsOf is the ports slice lists, nil if unreadable.
+func portsOf(slice *endpointSlice) []slicePort {
+	var ports []slicePort
+	_ = json.Unmarshal(slice.fields["ports"], &ports)
+	return ports
+}
+
+// lists reports whether slice lists this pod's address.
+func (s *leaderService) lists(slice *endpointSlice) bool {
+	var eps []sliceEndpoint
+	if err := json.Unmarshal(slice.fields["endpoints"], &eps); err != nil {
+		// Unreadable: replaced by the next write either way; a
+		// withdrawal writes it empty.
+		return true
+	}
+	for _, ep := range eps {
+		for _, a := range ep.Addresses {
+			if a == s.ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// service reads the Service and checks that an elector may keep its
+// endpoints.
+func (s *leaderService) service(ctx context.Context) (*coreService, error) {
+	var svc coreService
+	err := s.core.Get().Namespace(s.namespace).Resource("services").Name(s.name).Do(ctx).Into(&svc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("service %s not found: create it with no selector, annotated %s=<this election>", s.name, AnnotationElection)
+	case err != nil:
+		return nil, fmt.Errorf("read Service %s: %w", s.name, err)
+	case len(svc.Spec.Selector) > 0:
+		return nil, fmt.Errorf("service %s has a selector, so its endpoints are the EndpointSlice controller's: remove spec.selector for the elector to keep them", s.name)
+	case svc.Spec.Type == "ExternalName":
+		return nil, fmt.Errorf("service %s is of type ExternalName, which has no endpoints: use ClusterIP", s.name)
+	}
+	s.svc = &svc
+	return &svc, nil
+}
+
+// fill makes slice list this pod alone, for svc's ports.
+func (s *leaderService) fill(slice *endpointSlice, svc *coreService, ports []slicePort, epoch uint64) error {
+	addressType := "IPv4"
+	if ip := net.ParseIP(s.ip); ip != nil && ip.To4() == nil {
+		addressType = "IPv6"
+	}
+	yes, no := true, false
+	ep := sliceEndpoint{
+		Addresses:  []string{s.ip},
+		Conditions: endpointConditions{Ready: &yes, Serving: &yes, Terminating: &no},
+		TargetRef:  &objectReference{Kind: "Pod", Namespace: s.namespace, Name: s.pod},
+	}
+	for field, v := range map[string]any{"addressType": addressType, "endpoints": []sliceEndpoint{ep}, "ports": ports} {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		slice.fields[field] = raw
+	}
+	if slice.Labels == nil {
+		slice.Labels = map[string]string{}
+	}
+	slice.Labels[LabelServiceName] = s.name
+	slice.Labels[LabelManagedBy] = ManagedByElector
+	if epoch != 0 {
+		if slice.Annotations == nil {
+			slice.Annotations = map[string]string{}
+		}
+		slice.Annotations[AnnotationEpoch] = strconv.FormatUint(epoch, 10)
+	}
+	if len(slice.OwnerReferences) == 0 {
+		// Deleted with its Service.
+		slice.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}}
+	}
+	return nil
+}
+
+// slicePorts are the slice's ports for svc: each of the Service's ports by
+// name, at its target port. A selector-less Service's target port cannot
+// be a container port's name: there is no pod to look it up in.
+func slicePorts(svc *coreService) ([]slicePort, error) {
+	if len(svc.Spec.Ports) == 0 {
+		return nil, fmt.Errorf("service %s has no ports: add the port the application serves on", svc.Name)
+	}
+	ports := make([]slicePort, 0, len(svc.Spec.Ports))
+	for _, p := range svc.Spec.Ports {
+		port := p.Port
+		switch {
+		case p.TargetPort.Type == intstr.String:
+			return nil, fmt.Errorf("service %s: port %q has the targetPort %q, a name, which a Service without a selector cannot resolve: give the number", svc.Name, p.Name, p.TargetPort.StrVal)
+		case p.TargetPort.IntVal != 0:
+			port = p.TargetPort.IntVal
+		}
+		protocol := p.Protocol
+		if protocol == "" {
+			protocol = "TCP"
+		}
+		ports = append(ports, slicePort{Name: p.Name, Port: port, Protocol: protocol, AppProtocol: p.AppProtocol})
+	}
+	return ports, nil
+}
+
+// sliceEpoch is the epoch written on slice, 0 for none.
+func sliceEpoch(slice *endpointSlice) uint64 {
+	n, _ := strconv.ParseUint(slice.Annotations[AnnotationEpoch], 10, 64)
+	return n
+}
+
+// ValidatePodIP checks the pod IP that -leader-service lists.
+func ValidatePodIP(ip string) error {
+	if ip == "" {
+		return errors.New("is required: set $" + EnvPodIP + " from the downward API (status.podIP)")
+	}
+	if net.ParseIP(ip) == nil {
+		return fmt.Errorf("%q is not an IP address", ip)
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package election
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func testService(ports ...string) *coreService {
+	var svc coreService
+	svc.Name, svc.UID = "leader", "uid-1"
+	for _, p := range ports {
+		var port servicePort
+		if err := json.Unmarshal([]byte(p), &port); err != nil {
+			panic(err)
+		}
+		svc.Spec.Ports = append(svc.Spec.Ports, port)
+	}
+	return &svc
+}
+
+func TestSlicePorts(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		svc     *coreService
+		want    []slicePort
+		wantErr string
+	}{{
+		name: "target port number",
+		svc:  testService(`{"name":"http","port":80,"targetPort":8080,"protocol":"TCP"}`),
+		want: []slicePort{{Name: "http", Port: 8080, Protocol: "TCP"}},
+	}, {
+		name: "no target port: the port, TCP",
+		svc:  testService(`{"name":"grpc","port":9090,"appProtocol":"grpc"}`, `{"name":"dns","port":53,"protocol":"UDP"}`),
+		want: []slicePort{{Name: "grpc", Port: 9090, Protocol: "TCP", AppProtocol: "grpc"}, {Name: "dns", Port: 53, Protocol: "UDP"}},
+	}, {
+		name:    "named target port",
+		svc:     testService(`{"name":"http","port":80,"targetPort":"web"}`),
+		wantErr: `service leader: port "http" has the targetPort "web", a name, which a Service without a selector cannot resolve: give the number`,
+	}, {
+		name:    "no ports",
+		svc:     testService(),
+		wantErr: "service leader has no ports: add the port the application serves on",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := slicePorts(tc.svc)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("slicePorts: %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := mustJSON(t, got), mustJSON(t, tc.want); g != w {
+				t.Errorf("slicePorts:\n got %s\nwant %s", g, w)
+			}
+		})
+	}
+}
+
+// TestFillSlice: the slice lists the pod alone, with the Service's ports,
+// the labels that tie it to the Service and keep the controllers off it,
+// and the epoch; what else it carries stays.
+func TestFillSlice(t *testing.T) {
+	s := &leaderService{namespace: "ns", name: "leader", pod: "pod-a", ip: "fd00::7"}
+	slice := endpointSlice{rawObject{
+		ObjectMeta: metav1.ObjectMeta{Name: "leader", Labels: map[string]string{"team": "x"}, Annotations: map[string]string{AnnotationEpoch: "3"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: "leader", UID: "uid-0"}}},
+		fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::1"],"conditions":{}},{"addresses":["fd00::2"],"conditions":{}}]`), "future": json.RawMessage(`1`)},
+	}}
+	svc := testService(`{"name":"http","port":80}`)
+	ports, err := slicePorts(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.lists(&endpointSlice{rawObject{fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::7"]}]`)}}}) {
+		t.Errorf("lists: false for a slice listing the pod")
+	}
+	if s.lists(&slice) {
+		t.Errorf("lists: true for a slice listing two other addresses")
+	}
+	if err := s.fill(&slice, svc, ports, 7); err != nil {
+		t.Fatal(err)
+	}
+	got := mustJSON(t, slice)
+	for _, want := range []string{
+		`"addressType":"IPv6"`,
+		`"endpoints":[{"addresses":["fd00::7"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"ns","name":"pod-a"}}]`,
+		`"ports":[{"name":"http","protocol":"TCP","port":80}]`,
+		`"future":1`,
+		`"labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io","kubernetes.io/service-name":"leader","team":"x"}`,
+		`"annotations":{"elector.vapor.io/epoch":"7"}`,
+		`"uid":"uid-0"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("filled slice lacks %s:\n%s", want, got)
+		}
+	}
+	if !s.lists(&slice) || sliceEpoch(&slice) != 7 || len(portsOf(&slice)) != 1 {
+		t.Errorf("the filled slice reads back as listing %v, epoch %d, ports %v", s.lists(&slice), sliceEpoch(&slice), portsOf(&slice))
+	}
+
+	fresh := endpointSlice{rawObject{ObjectMeta: metav1.ObjectMeta{Name: "leader"}, fields: map[string]json.RawMessage{}}}
+	s.ip = "10.0.0.7"
+	if err := s.fill(&fresh, svc, ports, 0); err != nil {
+		t.Fatal(err)
+	}
+	got = mustJSON(t, fresh)
+	for _, want := range []string{`"addressType":"IPv4"`, `"ownerReferences":[{"apiVersion":"v1","kind":"Service","name":"leader","uid":"uid-1"}]`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("a new slice lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, AnnotationEpoch) {
+		t.Errorf("a slice written without an epoch carries one:\n%s", got)
+	}
+}
+
+func TestValidateLeaderService(t *testing.T) {
+	base := Config{Election: "e", Namespace: "ns", ID: "a", LockType: LockLeases, TTL: DefaultTTL, LeaderService: "leader", PodName: "pod-a", PodIP: "10.0.0.1"}
+	base.RenewDeadline, base.RetryPeriod = DefaultTimings(base.TTL)
+	if err := base.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"not a Service name", func(c *Config) { c.LeaderService = "Leader.svc" }, `leader service "Leader.svc" is not a Service name`},
+		{"no pod name", func(c *Config) { c.PodName = "" }, "the leader service needs the pod's name (set POD_NAME"},
+		{"no pod IP", func(c *Config) { c.PodIP = "" }, "pod IP is required: set $POD_IP from the downward API (status.podIP)"},
+		{"bad pod IP", func(c *Config) { c.PodIP = "10.0.0" }, `pod IP "10.0.0" is not an IP address`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.edit(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
