@@ -57,7 +57,7 @@ func trimPod(obj any) (any, error) {
 			out.Annotations[k] = v
 		}
 	}
-	if c := electorContainer(pod); c != nil {
+	if c := webhook.ElectorContainer(pod); c != nil {
 		// Where it was does not matter to the grant: one list is enough.
 		out.Spec.Containers = []corev1.Container{{Name: c.Name, Args: c.Args}}
 	}

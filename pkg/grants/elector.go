@@ -2,7 +2,6 @@ package grants
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,31 +27,35 @@ type Elector struct {
 	// PodDeletionCost is -pod-deletion-cost=true: the elector annotates its
 	// own pod while it leads.
 	PodDeletionCost bool
+	// LeaderService is the -leader-service Service, empty when the elector
+	// keeps no Service's endpoints.
+	LeaderService string
 }
 
-// ElectorOf reads the elector container of pod: the container named
-// webhook.ContainerName, among the init containers (a native sidecar) or
-// the containers. It reports false for a pod without one, and an error for
+// ElectorOf reads the elector container of pod (webhook.ElectorContainer:
+// the container named webhook.ContainerName, among the init containers or
+// the containers). It reports false for a pod without one, and an error for
 // one whose command line the reconciler does not grant for.
 //
 // Only -name=value and --name=value are read, the last of a name winning as
-// in Go's flag package; the injector writes that form. An elector given its
+// in Go's flag package (webhook.ElectorFlags); the injector writes that form. An elector given its
 // election another way (-name value, or ELECTOR_* variables) is granted
 // nothing for it: a grant must follow from what the API server stores, read
 // the same way by the reconciler and by the ValidatingAdmissionPolicies in
 // config/policy.
 func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
-	c := electorContainer(pod)
+	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		return Elector{}, false, nil
 	}
-	flags := lastFlagValues(c.Args)
+	flags := webhook.ElectorFlags(c.Args)
 	e := Elector{
 		Election: flags[election.FlagElection],
 		LockType: election.LockLeases,
 		PodLabel: flags[election.FlagPodLabel],
 		// Only the spelling the injector writes, as the policy reads it.
 		PodDeletionCost: flags[election.FlagPodDeletionCost] == "true",
+		LeaderService:   flags[election.FlagLeaderService],
 	}
 	if err := election.ValidateName(e.Election); err != nil {
 		return e, true, fmt.Errorf("container %q: -%s %w", webhook.ContainerName, election.FlagElection, err)
@@ -75,28 +78,11 @@ func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
 			return e, true, fmt.Errorf("container %q: -%s %q: keys under %s are the injector's", webhook.ContainerName, election.FlagPodLabel, e.PodLabel, webhook.AnnotationPrefix)
 		}
 	}
+	if _, ok := flags[election.FlagLeaderService]; ok {
+		// The name of a Service and of its EndpointSlice, granted by name.
+		if errs := validation.IsDNS1035Label(e.LeaderService); len(errs) > 0 {
+			return e, true, fmt.Errorf("container %q: -%s %q is not a Service name: %s", webhook.ContainerName, election.FlagLeaderService, e.LeaderService, strings.Join(errs, "; "))
+		}
+	}
 	return e, true, nil
-}
-
-func electorContainer(pod *corev1.Pod) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		if i := slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == webhook.ContainerName }); i >= 0 {
-			return &cs[i]
-		}
-	}
-	return nil
-}
-
-// lastFlagValues maps each -name=value or --name=value argument's name to
-// its last value.
-func lastFlagValues(args []string) map[string]string {
-	values := map[string]string{}
-	for _, a := range args {
-		name, value, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
-		if !ok || !strings.HasPrefix(a, "-") || name == "" || strings.HasPrefix(name, "-") {
-			continue
-		}
-		values[name] = value
-	}
-	return values
 }

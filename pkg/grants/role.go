@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -74,6 +75,17 @@ const (
 	// policy tells the two apart by MarkerCanary, a name never granted.
 	MarkerRestrictedVerb = "restricted"
 	MarkerCanary         = "-"
+	// MarkerLeaderServices, verb MarkerRestrictedVerb, with no resource
+	// name: the account keeps a leader Service's endpoints
+	// (-leader-service), and every EndpointSlice it creates or updates is
+	// sent to the injector's validating webhook, which lets through only
+	// its Service's slice listing its own pod (see
+	// webhook.ReviewEndpointSlice). RBAC cannot say which address a slice
+	// may list, nor limit create by name. No resource name, so that the
+	// webhook's match condition, which asks without one, finds it. A
+	// wildcard holder holds it too, and is told apart by holding update
+	// on the name MarkerCanary, which nothing grants.
+	MarkerLeaderServices = "leaderservices"
 )
 
 // maxNameLen keeps names readable and within what every tool accepts; the
@@ -111,6 +123,9 @@ type Account struct {
 	// whose pods the account writes to.
 	PodLabels         []string
 	PodLabelElections []string
+	// LeaderServices are the -leader-service Services, whose
+	// EndpointSlices of the same names the account keeps.
+	LeaderServices []string
 }
 
 // Accounts groups electors by service account ("default" when unset),
@@ -128,11 +143,15 @@ func Accounts(electors map[string][]Elector) []Account {
 			if e.PodLabel != "" || e.PodDeletionCost {
 				a.PodLabelElections = append(a.PodLabelElections, e.Election)
 			}
+			if e.LeaderService != "" {
+				a.LeaderServices = append(a.LeaderServices, e.LeaderService)
+			}
 		}
 		for t := range a.Elections {
 			a.Elections[t] = sortedSet(a.Elections[t])
 		}
 		a.PodLabels, a.PodLabelElections = sortedSet(a.PodLabels), sortedSet(a.PodLabelElections)
+		a.LeaderServices = sortedSet(a.LeaderServices)
 		out = append(out, a)
 	}
 	return out
@@ -163,6 +182,12 @@ func lockResource(t election.LockType) (group, resource string) {
 //   - events create, for its leadership Events.
 //   - with -pod-label, the named markers (see MarkerGroup) of the label
 //     keys; with it or -pod-deletion-cost, those of the elections.
+//   - with -leader-service: get on its Services by name, which the elector
+//     reads for their ports and uid; get and update on the EndpointSlices
+//     of the same names; create on EndpointSlices, which RBAC cannot limit
+//     by name; and the marker MarkerLeaderServices, under which the
+//     injector's webhook checks each of those writes (the right to write an
+//     EndpointSlice is the right to send a Service's traffic anywhere).
 func DesiredRole(ns string, a Account) *rbacv1.Role {
 	var rules []rbacv1.PolicyRule
 	var locks []string
@@ -190,6 +215,14 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 	}
 	if len(a.PodLabelElections) > 0 {
 		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}})
+	}
+	if len(a.LeaderServices) > 0 {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: a.LeaderServices, Verbs: []string{"get"}},
+			rbacv1.PolicyRule{APIGroups: []string{discoveryv1.GroupName}, Resources: []string{"endpointslices"}, ResourceNames: a.LeaderServices, Verbs: []string{"get", "update"}},
+			rbacv1.PolicyRule{APIGroups: []string{discoveryv1.GroupName}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}},
+			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLeaderServices}, Verbs: []string{MarkerRestrictedVerb}},
+		)
 	}
 	return &rbacv1.Role{ObjectMeta: managedMeta(ns, RoleName(a.Name)), Rules: rules}
 }

@@ -62,6 +62,14 @@ func TestElectorOf(t *testing.T) {
 		{"empty pod label", podWithElector("", true, "-election=a", "-pod-label="), Elector{Election: "a", LockType: election.LockLeases}, true, "is not a label key"},
 		{"the injector's keys", podWithElector("", true, "-election=a", "-pod-label=elector.vapor.io/injected"),
 			Elector{Election: "a", LockType: election.LockLeases, PodLabel: "elector.vapor.io/injected"}, true, "are the injector's"},
+		{"leader-service, the last one wins", podWithElector("", true, "-election=a", "-leader-service=old", "--leader-service=web-leader"),
+			Elector{Election: "a", LockType: election.LockLeases, LeaderService: "web-leader"}, true, ""},
+		{"leader-service, a value in the next argument is not read", podWithElector("", true, "-election=a", "-leader-service", "web-leader"),
+			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
+		{"leader-service, not a Service name", podWithElector("", true, "-election=a", "-leader-service=web.leader"),
+			Elector{Election: "a", LockType: election.LockLeases, LeaderService: "web.leader"}, true, "is not a Service name"},
+		{"leader-service, empty", podWithElector("", true, "-election=a", "-leader-service="),
+			Elector{Election: "a", LockType: election.LockLeases}, true, "is not a Service name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,6 +156,21 @@ func TestDesiredObjects(t *testing.T) {
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a", "b"}, Verbs: lock},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
 		}, locks("a", "b"), []rbacv1.PolicyRule{events}, markers(nil, []string{"a"})[1:]), true},
+		{"leader-service: its Services and slices by name, slice create, the marker", []Elector{
+			{Election: "a", LockType: election.LockLeases, LeaderService: "web-leader"},
+			{Election: "b", LockType: election.LockLeases, LeaderService: "api-leader"},
+			{Election: "a", LockType: election.LockLeases, LeaderService: "web-leader"},
+			{Election: "c", LockType: election.LockLeases},
+		}, slices.Concat([]rbacv1.PolicyRule{
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"a", "b", "c"}, Verbs: lock},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: create},
+		}, locks("a", "b", "c"), []rbacv1.PolicyRule{
+			events,
+			{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{"api-leader", "web-leader"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, ResourceNames: []string{"api-leader", "web-leader"}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: create},
+			{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"leaderservices"}, Verbs: []string{"restricted"}},
+		}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,14 +46,22 @@ var (
 		// policy k8s-elector-injector.
 		"get coordination.k8s.io/leases", "create coordination.k8s.io/leases", "update coordination.k8s.io/leases", "watch coordination.k8s.io/leases",
 		"get /configmaps", "create /configmaps", "update /configmaps", "watch /configmaps",
+		"get discovery.k8s.io/endpointslices", "create discovery.k8s.io/endpointslices", "update discovery.k8s.io/endpointslices",
+		// Granted to electors with -leader-service, and read by the
+		// EndpointSlice webhook.
+		"get /services",
 		// Events, its own and granted.
 		"create /events", "patch /events", "create events.k8s.io/events", "patch events.k8s.io/events",
 		// Markers, granted.
 		"update elector.vapor.io/podlabels", "update elector.vapor.io/elections", "restricted elector.vapor.io/locks",
-		// Its webhook configuration's caBundle.
+		"restricted elector.vapor.io/leaderservices",
+		// Its webhook configurations' caBundles.
 		"list admissionregistration.k8s.io/mutatingwebhookconfigurations", "watch admissionregistration.k8s.io/mutatingwebhookconfigurations",
 		"get admissionregistration.k8s.io/mutatingwebhookconfigurations/k8s-elector-injector",
 		"update admissionregistration.k8s.io/mutatingwebhookconfigurations/k8s-elector-injector",
+		"list admissionregistration.k8s.io/validatingwebhookconfigurations", "watch admissionregistration.k8s.io/validatingwebhookconfigurations",
+		"get admissionregistration.k8s.io/validatingwebhookconfigurations/k8s-elector-injector",
+		"update admissionregistration.k8s.io/validatingwebhookconfigurations/k8s-elector-injector",
 	}
 	// In its own namespace, besides.
 	injectorNamespaceRights = []string{
@@ -129,8 +138,9 @@ func flatten(rules []authorizationv1.ResourceRule) []string {
 }
 
 // TestInjectorTokenCannotUseWhatItGrants: the policy k8s-elector-injector
-// refuses the injector's token every lock or pod write but its own
-// leader-election Lease, and RBAC writes not shaped like the reconciler's.
+// refuses the injector's token every lock, EndpointSlice or pod write but
+// its own leader-election Lease, and RBAC writes not shaped like the
+// reconciler's.
 // Dry runs are admitted like real requests and leave nothing behind.
 func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 	ns := env.Namespace(t)
@@ -146,6 +156,20 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 		{Election: "x", LockType: election.LockLeases, PodLabel: "example.com/role"},
 		{Election: "y", LockType: election.LockConfigMaps},
 	}})[0]
+	router := grants.Accounts(map[string][]grants.Elector{"app": {{Election: "x", LockType: election.LockLeases, LeaderService: "x-leader"}}})[0]
+	// routerRole is the reconciler's Role for router, with edit applied.
+	routerRole := func(name string, edit func(*rbacv1.Role)) *rbacv1.Role {
+		role := grants.DesiredRole(ns, router)
+		role.Name = name
+		edit(role)
+		return role
+	}
+	isMarker := func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, grants.MarkerLeaderServices) }
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "x-leader", Labels: map[string]string{election.LabelServiceName: "x-leader", election.LabelManagedBy: election.ManagedByElector}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.66"}}},
+	}
 	if _, err := env.Client.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +210,36 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 		}},
 		{"a Role with markers for every name", func(c kubernetes.Interface) error {
 			role := managedRole("k8s-elector-every", rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"podlabels"}, Verbs: []string{"update"}})
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"create an EndpointSlice", func(c kubernetes.Interface) error {
+			_, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, dry)
+			return err
+		}},
+		{"a Role that grants EndpointSlices without the leaderservices marker", func(c kubernetes.Interface) error {
+			role := routerRole("k8s-elector-unmarked", func(r *rbacv1.Role) { r.Rules = slices.DeleteFunc(r.Rules, isMarker) })
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"a Role whose leaderservices marker names a Service", func(c kubernetes.Interface) error {
+			role := routerRole("k8s-elector-named-marker", func(r *rbacv1.Role) {
+				r.Rules[slices.IndexFunc(r.Rules, isMarker)].ResourceNames = []string{"x-leader"}
+			})
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"a Role that grants update on every EndpointSlice", func(c kubernetes.Interface) error {
+			role := routerRole("k8s-elector-every-slice", func(r *rbacv1.Role) {
+				r.Rules = append(r.Rules, rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "update"}})
+			})
+			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
+			return err
+		}},
+		{"a Role that grants every Service", func(c kubernetes.Interface) error {
+			role := routerRole("k8s-elector-every-service", func(r *rbacv1.Role) {
+				r.Rules = append(r.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}})
+			})
 			_, err := c.RbacV1().Roles(ns).Create(ctx, role, dry)
 			return err
 		}},
@@ -251,6 +305,10 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 				return err
 			}
 			_, err := injector.RbacV1().RoleBindings(ns).Create(ctx, grants.DesiredPodLabelBinding(ns, labeller), dry)
+			return err
+		}},
+		{"the Role of an account with -leader-service, as the reconciler makes it", func() error {
+			_, err := injector.RbacV1().Roles(ns).Create(ctx, grants.DesiredRole(ns, router), dry)
 			return err
 		}},
 	}
