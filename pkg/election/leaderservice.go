@@ -47,7 +47,9 @@ type leaderService struct {
 	pod, ip string
 	// leads reports whether this participant leads, judged now, and the
 	// epoch of its term.
-	leads   func() (bool, uint64)
+	leads func() (bool, uint64)
+	// resync is how often a leader checks that the slice still lists it.
+	resync  time.Duration
 	log     logr.Logger
 	metrics *Metrics
 
@@ -67,7 +69,7 @@ func newLeaderService(clients *Clients, cfg Config, leads func() (bool, uint64),
 	return &leaderService{
 		discovery: clients.Discovery, core: clients.Core,
 		namespace: cfg.Namespace, name: cfg.LeaderService, pod: cfg.PodName, ip: cfg.PodIP,
-		leads: leads, log: log.WithValues("service", cfg.LeaderService), metrics: metrics,
+		leads: leads, resync: cfg.TTL, log: log.WithValues("service", cfg.LeaderService), metrics: metrics,
 		kick: make(chan struct{}, 1),
 	}
 }
@@ -97,21 +99,36 @@ func (s *leaderService) withdrawNow(ctx context.Context) {
 }
 
 // run writes what is wanted until ctx is done, retrying failures with a
-// backoff of up to ten seconds.
+// backoff of up to ten seconds. While this participant leads, it reads the
+// slice and the Service again every resync, and writes the slice again if
+// someone has changed or deleted it, or the Service's ports have changed:
+// nothing else would until the next handover.
 func (s *leaderService) run(ctx context.Context) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
 	s.prefetch(ctx)
+	resync := time.NewTimer(s.resync)
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
+		case <-resync.C:
+			if !s.wanted() {
+				resync.Reset(s.resync)
+				continue
+			}
+			// Its ports may have changed too.
+			s.writeMu.Lock()
+			s.svc = nil
+			s.writeMu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		err := s.sync(ctx)
+		resync.Reset(s.resync)
 		if err == nil {
 			backoff = minBackoff
 			continue

@@ -1,9 +1,19 @@
 package election
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -153,4 +163,97 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// sliceServer serves one EndpointSlice and one Service, and records the
+// writes of the slice.
+type sliceServer struct {
+	mu        sync.Mutex
+	slice     string // JSON; "" for none
+	conflicts int    // PUTs to refuse with a conflict first
+	writes    []string
+}
+
+func (s *sliceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/services/leader"):
+		fmt.Fprint(w, `{"apiVersion":"v1","kind":"Service","metadata":{"name":"leader","uid":"svc-uid"},"spec":{"ports":[{"name":"http","port":80}]}}`)
+	case r.Method == http.MethodGet && s.slice != "":
+		fmt.Fprint(w, s.slice)
+	case r.Method == http.MethodGet:
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
+	case s.conflicts > 0:
+		s.conflicts--
+		s.slice = strings.Replace(s.slice, `"resourceVersion":"1"`, `"resourceVersion":"2"`, 1)
+		w.WriteHeader(http.StatusConflict)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Conflict","code":409}`)
+	default:
+		body, _ := io.ReadAll(r.Body)
+		s.writes = append(s.writes, r.Method+" "+string(body))
+		s.slice = string(body)
+		w.Write(body)
+	}
+}
+
+// TestLeaderServiceSync: the slice is written only by a participant that
+// leads when its reads are answered, never over a newer term's, with the
+// version it read; a withdrawal empties it only when it lists this pod.
+func TestLeaderServiceSync(t *testing.T) {
+	const listedOther = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","annotations":{"elector.vapor.io/epoch":"5"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.2"]}]}`
+	const listedSelf = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
+	for _, tc := range []struct {
+		name      string
+		slice     string
+		want      bool
+		leads     []bool // answers of leads(), in turn; the last repeats
+		epoch     uint64
+		conflicts int
+		writes    []string // substrings of each write, in order
+	}{
+		{name: "not leading", slice: listedOther, want: true, leads: []bool{false}, epoch: 6},
+		{name: "stops leading before the write", slice: listedOther, want: true, leads: []bool{true, false}, epoch: 6},
+		{name: "a newer term's slice", slice: listedOther, want: true, leads: []bool{true}, epoch: 4},
+		{name: "leading", slice: listedOther, want: true, leads: []bool{true}, epoch: 6,
+			writes: []string{`PUT {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
+		{name: "read again after a conflict", slice: listedOther, want: true, leads: []bool{true}, epoch: 6, conflicts: 1,
+			writes: []string{`"resourceVersion":"2"`}},
+		{name: "no slice yet", want: true, leads: []bool{true}, epoch: 6,
+			writes: []string{`POST {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
+		{name: "withdraw another's", slice: listedOther, leads: []bool{true}},
+		{name: "withdraw its own", slice: listedSelf, leads: []bool{false},
+			writes: []string{`PUT {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[],`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &sliceServer{slice: tc.slice, conflicts: tc.conflicts}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			clients, err := NewClients(&rest.Config{Host: hs.URL}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			leads := func() (bool, uint64) {
+				i := min(calls, len(tc.leads)-1)
+				calls++
+				return tc.leads[i], tc.epoch
+			}
+			s := newLeaderService(clients, Config{Namespace: "ns", LeaderService: "leader", PodName: "pod-a", PodIP: "10.0.0.1", TTL: time.Minute}, leads, logr.Discard(), NewMetrics())
+			s.set(tc.want)
+			if err := s.sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(srv.writes) != len(tc.writes) {
+				t.Fatalf("writes:\n%s\nwant %d", strings.Join(srv.writes, "\n"), len(tc.writes))
+			}
+			for i, w := range tc.writes {
+				if !strings.Contains(srv.writes[i], w) {
+					t.Errorf("write %d:\n%s\nwant it to contain %s", i, srv.writes[i], w)
+				}
+			}
+		})
+	}
 }

@@ -1,24 +1,19 @@
 package elector
 
 import (
-	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/vapor-ware/k8s-elector/internal/routing"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -42,130 +37,12 @@ func createLeaderService(t *testing.T, ns string) *corev1.Service {
 	return svc
 }
 
-// routeEvent is one version of the lock or of the leader's EndpointSlice,
-// as the test's watch received it.
-type routeEvent struct {
-	at time.Time
-	rv uint64
-	// lease: the holder; slice: the addresses listed.
-	holder    string
-	isSlice   bool
-	addresses []string
-	endpoints int
-	epoch     string
-}
-
-// routeLog watches the Lease and the EndpointSlice of one election.
-type routeLog struct {
-	mu     sync.Mutex
-	events []routeEvent
-	stop   context.CancelFunc
-	done   sync.WaitGroup
-}
-
-func watchRoutes(t *testing.T, ns string) *routeLog {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &routeLog{stop: cancel}
-	t.Cleanup(l.close)
-	slices, err := env.Client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", leaderServiceName).String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leases, err := env.Client.CoordinationV1().Leases(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", electionName).String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []watch.Interface{slices, leases} {
-		l.done.Go(func() {
-			defer w.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-w.ResultChan():
-					if !ok {
-						if ctx.Err() == nil {
-							t.Errorf("a watch closed before the test ended")
-						}
-						return
-					}
-					l.add(t, ev)
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *routeLog) add(t *testing.T, ev watch.Event) {
-	got := routeEvent{at: time.Now()}
-	var meta metav1.Object
-	switch o := ev.Object.(type) {
-	case *coordinationv1.Lease:
-		meta = o
-		if o.Spec.HolderIdentity != nil {
-			got.holder = *o.Spec.HolderIdentity
-		}
-	case *discoveryv1.EndpointSlice:
-		meta = o
-		got.isSlice, got.endpoints, got.epoch = true, len(o.Endpoints), o.Annotations[election.AnnotationEpoch]
-		for _, ep := range o.Endpoints {
-			got.addresses = append(got.addresses, ep.Addresses...)
-		}
-	default:
-		t.Errorf("watch: unexpected %s event %T", ev.Type, ev.Object)
-		return
-	}
-	if ev.Type == watch.Deleted {
-		t.Errorf("watch: %T %s deleted", ev.Object, meta.GetName())
-	}
-	rv, err := strconv.ParseUint(meta.GetResourceVersion(), 10, 64)
-	if err != nil {
-		t.Errorf("watch: resourceVersion %q: %v", meta.GetResourceVersion(), err)
-	}
-	got.rv = rv
-	l.mu.Lock()
-	l.events = append(l.events, got)
-	l.mu.Unlock()
-}
-
-func (l *routeLog) close() {
-	l.stop()
-	l.done.Wait()
-}
-
-// byRevision is the log in the order the one etcd wrote it: a
-// resourceVersion is its revision.
-func (l *routeLog) byRevision() []routeEvent {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := slices.Clone(l.events)
-	slices.SortFunc(out, func(a, b routeEvent) int { return int(a.rv) - int(b.rv) })
-	return out
-}
-
-// listed is the address the slice lists now, or "".
-func (l *routeLog) listed() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ev := range slices.Backward(l.events) {
-		if ev.isSlice {
-			return strings.Join(ev.addresses, ",")
-		}
-	}
-	return ""
-}
-
 // TestLeaderService hands over 100 times among three participants with
 // -leader-service (each leader shut down with SIGTERM, a new participant
 // started in its place), and checks every version of the EndpointSlice,
-// in etcd's order, against the lock:
-//   - it never lists two addresses;
-//   - it lists an address only while the lock is held by that address's
-//     participant;
-//   - the lock is never released while the slice lists the releasing
-//     leader: the address leaves first.
+// in etcd's order, against the lock (see routing.Check): it never lists
+// two addresses, lists an address only while its participant holds the
+// lock, and no longer lists a leader when the lock is released.
 //
 // It reports how long the Service had no endpoint at each handover,
 // beside how long the handover took (the lock released to the lock taken),
@@ -173,7 +50,11 @@ func (l *routeLog) listed() string {
 func TestLeaderService(t *testing.T) {
 	ns := env.Namespace(t)
 	createLeaderService(t, ns)
-	routes := watchRoutes(t, ns)
+	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(routes.Close)
 	w := newWatcher(t, std.gap())
 	ipOf := map[string]string{}
 	n := 0
@@ -187,7 +68,7 @@ func TestLeaderService(t *testing.T) {
 	waitListed := func(p *participant) {
 		t.Helper()
 		eventually(t, settle, func() error {
-			if got := routes.listed(); got != ipOf[p.id] {
+			if got := routes.Listed(); got != ipOf[p.id] {
 				return fmt.Errorf("the slice lists %q, want %s's %s", got, p.id, ipOf[p.id])
 			}
 			return nil
@@ -209,51 +90,108 @@ func TestLeaderService(t *testing.T) {
 		leader = w.waitLeader(settle, ps...)
 	}
 	waitListed(leader)
-	routes.close()
-	checkRoutes(t, routes.byRevision(), ipOf, rounds)
+	routes.Close()
+	r := routes.Check(ipOf)
+	for _, v := range r.Violations {
+		t.Error(v)
+	}
+	if len(r.Gaps) != rounds || len(r.Handovers) != rounds {
+		t.Errorf("saw %d gaps without an endpoint and %d handovers of the lock, want %d of each", len(r.Gaps), len(r.Handovers), rounds)
+	}
+	t.Logf("%d handovers: lock released to taken %s; slice without an endpoint %s", rounds, quantiles(r.Handovers), quantiles(r.Gaps))
 }
 
-// checkRoutes checks the slice against the lock, version by version, and
-// reports the gaps.
-func checkRoutes(t *testing.T, events []routeEvent, ipOf map[string]string, rounds int) {
-	t.Helper()
-	holder, listed := "", ""
-	var emptied, released time.Time
-	var gaps, handovers []time.Duration
-	for _, ev := range events {
-		if !ev.isSlice {
-			switch {
-			case ev.holder == holder:
-			case ev.holder == "":
-				if listed != "" {
-					t.Errorf("rv %d: the lock was released by %s while the slice still listed %s", ev.rv, holder, listed)
-				}
-				released = ev.at
-			case !released.IsZero():
-				handovers = append(handovers, ev.at.Sub(released))
-				released = time.Time{}
+// TestLeaderServiceRepair: the leader writes its slice back when someone
+// deletes it or lists another address, and follows a change of the
+// Service's ports, within a resync (the TTL) or so. A leader frozen past
+// its lease lists itself no more once it resumes: the next leader's
+// address stays. Every version is checked against the lock as in
+// TestLeaderService.
+func TestLeaderServiceRepair(t *testing.T) {
+	ns := env.Namespace(t)
+	createLeaderService(t, ns)
+	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(routes.Close)
+	w := newWatcher(t, std.gap())
+	ipOf := map[string]string{}
+	var ps []*participant
+	for i, id := range []string{"a", "b", "c"} {
+		ipOf[id] = fmt.Sprintf("10.2.0.%d", i+1)
+		ps = append(ps, w.start(id, adminKubeconfig, electionArgs(ns, std,
+			"-leader-service="+leaderServiceName, "-pod-name=pod-"+id, "-pod-ip="+ipOf[id])...))
+	}
+	endpointSlices := env.Client.DiscoveryV1().EndpointSlices(ns)
+	waitSlice := func(what string, ok func(*discoveryv1.EndpointSlice) bool) {
+		t.Helper()
+		eventually(t, std.ttl+settle/3, func() error {
+			s, err := endpointSlices.Get(ctxFor(t, apiTimeout), leaderServiceName, metav1.GetOptions{})
+			if err != nil {
+				return err
 			}
-			holder = ev.holder
-			continue
-		}
-		if len(ev.addresses) > 1 || ev.endpoints > 1 {
-			t.Errorf("rv %d: the slice lists %d endpoints, addresses %v", ev.rv, ev.endpoints, ev.addresses)
-		}
-		now := strings.Join(ev.addresses, ",")
-		if now != "" && now != ipOf[holder] {
-			t.Errorf("rv %d: the slice lists %s while the lock is held by %q (%s)", ev.rv, now, holder, ipOf[holder])
-		}
-		switch {
-		case now == "" && listed != "":
-			emptied = ev.at
-		case now != "" && listed == "" && !emptied.IsZero():
-			gaps = append(gaps, ev.at.Sub(emptied))
-			emptied = time.Time{}
-		}
-		listed = now
+			if !ok(s) {
+				return fmt.Errorf("want %s; the slice is %v", what, s.Endpoints)
+			}
+			return nil
+		})
 	}
-	if len(gaps) != rounds || len(handovers) != rounds {
-		t.Errorf("saw %d gaps without an endpoint and %d handovers of the lock, want %d of each", len(gaps), len(handovers), rounds)
+	lists := func(id string) func(*discoveryv1.EndpointSlice) bool {
+		return func(s *discoveryv1.EndpointSlice) bool {
+			return len(s.Endpoints) == 1 && strings.Join(s.Endpoints[0].Addresses, ",") == ipOf[id]
+		}
 	}
-	t.Logf("%d handovers: lock released to taken %s; slice without an endpoint %s", rounds, quantiles(handovers), quantiles(gaps))
+
+	leader := w.waitLeader(settle, ps...)
+	waitSlice(leader.id+" listed", lists(leader.id))
+
+	if err := endpointSlices.Delete(ctxFor(t, apiTimeout), leaderServiceName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSlice(leader.id+" listed again after the slice was deleted", lists(leader.id))
+
+	s, err := endpointSlices.Get(ctxFor(t, apiTimeout), leaderServiceName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Endpoints[0].Addresses = []string{"10.9.9.9"}
+	if _, err := endpointSlices.Update(ctxFor(t, apiTimeout), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSlice(leader.id+" listed again after another address was written", lists(leader.id))
+
+	svc, err := env.Client.CoreV1().Services(ns).Get(ctxFor(t, apiTimeout), leaderServiceName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Ports[0].TargetPort = intstr.FromInt32(8081)
+	if _, err := env.Client.CoreV1().Services(ns).Update(ctxFor(t, apiTimeout), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSlice("port http at 8081", func(s *discoveryv1.EndpointSlice) bool {
+		return lists(leader.id)(s) && len(s.Ports) == 2 && s.Ports[0].Port != nil && *s.Ports[0].Port == 8081
+	})
+
+	w.freeze(leader)
+	var rest []*participant
+	for _, p := range ps {
+		if p != leader {
+			rest = append(rest, p)
+		}
+	}
+	next := w.waitLeader(settle, rest...)
+	waitSlice(next.id+" listed while "+leader.id+" is frozen", lists(next.id))
+	leader.thaw(t)
+	// Its resync, and any write it had in flight, come within a TTL.
+	time.Sleep(std.ttl + std.retry)
+	waitSlice(next.id+" still listed once "+leader.id+" resumed", lists(next.id))
+
+	routes.Close()
+	for _, v := range routes.Check(ipOf).Violations {
+		if strings.Contains(v, "10.9.9.9") || strings.Contains(v, "deleted") {
+			continue // the test's own writes
+		}
+		t.Error(v)
+	}
 }
