@@ -125,6 +125,11 @@ func run(bin, baseline, probe string, footprintOnly bool, handovers, failovers i
 		if err != nil {
 			return err
 		}
+		routed, err := b.routing(handovers)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, routed...)
 		rows = append(rows, row{name: "elector binary, stripped", value: fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), goal: "< 16 MB", verdict: verdict(info.Size() < 16e6)})
 	}
 	rows = append(rows, footprint...)

@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 )
 
 // Event is one version of the Lease or of the EndpointSlice, as the watch
@@ -38,6 +40,9 @@ type Event struct {
 	Addresses []string
 	Endpoints int
 	Holder    string
+	// Deleted is the object's deletion: a Lease deleted is not released,
+	// and a slice deleted lists nothing.
+	Deleted bool
 }
 
 // Log is what a Watch received.
@@ -50,34 +55,75 @@ type Log struct {
 }
 
 // Watch watches the EndpointSlice service and the Lease lease in ns until
-// Close.
+// Close, from the state they are in now. A watch the API server ends (it
+// restarted, say) is started again from the last version received, so
+// none is missed.
 func Watch(ctx context.Context, client kubernetes.Interface, ns, service, lease string) (*Log, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &Log{stop: cancel}
-	sliceWatch, err := client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, byName(service))
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	leaseWatch, err := client.CoordinationV1().Leases(ns).Watch(ctx, byName(lease))
-	if err != nil {
-		sliceWatch.Stop()
-		cancel()
-		return nil, err
-	}
-	for _, w := range []watch.Interface{sliceWatch, leaseWatch} {
+	slices := client.DiscoveryV1().EndpointSlices(ns)
+	leases := client.CoordinationV1().Leases(ns)
+	watches := []struct {
+		list  func(context.Context, metav1.ListOptions) (string, error)
+		watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
+	}{{
+		list: func(ctx context.Context, o metav1.ListOptions) (string, error) {
+			got, err := slices.List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, s := range got.Items {
+				l.add(watch.Event{Type: watch.Added, Object: &s})
+			}
+			return got.ResourceVersion, nil
+		},
+		watch: slices.Watch,
+	}, {
+		list: func(ctx context.Context, o metav1.ListOptions) (string, error) {
+			got, err := leases.List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, le := range got.Items {
+				l.add(watch.Event{Type: watch.Added, Object: &le})
+			}
+			return got.ResourceVersion, nil
+		},
+		watch: leases.Watch,
+	}}
+	for i, w := range watches {
+		name := []string{service, lease}[i]
+		rv, err := w.list(ctx, byName(name))
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		rw, err := watchtools.NewRetryWatcherWithContext(ctx, rv, &cache.ListWatch{
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = byName(name).FieldSelector
+				return w.watch(ctx, o)
+			},
+		})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
 		l.done.Go(func() {
-			defer w.Stop()
+			defer rw.Stop()
 			for {
 				select {
 				case <-ctx.Done():
 					return
-				case ev, ok := <-w.ResultChan():
+				case ev, ok := <-rw.ResultChan():
 					if !ok {
 						if ctx.Err() == nil {
-							l.fail("a watch closed before it was stopped")
+							l.fail("the watch of %s ended before it was stopped", name)
 						}
 						return
+					}
+					if ev.Type == watch.Error {
+						l.fail("the watch of %s: %v", name, ev.Object)
+						continue
 					}
 					l.add(ev)
 				}
@@ -117,7 +163,7 @@ func (l *Log) add(ev watch.Event) {
 		return
 	}
 	if ev.Type == watch.Deleted {
-		l.fail("watch: %T %s deleted", ev.Object, meta.GetName())
+		got.Deleted, got.Holder, got.Addresses, got.Endpoints = true, "", nil, 0
 	}
 	rv, err := strconv.ParseUint(meta.GetResourceVersion(), 10, 64)
 	if err != nil {
@@ -172,6 +218,8 @@ func (l *Log) Check(ipOf map[string]string) Result {
 	for _, ev := range events {
 		if !ev.Slice {
 			switch {
+			case ev.Deleted:
+				released = time.Time{}
 			case ev.Holder == holder:
 			case ev.Holder == "":
 				if listed != "" {
@@ -193,6 +241,8 @@ func (l *Log) Check(ipOf map[string]string) Result {
 			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s while the lock is held by %q (%s)", ev.RV, now, holder, ipOf[holder]))
 		}
 		switch {
+		case ev.Deleted:
+			emptied = time.Time{}
 		case now == "" && listed != "":
 			emptied = ev.At
 		case now != "" && listed == "" && !emptied.IsZero():

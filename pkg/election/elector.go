@@ -843,12 +843,15 @@ func (e *Elector) release(reason string, shutdown bool) {
 	// beside it: the next leader writes its own as soon as it has the
 	// lock, and two pods must not carry the leader label, nor the Service
 	// send to a pod that no longer leads. They get half the time, side by
-	// side; what fails is replaced by the next leader: it demotes this pod
-	// before promoting its own, and writes its address over this one's.
+	// side. A label that fails is the next leader's to fix: it demotes
+	// this pod before promoting its own. An address that fails to leave
+	// keeps the lock: the release would hand over to a new leader while
+	// the Service sends to this pod.
 	wctx, wcancel := context.WithTimeout(ctx, releaseTimeout/2)
 	var before sync.WaitGroup
+	var withdrawn error
 	if e.service != nil {
-		before.Go(func() { e.service.withdrawNow(wctx) })
+		before.Go(func() { withdrawn = e.service.withdrawNow(wctx) })
 	}
 	switch {
 	case e.labels != nil && e.cfg.PodLabel != "":
@@ -860,6 +863,12 @@ func (e *Elector) release(reason string, shutdown bool) {
 	}
 	before.Wait()
 	wcancel()
+	if withdrawn != nil {
+		// Released, the lock would let the next leader in while the
+		// Service still sends to this pod.
+		e.log.Error(withdrawn, "not releasing the lock: the Service still lists this pod; the others take over when the lease expires, and the next leader replaces the address")
+		return
+	}
 	now := recordTime(time.Now())
 	rec := Record{
 		// A holder-less record with a one-second lease: what client-go
@@ -884,7 +893,10 @@ func (e *Elector) release(reason string, shutdown bool) {
 		returning = false
 		_, err = e.lock.update(ctx, mine, rec, epoch)
 	}
-	if apierrors.IsConflict(err) {
+	// A follower naming itself successor writes the lock too: each such
+	// write between this leader's last and its release is read and
+	// released over, for as long as the release may take.
+	for apierrors.IsConflict(err) && ctx.Err() == nil {
 		var got *observation
 		if got, err = e.lock.get(ctx); err == nil {
 			e.mu.Lock()

@@ -33,9 +33,11 @@ import (
 // beside the address refuses the same out of order, where one is known.
 //
 // A leader that releases the lock removes its address first (withdrawNow),
-// so the Service sends nothing to a pod that no longer leads; one that
-// loses the lock removes it when it can, unless the next leader has
-// replaced it already. A leader is written in as soon as it leads, so the
+// so the Service sends nothing to a pod that no longer leads, and releases
+// nothing if it cannot: the others then take over when its lease runs out,
+// and the next leader's address replaces its own. One that loses the lock
+// removes its address when it can, unless the next leader has replaced it
+// already. A leader is written in as soon as it leads, so the
 // Service has no endpoint for the time of a handover, and never two.
 type leaderService struct {
 	discovery rest.Interface
@@ -90,12 +92,11 @@ func (s *leaderService) set(want bool) {
 }
 
 // withdrawNow removes this pod's address before it returns, or gives up
-// when ctx ends: a releasing leader calls it before the release.
-func (s *leaderService) withdrawNow(ctx context.Context) {
+// when ctx ends: a releasing leader calls it before the release, and
+// releases nothing if it fails.
+func (s *leaderService) withdrawNow(ctx context.Context) error {
 	s.set(false)
-	if err := s.sync(ctx); err != nil {
-		s.log.Error(err, "could not remove the pod's address from the Service before releasing the lock; the next leader replaces it")
-	}
+	return s.sync(ctx)
 }
 
 // run writes what is wanted until ctx is done, retrying failures with a
