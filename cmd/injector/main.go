@@ -127,7 +127,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.certManagement, "cert-management", certsSelf, "Who makes the webhook's certificate: self (a CA and serving certificate in -cert-secret, rotated before expiry, the CA written into the webhook configuration) or external (mounted into -cert-dir by, for example, cert-manager).")
 	fs.StringVar(&o.certSecret, "cert-secret", "k8s-elector-injector-cert", "With -cert-management=self, the Secret in -namespace holding the CA and serving certificate; mount it at -cert-dir.")
 	fs.StringVar(&o.certDNSNames, "cert-dns-names", "", "With -cert-management=self, extra comma-separated DNS names for the serving certificate, beside the Service's.")
-	fs.StringVar(&o.webhookConfig, "webhook-configuration", "k8s-elector-injector", "The MutatingWebhookConfiguration whose caBundle -cert-management=self fills.")
+	fs.StringVar(&o.webhookConfig, "webhook-configuration", "k8s-elector-injector", "The MutatingWebhookConfiguration, and the ValidatingWebhookConfiguration of the same name, whose caBundle -cert-management=self fills.")
 	fs.StringVar(&o.webhookService, "webhook-service", "k8s-elector-injector", "The webhook's Service in -namespace, named in the serving certificate.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "The address of the metrics endpoint; 0 to disable it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "The address of /healthz and /readyz.")

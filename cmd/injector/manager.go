@@ -39,6 +39,11 @@ import (
 // MutatingWebhookConfiguration in config/webhook names it.
 const WebhookPath = "/mutate-v1-pod"
 
+// EndpointSlicePath is where the webhook server serves the check of
+// electors' EndpointSlice writes (-leader-service); the
+// ValidatingWebhookConfiguration in config/webhook names it.
+const EndpointSlicePath = "/validate-endpointslice"
+
 // nativeSidecarsSince is the first Kubernetes version with native sidecars
 // on by default.
 var nativeSidecarsSince = utilversion.MustParseGeneric("1.29.0")
@@ -102,6 +107,19 @@ func (o *options) run(ctx context.Context) error {
 	// Behind a size check: a review too large to decode is denied with its
 	// cause, instead of an answer the API server cannot match to the pod.
 	srv.Register(WebhookPath, webhook.NewHTTPHandler(handler))
+	// An EndpointSlice is small (at most 1000 endpoints): controller-runtime's
+	// own size limit is enough.
+	srv.Register(EndpointSlicePath, &crwebhook.Admission{Handler: &webhook.EndpointSliceHandler{
+		Cache: mgr.GetCache(),
+		Live:  mgr.GetAPIReader(),
+	}})
+	// The EndpointSlice webhook reads pods from the cache on every replica,
+	// not only on the leader, whose reconciler's watch would start the pod
+	// informer otherwise: started now, it has synced before a replica serves
+	// (a replica whose cache has not, reads live).
+	if _, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}); err != nil {
+		return fmt.Errorf("setting up the pod cache: %w", err)
+	}
 	if err := mgr.Add(afterReady{ready: ready, srv: srv}); err != nil {
 		return err
 	}
@@ -188,8 +206,9 @@ func (o *options) nativeSidecars(cfg *rest.Config) (bool, error) {
 
 // addRotator keeps a CA and serving certificate in the Secret -cert-secret:
 // made when missing, renewed before expiry, its CA written into the webhook
-// configuration. The Secret is mounted at -cert-dir by the Deployment; the
-// kubelet brings each new certificate to every replica.
+// configurations of the name -webhook-configuration, mutating (injection)
+// and validating (EndpointSlices). The Secret is mounted at -cert-dir by the
+// Deployment; the kubelet brings each new certificate to every replica.
 func (o *options) addRotator(ctx context.Context, mgr manager.Manager, ready chan struct{}) error {
 	if err := ensureSecret(ctx, mgr.GetConfig(), o.namespace, o.certSecret); err != nil {
 		return err
@@ -209,7 +228,10 @@ func (o *options) addRotator(ctx context.Context, mgr manager.Manager, ready cha
 		DNSName:        o.webhookService + "." + o.namespace + ".svc",
 		ExtraDNSNames:  names,
 		IsReady:        ready,
-		Webhooks:       []rotator.WebhookInfo{{Name: o.webhookConfig, Type: rotator.Mutating}},
+		Webhooks: []rotator.WebhookInfo{
+			{Name: o.webhookConfig, Type: rotator.Mutating},
+			{Name: o.webhookConfig, Type: rotator.Validating},
+		},
 		// Every replica rotates, so that every replica becomes ready; they
 		// agree through the Secret's resourceVersion.
 		RequireLeaderElection:  false,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -105,10 +106,16 @@ func Kubeconfig(cfg *rest.Config, token string) ([]byte, error) {
 // LocalInjector splits config/default's rendered objects for an injector
 // run as a local process instead of as pods: it returns the objects to
 // apply (without the injector's Deployment, Service and
-// PodDisruptionBudget, and with every webhook pointed at webhookURL), and
-// the injector container's args from the Deployment, so the local process
-// runs with the flags a cluster would give it.
+// PodDisruptionBudget, and with every webhook, mutating and validating,
+// pointed at webhookURL's server, each at the path its Service reference
+// names: the injection at /mutate-v1-pod, the EndpointSlice check at its
+// own), and the injector container's args from the Deployment, so the
+// local process runs with the flags a cluster would give it.
 func LocalInjector(objs []*unstructured.Unstructured, webhookURL string) ([]*unstructured.Unstructured, []string, error) {
+	base, err := url.Parse(webhookURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("webhook URL %q: %w", webhookURL, err)
+	}
 	var keep []*unstructured.Unstructured
 	var args []string
 	for _, o := range objs {
@@ -124,13 +131,18 @@ func LocalInjector(objs []*unstructured.Unstructured, webhookURL string) ([]*uns
 			continue
 		case "Service", "PodDisruptionBudget":
 			continue
-		case "MutatingWebhookConfiguration":
+		case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration":
 			hooks, _, err := unstructured.NestedSlice(o.Object, "webhooks")
 			if err != nil {
 				return nil, nil, err
 			}
 			for _, h := range hooks {
-				h.(map[string]any)["clientConfig"] = map[string]any{"url": webhookURL}
+				hook := h.(map[string]any)
+				u := *base
+				if path, ok, _ := unstructured.NestedString(hook, "clientConfig", "service", "path"); ok {
+					u.Path = path
+				}
+				hook["clientConfig"] = map[string]any{"url": u.String()}
 			}
 			if err := unstructured.SetNestedSlice(o.Object, hooks, "webhooks"); err != nil {
 				return nil, nil, err

@@ -28,8 +28,11 @@ func CacheByObject() map[client.Object]cache.ByObject {
 // trimPod keeps of a cached pod only what the reconciler reads (its
 // service account, its elector container's name and args, whether it has
 // ended, the injected label), what OutdatedPods reads (the annotations of
-// keptAnnotations), and the identity the cache needs: a pod's spec and
-// status are most of its size, and a large cluster has many injected pods.
+// keptAnnotations), what the EndpointSlice webhook checks a leader's
+// address against (its IPs, node and host network: see
+// webhook.ReviewEndpointSlice), and the identity the cache needs: a pod's
+// spec and status are most of its size, and a large cluster has many
+// injected pods.
 func trimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -46,8 +49,12 @@ func trimPod(obj any) (any, error) {
 			// The one label the reconciler lists by.
 			Labels: map[string]string{webhook.LabelInjected: pod.Labels[webhook.LabelInjected]},
 		},
-		Spec:   corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: pod.Spec.ServiceAccountName,
+			NodeName:           pod.Spec.NodeName,
+			HostNetwork:        pod.Spec.HostNetwork,
+		},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIPs: pod.Status.PodIPs},
 	}
 	for _, k := range keptAnnotations {
 		if v, ok := pod.Annotations[k]; ok {

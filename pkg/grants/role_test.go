@@ -1,12 +1,16 @@
 package grants
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -258,8 +262,14 @@ func TestNames(t *testing.T) {
 // outdated or not as whole ones do, and drop the rest.
 func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 	for _, native := range []bool{true, false} {
-		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role")
+		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role", "-leader-service=a-leader")
+		pod.UID = "uid-p"
+		pod.Namespace = "ns"
+		pod.Spec.NodeName = "node-a"
 		pod.Status.Phase = corev1.PodRunning
+		pod.Status.PodIP = "10.1.2.3"
+		pod.Status.PodIPs = []corev1.PodIP{{IP: "10.1.2.3"}, {IP: "fd00::3"}}
+		pod.Status.HostIP = "192.0.2.1"
 		pod.Labels = map[string]string{webhook.LabelInjected: "true", "app": "x"}
 		marks := map[string]string{
 			webhook.AnnotationStatus:          webhook.StatusInjected,
@@ -292,6 +302,17 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 		if diff := cmp.Diff(marks, trimmed.Annotations); diff != "" {
 			t.Errorf("annotations of the trimmed pod (-want +got):\n%s", diff)
 		}
+		// The EndpointSlice webhook decides on the trimmed pod as on the
+		// whole one, for the pod's own address and for another.
+		for _, addr := range []string{"10.1.2.3", "fd00::3", "10.1.2.4", "192.0.2.1"} {
+			wholeErr, trimmedErr := reviewLeaderSlice(&pod, addr), reviewLeaderSlice(trimmed, addr)
+			if fmt.Sprint(wholeErr) != fmt.Sprint(trimmedErr) {
+				t.Errorf("the webhook decides %s otherwise on the trimmed pod: %v, on the whole one: %v", addr, trimmedErr, wholeErr)
+			}
+			if allowed := wholeErr == nil; allowed != (addr == "10.1.2.3" || addr == "fd00::3") {
+				t.Errorf("the webhook decides %s: %v", addr, wholeErr)
+			}
+		}
 		if !counted(trimmed) || outdated(trimmed, testVersion, testImage) != outdated(&pod, testVersion, testImage) {
 			t.Errorf("the trimmed pod is not counted as the whole one: counted %v, outdated %v, whole %v",
 				counted(trimmed), outdated(trimmed, testVersion, testImage), outdated(&pod, testVersion, testImage))
@@ -311,4 +332,31 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 	if a := out.(*corev1.Pod).Annotations; a != nil {
 		t.Errorf("trimPod kept annotations of a pod without marks: %v", a)
 	}
+}
+
+// reviewLeaderSlice is the EndpointSlice webhook's decision on pod writing
+// addr into the slice of its -leader-service, a-leader.
+func reviewLeaderSlice(pod *corev1.Pod, addr string) error {
+	family := discoveryv1.AddressTypeIPv4
+	if strings.Contains(addr, ":") {
+		family = discoveryv1.AddressTypeIPv6
+	}
+	w := webhook.SliceWrite{
+		Operation: admissionv1.Create,
+		Namespace: "ns",
+		User: authenticationv1.UserInfo{Username: "system:serviceaccount:ns:app", Extra: map[string]authenticationv1.ExtraValue{
+			webhook.ExtraPodName: {pod.Name}, webhook.ExtraPodUID: {string(pod.UID)},
+		}},
+		Slice: &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "a-leader", Labels: map[string]string{election.LabelServiceName: "a-leader", election.LabelManagedBy: election.ManagedByElector}},
+			AddressType: family,
+			Endpoints: []discoveryv1.Endpoint{{
+				Addresses: []string{addr},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "ns", Name: pod.Name},
+				NodeName:  &pod.Spec.NodeName,
+			}},
+		},
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "a-leader", Annotations: map[string]string{election.AnnotationElection: "a"}}}
+	return webhook.ReviewEndpointSlice(w, pod, svc)
 }

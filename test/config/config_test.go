@@ -43,7 +43,7 @@ func TestKustomizations(t *testing.T) {
 		dir   string
 		kinds []string // kinds it must contain
 	}{
-		{"config/default", []string{"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
+		{"config/default", []string{"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"config/policy", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"config/samples/injected", []string{"Deployment", "Service"}},
 		{"config/samples/standalone", []string{"Deployment", "ServiceAccount", "Role", "RoleBinding"}},
@@ -92,6 +92,21 @@ func TestCertManagerComponent(t *testing.T) {
 	for _, o := range decode(t, out) {
 		if !strings.HasPrefix(o.GetAPIVersion(), "cert-manager.io/") {
 			objs = append(objs, o)
+		}
+	}
+	// Its CA injector fills both webhook configurations.
+	for _, kind := range []string{"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} {
+		found := false
+		for _, o := range objs {
+			if o.GetKind() == kind {
+				found = true
+				if got := o.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != "k8s-elector-system/k8s-elector-injector-cert" {
+					t.Errorf("with config/certmanager, %s %s has inject-ca-from %q", kind, o.GetName(), got)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("with config/certmanager, no %s", kind)
 		}
 	}
 	// cert-manager writes the Secret: the injector keeps no Secret right.
@@ -188,6 +203,6 @@ func dryRun(t *testing.T, objs []*unstructured.Unstructured, fallbackNS string) 
 
 // clusterScoped are the kinds in config/ that have no namespace.
 var clusterScoped = map[string]bool{
-	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "MutatingWebhookConfiguration": true,
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true, "MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true,
 	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }

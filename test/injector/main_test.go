@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -156,20 +157,34 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// shippedWebhookConfiguration reads config/webhook/manifests.yaml.
+// shippedWebhookConfiguration reads the MutatingWebhookConfiguration of
+// config/webhook/manifests.yaml. Its ValidatingWebhookConfiguration, for
+// electors' EndpointSlices, is not installed here: test/attack runs it.
 func shippedWebhookConfiguration() (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
 	raw, err := os.ReadFile("../../config/webhook/manifests.yaml")
 	if err != nil {
 		return nil, err
 	}
-	whc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.Unmarshal(raw, whc); err != nil {
-		return nil, fmt.Errorf("config/webhook/manifests.yaml: %w", err)
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); errors.Is(err, io.EOF) {
+			return nil, errors.New("config/webhook/manifests.yaml: no MutatingWebhookConfiguration")
+		} else if err != nil {
+			return nil, fmt.Errorf("config/webhook/manifests.yaml: %w", err)
+		}
+		if obj.GetKind() != "MutatingWebhookConfiguration" {
+			continue
+		}
+		whc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, whc); err != nil {
+			return nil, fmt.Errorf("config/webhook/manifests.yaml: %w", err)
+		}
+		if len(whc.Webhooks) != 1 || whc.Webhooks[0].ClientConfig.Service == nil || whc.Webhooks[0].ClientConfig.Service.Path == nil {
+			return nil, errors.New("config/webhook/manifests.yaml: want one mutating webhook with a service path")
+		}
+		return whc, nil
 	}
-	if len(whc.Webhooks) != 1 || whc.Webhooks[0].ClientConfig.Service == nil || whc.Webhooks[0].ClientConfig.Service.Path == nil {
-		return nil, errors.New("config/webhook/manifests.yaml: want one webhook with a service path")
-	}
-	return whc, nil
 }
 
 func startManager(ctx context.Context, path string) (<-chan error, error) {
