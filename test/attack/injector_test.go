@@ -14,6 +14,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,8 +35,8 @@ var byEscalation = refusal{
 // TestInjectorTokenIsNoMasterKey: the injector's token is the most
 // valuable one the product adds (it runs in every cluster, with rights in
 // every namespace). Stolen, it must not rewrite pods, read Secrets, take
-// Leases, rewrite the kubernetes Service's Endpoints, or hand its rights
-// on to another account; its own work (its leader Lease, its certificate
+// Leases, rewrite the kubernetes Service's Endpoints or any Service's
+// EndpointSlices, or hand its rights on to another account; its own work (its leader Lease, its certificate
 // Secret, the grants) must still go through.
 func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 	a := newApp(t)
@@ -52,9 +53,13 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The API server keeps the kubernetes Service's Endpoints itself.
+	// The API server keeps the kubernetes Service's Endpoints and
+	// EndpointSlice itself.
 	eventually(t, 30*time.Second, func() error {
-		_, err := env.Client.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if _, err := env.Client.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err != nil {
+			return err
+		}
+		_, err := env.Client.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
 		return err
 	})
 	inj := injectorClient(t)
@@ -104,6 +109,26 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			_, err = inj.CoreV1().Endpoints("default").Update(ctx, ep, metav1.UpdateOptions{})
 			return err
 		}, []refusal{byRBAC("update", "endpoints"), anyPolicy}},
+		{"routes an app's Service with an EndpointSlice", func() error {
+			s := &discoveryv1.EndpointSlice{
+				ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{
+					"kubernetes.io/service-name": "web", "endpointslice.kubernetes.io/managed-by": "attacker.example.com",
+				}},
+				AddressType: discoveryv1.AddressTypeIPv4,
+				Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.66"}}},
+			}
+			_, err := inj.DiscoveryV1().EndpointSlices(a.ns).Create(ctx, s, metav1.CreateOptions{})
+			return err
+		}, []refusal{anyPolicy}},
+		{"rewrites default/kubernetes EndpointSlice", func() error {
+			s, err := env.Client.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			s.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.66"}}}
+			_, err = inj.DiscoveryV1().EndpointSlices("default").Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		}, []refusal{anyPolicy}},
 		{"reads a kube-system Secret", func() error {
 			_, err := inj.CoreV1().Secrets("kube-system").Get(ctx, "attack-target-"+a.ns, metav1.GetOptions{})
 			return err

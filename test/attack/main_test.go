@@ -37,8 +37,10 @@ import (
 const (
 	injectorNamespace = "k8s-elector-system"
 	injectorAccount   = "k8s-elector-injector"
-	// webhookName is the one webhook of config/webhook.
+	// webhookName is the injection webhook of config/webhook.
 	webhookName = "inject.elector.vapor.io"
+	// sliceWebhookName is its check of electors' EndpointSlice writes.
+	sliceWebhookName = "endpointslice.elector.vapor.io"
 )
 
 var (

@@ -63,11 +63,21 @@ func byPolicy(policy string) refusal {
 // (403 for a pod it refuses, 413 for one too large to review); the API
 // server's prefix says the webhook answered, rather than failed to.
 func byWebhook(words ...string) refusal {
+	return byWebhookNamed(webhookName, words...)
+}
+
+// bySliceWebhook is the injector's refusal of an EndpointSlice write,
+// whose message contains every one of words.
+func bySliceWebhook(words ...string) refusal {
+	return byWebhookNamed(sliceWebhookName, words...)
+}
+
+func byWebhookNamed(webhook string, words ...string) refusal {
 	return refusal{
-		name: fmt.Sprintf("the injector's webhook (naming %q)", words),
+		name: fmt.Sprintf("the injector's webhook %s (naming %q)", webhook, words),
 		match: func(err error) bool {
 			var status apierrors.APIStatus
-			if !errors.As(err, &status) || !strings.Contains(err.Error(), fmt.Sprintf("admission webhook %q denied the request", webhookName)) {
+			if !errors.As(err, &status) || !strings.Contains(err.Error(), fmt.Sprintf("admission webhook %q denied the request", webhook)) {
 				return false
 			}
 			for _, w := range words {
