@@ -5,7 +5,11 @@
 // lock deleted or garbled by an admin, fresh joiners with and without the
 // watch right. A checker polls every participant's GET / every few
 // milliseconds and fails the run if two participants of one election ever
-// say is_leader=true at the same moment. It prints a table of the faults,
+// say is_leader=true at the same moment. The electors of Lease elections
+// also keep a Service's endpoints (-leader-service), and every version of
+// its EndpointSlice is checked against the lock (see internal/routing):
+// never two addresses, none of a participant not holding the lock, and
+// the leader's gone before it releases. It prints a table of the faults,
 // their failover times against the elector's bounds, and the load on the
 // API server. Run it with `make chaos`.
 //
@@ -37,6 +41,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/internal/routing"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -228,6 +233,15 @@ func run(o options) int {
 			fmt.Fprintln(os.Stderr, "chaos:", err)
 			return 1
 		}
+		if es.routed() {
+			// The env's client, without the admin's short timeout: the
+			// watch runs all along, and resumes after API-server faults.
+			if es.routes, err = routing.Watch(ctx, cp.env.Client, es.namespace, es.name, es.name); err != nil {
+				fmt.Fprintln(os.Stderr, "chaos:", err)
+				return 1
+			}
+			defer es.routes.Close()
+		}
 		h.elections = append(h.elections, es)
 		for range spec.size {
 			if _, err := h.join(ctx, es, rng.IntN(4) == 0); err != nil {
@@ -286,6 +300,7 @@ func run(o options) int {
 	}
 	h.print(os.Stdout, o, elapsed, len(found), len(early))
 	problems := append(append([]string(nil), h.errs...), h.chk.problems...)
+	problems = append(problems, h.checkRoutes(os.Stdout)...)
 	for _, kind := range h.short(o.minPerKind) {
 		problems = append(problems, fmt.Sprintf("%s injected %d times, fewer than -min-per-kind=%d", kind, h.faults[kind], o.minPerKind))
 	}

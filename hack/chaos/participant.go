@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/internal/routing"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -45,10 +46,20 @@ type electionState struct {
 	// tokens are the two accounts' tokens: with and without watch.
 	token, noWatchToken string
 
+	// routes watches the Service its electors keep with -leader-service,
+	// on Lease elections (see routing.Watch); nil on the others. ipOf
+	// maps each participant to the pod IP it lists.
+	routes *routing.Log
+
 	mu      sync.Mutex
 	members []*participant
 	joined  int
+	ipOf    map[string]string
 }
+
+// routed reports whether the election's electors keep a Service's
+// endpoints: on Leases, which internal/routing reads.
+func (s electionSpec) routed() bool { return s.lock == election.LockLeases }
 
 // setupElection makes the election's namespace and its two service
 // accounts: "elector", with every right the elector uses on its lock, and
@@ -63,7 +74,16 @@ func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electi
 	if spec.lock == election.LockLeases {
 		group = "coordination.k8s.io"
 	}
-	es := &electionState{electionSpec: spec}
+	es := &electionState{electionSpec: spec, ipOf: map[string]string{}}
+	if spec.routed() {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: spec.name, Namespace: spec.namespace, Annotations: map[string]string{election.AnnotationElection: spec.name}},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+		}
+		if _, err := admin.CoreV1().Services(spec.namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			return nil, fmt.Errorf("service %s/%s: %w", spec.namespace, spec.name, err)
+		}
+	}
 	for _, account := range []struct {
 		name  string
 		verbs []string
@@ -76,6 +96,13 @@ func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electi
 			{APIGroups: []string{group}, Resources: []string{string(spec.lock)}, ResourceNames: []string{spec.name}, Verbs: account.verbs},
 			{APIGroups: []string{group}, Resources: []string{string(spec.lock)}, Verbs: []string{"create"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
+		}
+		if spec.routed() {
+			rules = append(rules,
+				rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{spec.name}, Verbs: []string{"get"}},
+				rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, ResourceNames: []string{spec.name}, Verbs: []string{"get", "update"}},
+				rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}},
+			)
 		}
 		meta := metav1.ObjectMeta{Name: account.name, Namespace: spec.namespace}
 		if _, err := admin.CoreV1().ServiceAccounts(spec.namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, metav1.CreateOptions{}); err != nil {
@@ -145,11 +172,17 @@ var listening = regexp.MustCompile(`msg="serving leader state".*address=(\S+)`)
 func startParticipant(ctx context.Context, bin, logDir string, cp *cluster, es *electionState, noWatch bool) (*participant, error) {
 	es.mu.Lock()
 	es.joined++
-	id := fmt.Sprintf("%s-%d", es.name, es.joined)
-	es.mu.Unlock()
+	n := es.joined
+	id := fmt.Sprintf("%s-%d", es.name, n)
 	if noWatch {
 		id += "-nowatch"
 	}
+	var routed []string
+	if es.routed() {
+		es.ipOf[id] = fmt.Sprintf("10.%d.%d.%d", 100+len(es.name)%100, n/250, n%250+1)
+		routed = []string{"-leader-service=" + es.name, "-pod-name=" + id, "-pod-ip=" + es.ipOf[id]}
+	}
+	es.mu.Unlock()
 	r, err := newRelay(cp.host)
 	if err != nil {
 		return nil, err
@@ -176,9 +209,9 @@ func startParticipant(ctx context.Context, bin, logDir string, cp *cluster, es *
 		r.Close()
 		return nil, err
 	}
-	p.cmd = exec.Command(bin,
-		"-election="+es.name, "-namespace="+es.namespace, "-lock-type="+string(es.lock),
-		"-ttl="+es.ttl.String(), "-id="+id, "-kubeconfig="+kubeconfig, "-http=127.0.0.1:0", "-v=1")
+	p.cmd = exec.Command(bin, append([]string{
+		"-election=" + es.name, "-namespace=" + es.namespace, "-lock-type=" + string(es.lock),
+		"-ttl=" + es.ttl.String(), "-id=" + id, "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-v=1"}, routed...)...)
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()

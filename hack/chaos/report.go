@@ -139,3 +139,37 @@ func dur(d time.Duration) string {
 	}
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
+
+// checkRoutes checks the routed elections' EndpointSlices against their
+// locks (see routing.Check), prints a table of the time the Service had
+// no endpoint at the graceful handovers, and returns what broke a rule.
+func (h *harness) checkRoutes(out io.Writer) []string {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	defer w.Flush()
+	var problems []string
+	fmt.Fprintln(w, "ROUTED ELECTION\tRELEASED TO TAKEN (median / max, count)\tWITHOUT AN ENDPOINT, EACH TIME (median / max, count)\tTWO ADDRESSES, OR ONE NOT HOLDING THE LOCK")
+	for _, es := range h.elections {
+		if es.routes == nil {
+			continue
+		}
+		es.mu.Lock()
+		ipOf := maps.Clone(es.ipOf)
+		es.mu.Unlock()
+		r := es.routes.Check(ipOf)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", es.name, medianMax(r.Handovers), medianMax(r.Gaps), len(r.Violations))
+		for _, v := range r.Violations {
+			problems = append(problems, "routing in "+es.name+": "+v)
+		}
+	}
+	fmt.Fprintln(w)
+	return problems
+}
+
+func medianMax(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("%s / %s (%d)", s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
+}

@@ -19,12 +19,15 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
 // Event is one version of the Lease or of the EndpointSlice, as the watch
@@ -39,10 +42,15 @@ type Event struct {
 	Slice     bool
 	Addresses []string
 	Endpoints int
-	Holder    string
+	// Epoch is the slice's elector.vapor.io/epoch, 0 for none.
+	Epoch  uint64
+	Holder string
 	// Deleted is the object's deletion: a Lease deleted is not released,
 	// and a slice deleted lists nothing.
 	Deleted bool
+	// Resync is the object as read again after its watch lost track: what
+	// happened since the event before is unknown.
+	Resync bool
 }
 
 // Log is what a Watch received.
@@ -55,82 +63,144 @@ type Log struct {
 }
 
 // Watch watches the EndpointSlice service and the Lease lease in ns until
-// Close, from the state they are in now. A watch the API server ends (it
-// restarted, say) is started again from the last version received, so
-// none is missed.
+// Close, from the state they are in now. A watch the API server ends is
+// started again from the last version received, so that none is missed;
+// when that version is gone from the API server's history (it restarted,
+// say), the object is read again, and the log notes the resync: what
+// happened in between is unknown to Check.
 func Watch(ctx context.Context, client kubernetes.Interface, ns, service, lease string) (*Log, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &Log{stop: cancel}
-	slices := client.DiscoveryV1().EndpointSlices(ns)
+	endpointSlices := client.DiscoveryV1().EndpointSlices(ns)
 	leases := client.CoordinationV1().Leases(ns)
-	watches := []struct {
-		list  func(context.Context, metav1.ListOptions) (string, error)
-		watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
-	}{{
-		list: func(ctx context.Context, o metav1.ListOptions) (string, error) {
-			got, err := slices.List(ctx, o)
+	objects := []*follower{{
+		name:  service,
+		watch: endpointSlices.Watch,
+		list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
+			got, err := endpointSlices.List(ctx, o)
 			if err != nil {
-				return "", err
+				return nil, "", err
 			}
-			for _, s := range got.Items {
-				l.add(watch.Event{Type: watch.Added, Object: &s})
+			var out []runtime.Object
+			for i := range got.Items {
+				out = append(out, &got.Items[i])
 			}
-			return got.ResourceVersion, nil
+			return out, got.ResourceVersion, nil
 		},
-		watch: slices.Watch,
+		absent: &discoveryv1.EndpointSlice{},
 	}, {
-		list: func(ctx context.Context, o metav1.ListOptions) (string, error) {
+		name:  lease,
+		watch: leases.Watch,
+		list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
 			got, err := leases.List(ctx, o)
 			if err != nil {
-				return "", err
+				return nil, "", err
 			}
-			for _, le := range got.Items {
-				l.add(watch.Event{Type: watch.Added, Object: &le})
+			var out []runtime.Object
+			for i := range got.Items {
+				out = append(out, &got.Items[i])
 			}
-			return got.ResourceVersion, nil
+			return out, got.ResourceVersion, nil
 		},
-		watch: leases.Watch,
+		absent: &coordinationv1.Lease{},
 	}}
-	for i, w := range watches {
-		name := []string{service, lease}[i]
-		rv, err := w.list(ctx, byName(name))
+	for _, f := range objects {
+		rv, err := f.resync(ctx, l)
 		if err != nil {
 			cancel()
 			return nil, err
 		}
-		rw, err := watchtools.NewRetryWatcherWithContext(ctx, rv, &cache.ListWatch{
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				o.FieldSelector = byName(name).FieldSelector
-				return w.watch(ctx, o)
-			},
-		})
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		l.done.Go(func() {
-			defer rw.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-rw.ResultChan():
-					if !ok {
-						if ctx.Err() == nil {
-							l.fail("the watch of %s ended before it was stopped", name)
-						}
-						return
-					}
-					if ev.Type == watch.Error {
-						l.fail("the watch of %s: %v", name, ev.Object)
-						continue
-					}
-					l.add(ev)
-				}
-			}
-		})
+		l.done.Go(func() { f.follow(ctx, l, rv) })
 	}
 	return l, nil
+}
+
+// follower follows one object.
+type follower struct {
+	name  string
+	list  func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error)
+	watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
+	// absent stands for the object when it does not exist.
+	absent runtime.Object
+}
+
+// resync reads the object and logs it as a resync; it returns the
+// version to watch from.
+func (f *follower) resync(ctx context.Context, l *Log) (string, error) {
+	objs, rv, err := f.list(ctx, byName(f.name))
+	if err != nil {
+		return "", err
+	}
+	if len(objs) == 0 {
+		// Absent as of the list.
+		absent := f.absent.DeepCopyObject()
+		if m, err := meta.Accessor(absent); err == nil {
+			m.SetResourceVersion(rv)
+		}
+		l.add(watch.Event{Type: watch.Deleted, Object: absent}, true)
+	}
+	for _, o := range objs {
+		l.add(watch.Event{Type: watch.Added, Object: o}, true)
+	}
+	return rv, nil
+}
+
+// follow watches from rv until ctx ends.
+func (f *follower) follow(ctx context.Context, l *Log, rv string) {
+	for ctx.Err() == nil {
+		o := byName(f.name)
+		o.ResourceVersion, o.AllowWatchBookmarks = rv, true
+		w, err := f.watch(ctx, o)
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			rv = f.mustResync(ctx, l)
+			continue
+		}
+		if err != nil {
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		for ev := range w.ResultChan() {
+			switch {
+			case ev.Type == watch.Error:
+				err = apierrors.FromObject(ev.Object)
+			case ev.Type == watch.Bookmark:
+				if m, merr := meta.Accessor(ev.Object); merr == nil {
+					rv = m.GetResourceVersion()
+				}
+			default:
+				if m, merr := meta.Accessor(ev.Object); merr == nil {
+					rv = m.GetResourceVersion()
+				}
+				l.add(ev, false)
+			}
+			if err != nil {
+				break
+			}
+		}
+		w.Stop()
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			rv = f.mustResync(ctx, l)
+		}
+	}
+}
+
+// mustResync resyncs until it succeeds or ctx ends.
+func (f *follower) mustResync(ctx context.Context, l *Log) string {
+	for ctx.Err() == nil {
+		rv, err := f.resync(ctx, l)
+		if err == nil {
+			return rv
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+	return ""
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 func byName(name string) metav1.ListOptions {
@@ -143,18 +213,19 @@ func (l *Log) fail(format string, args ...any) {
 	l.errs = append(l.errs, fmt.Sprintf(format, args...))
 }
 
-func (l *Log) add(ev watch.Event) {
-	got := Event{At: time.Now()}
-	var meta metav1.Object
+func (l *Log) add(ev watch.Event, resync bool) {
+	got := Event{At: time.Now(), Resync: resync}
+	var m metav1.Object
 	switch o := ev.Object.(type) {
 	case *coordinationv1.Lease:
-		meta = o
+		m = o
 		if o.Spec.HolderIdentity != nil {
 			got.Holder = *o.Spec.HolderIdentity
 		}
 	case *discoveryv1.EndpointSlice:
-		meta = o
+		m = o
 		got.Slice, got.Endpoints = true, len(o.Endpoints)
+		got.Epoch, _ = strconv.ParseUint(o.Annotations[election.AnnotationEpoch], 10, 64)
 		for _, ep := range o.Endpoints {
 			got.Addresses = append(got.Addresses, ep.Addresses...)
 		}
@@ -165,9 +236,9 @@ func (l *Log) add(ev watch.Event) {
 	if ev.Type == watch.Deleted {
 		got.Deleted, got.Holder, got.Addresses, got.Endpoints = true, "", nil, 0
 	}
-	rv, err := strconv.ParseUint(meta.GetResourceVersion(), 10, 64)
+	rv, err := strconv.ParseUint(m.GetResourceVersion(), 10, 64)
 	if err != nil {
-		l.fail("watch: resourceVersion %q: %v", meta.GetResourceVersion(), err)
+		l.fail("watch: resourceVersion %q: %v", m.GetResourceVersion(), err)
 	}
 	got.RV = rv
 	l.mu.Lock()
@@ -205,30 +276,47 @@ type Result struct {
 }
 
 // Check checks the log, in etcd's order, with ipOf mapping each
-// participant's ID to its pod's IP.
+// participant's ID to its pod's IP. A version of the slice that lists an
+// address must:
+//   - list one address at most;
+//   - list the lock's holder, or the participant that held the lock before
+//     it, until the holder has listed itself: a write the old leader sent
+//     while it led may land after the lock changed hands (an admin deleted
+//     it, say), but never after the new leader's own;
+//   - carry an epoch no lower than an earlier listing's.
+//
+// And a leader releases the lock only once the slice no longer lists it.
 func (l *Log) Check(ipOf map[string]string) Result {
 	l.mu.Lock()
 	events := slices.Clone(l.events)
 	r := Result{Violations: slices.Clone(l.errs)}
 	l.mu.Unlock()
-	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.RV, b.RV) })
+	slices.SortStableFunc(events, func(a, b Event) int { return cmp.Compare(a.RV, b.RV) })
 
-	holder, listed := "", ""
+	// holder holds the lock ("" when released); last is the participant
+	// that took it last, and previous the one before; routed is set once
+	// last has listed itself.
+	var holder, last, previous, listed string
+	var routed bool
+	var epoch uint64
 	var emptied, released time.Time
 	for _, ev := range events {
 		if !ev.Slice {
 			switch {
-			case ev.Deleted:
+			case ev.Deleted || ev.Resync:
 				released = time.Time{}
 			case ev.Holder == holder:
 			case ev.Holder == "":
-				if listed != "" {
+				if listed != "" && listed == ipOf[holder] {
 					r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the lock was released by %s while the slice still listed %s", ev.RV, holder, listed))
 				}
 				released = ev.At
 			case !released.IsZero():
 				r.Handovers = append(r.Handovers, ev.At.Sub(released))
 				released = time.Time{}
+			}
+			if ev.Holder != last && ipOf[ev.Holder] != "" {
+				previous, last, routed = last, ev.Holder, ev.Resync
 			}
 			holder = ev.Holder
 			continue
@@ -237,11 +325,21 @@ func (l *Log) Check(ipOf map[string]string) Result {
 			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %d endpoints, addresses %v", ev.RV, ev.Endpoints, ev.Addresses))
 		}
 		now := strings.Join(ev.Addresses, ",")
-		if now != "" && now != ipOf[holder] {
-			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s while the lock is held by %q (%s)", ev.RV, now, holder, ipOf[holder]))
+		switch {
+		case now == "" || ev.Resync:
+		case now == ipOf[last]:
+			routed = true
+		case now != ipOf[previous] || routed:
+			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s while the lock is held by %q (%s), after %q", ev.RV, now, last, ipOf[last], previous))
+		}
+		if now != "" && ev.Epoch != 0 {
+			if ev.Epoch < epoch && !ev.Resync {
+				r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s at epoch %d, after a listing at epoch %d", ev.RV, now, ev.Epoch, epoch))
+			}
+			epoch = max(epoch, ev.Epoch)
 		}
 		switch {
-		case ev.Deleted:
+		case ev.Deleted || ev.Resync:
 			emptied = time.Time{}
 		case now == "" && listed != "":
 			emptied = ev.At
