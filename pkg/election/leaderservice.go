@@ -193,6 +193,15 @@ func (s *leaderService) syncOnce(ctx context.Context) error {
 	if err != nil && !missing {
 		return fmt.Errorf("read EndpointSlice %s: %w", s.name, err)
 	}
+	if !missing && slice.Labels[LabelManagedBy] != ManagedByElector {
+		// Someone else's: never the elector's to rewrite, nor to withdraw
+		// from.
+		if !s.wanted() {
+			return nil
+		}
+		return fmt.Errorf("EndpointSlice %s is not the elector's (its label %s is %q, not %q): delete it, or name another Service with -%s",
+			s.name, LabelManagedBy, slice.Labels[LabelManagedBy], ManagedByElector, FlagLeaderService)
+	}
 	listed := !missing && s.lists(&slice)
 	if !s.wanted() {
 		if !listed {
@@ -324,6 +333,9 @@ func (s *leaderService) fill(slice *endpointSlice, svc *coreService, ports []sli
 		Addresses:  []string{s.ip},
 		Conditions: endpointConditions{Ready: &yes, Serving: &yes, Terminating: &no},
 		TargetRef:  &objectReference{Kind: "Pod", Namespace: s.namespace, Name: s.pod},
+	}
+	if slice.fields == nil {
+		slice.fields = map[string]json.RawMessage{}
 	}
 	for field, v := range map[string]any{"addressType": addressType, "endpoints": []sliceEndpoint{ep}, "ports": ports} {
 		raw, err := json.Marshal(v)

@@ -203,8 +203,9 @@ func (s *sliceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // leads when its reads are answered, never over a newer term's, with the
 // version it read; a withdrawal empties it only when it lists this pod.
 func TestLeaderServiceSync(t *testing.T) {
-	const listedOther = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","annotations":{"elector.vapor.io/epoch":"5"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.2"]}]}`
-	const listedSelf = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
+	const listedOther = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"},"annotations":{"elector.vapor.io/epoch":"5"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.2"]}]}`
+	const listedSelf = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
+	const someoneElses = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"team.example.com"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
 	for _, tc := range []struct {
 		name      string
 		slice     string
@@ -213,7 +214,11 @@ func TestLeaderServiceSync(t *testing.T) {
 		epoch     uint64
 		conflicts int
 		writes    []string // substrings of each write, in order
+		wantErr   string
 	}{
+		{name: "someone else's slice", slice: someoneElses, want: true, leads: []bool{true}, epoch: 6,
+			wantErr: `EndpointSlice leader is not the elector's (its label endpointslice.kubernetes.io/managed-by is "team.example.com", not "elector.vapor.io"): delete it, or name another Service with -leader-service`},
+		{name: "someone else's slice, withdrawing", slice: someoneElses, leads: []bool{false}},
 		{name: "not leading", slice: listedOther, want: true, leads: []bool{false}, epoch: 6},
 		{name: "stops leading before the write", slice: listedOther, want: true, leads: []bool{true, false}, epoch: 6},
 		{name: "a newer term's slice", slice: listedOther, want: true, leads: []bool{true}, epoch: 4},
@@ -243,7 +248,11 @@ func TestLeaderServiceSync(t *testing.T) {
 			}
 			s := newLeaderService(clients, Config{Namespace: "ns", LeaderService: "leader", PodName: "pod-a", PodIP: "10.0.0.1", TTL: time.Minute}, leads, logr.Discard(), NewMetrics())
 			s.set(tc.want)
-			if err := s.sync(context.Background()); err != nil {
+			err = s.sync(context.Background())
+			switch {
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("sync: %v, want %q", err, tc.wantErr)
+			case tc.wantErr == "" && err != nil:
 				t.Fatal(err)
 			}
 			if len(srv.writes) != len(tc.writes) {
@@ -256,4 +265,37 @@ func TestLeaderServiceSync(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLeaderServiceSlice: whatever slice the API server holds (anyone with
+// update on it may have written it), the elector reads it without
+// panicking, and its write lists this pod alone.
+func FuzzLeaderServiceSlice(f *testing.F) {
+	f.Add([]byte(`{"metadata":{"name":"leader","annotations":{"elector.vapor.io/epoch":"5"}},"endpoints":[{"addresses":["10.0.0.2"]}],"ports":[{"name":"http","port":80}]}`))
+	f.Add([]byte(`{"metadata":{"name":"leader"},"endpoints":null,"ports":"x"}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"metadata":{"annotations":{"elector.vapor.io/epoch":"-1"},"ownerReferences":[{}]},"endpoints":[{"addresses":[1]}]}`))
+	svc := testService(`{"name":"http","port":80}`)
+	ports, err := slicePorts(svc)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var slice endpointSlice
+		if json.Unmarshal(data, &slice) != nil {
+			return
+		}
+		s := &leaderService{namespace: "ns", name: "leader", pod: "pod-a", ip: "10.0.0.1"}
+		_, _, _ = s.lists(&slice), sliceEpoch(&slice), portsOf(&slice)
+		if err := s.fill(&slice, svc, ports, 9); err != nil {
+			t.Fatal(err)
+		}
+		var eps []sliceEndpoint
+		if err := json.Unmarshal(slice.fields["endpoints"], &eps); err != nil || len(eps) != 1 || len(eps[0].Addresses) != 1 || !s.lists(&slice) || sliceEpoch(&slice) != 9 {
+			t.Fatalf("filled slice lists %v (%v), epoch %d", eps, err, sliceEpoch(&slice))
+		}
+		if _, err := json.Marshal(slice); err != nil {
+			t.Fatalf("filled slice does not encode: %v", err)
+		}
+	})
 }
