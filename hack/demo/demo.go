@@ -50,6 +50,9 @@ const (
 	injectorNamespace = "k8s-elector-system"
 	injectorAccount   = "k8s-elector-injector"
 	demoNamespace     = "demo"
+	// sampleService is the Service of config/samples/injected whose
+	// endpoint the leader keeps (-leader-service).
+	sampleService = "example-leader"
 )
 
 // Run runs the demo until ctx is done (or the rollout, with
@@ -192,7 +195,7 @@ func (d *demo) adminKubeconfig() error {
 		return err
 	}
 	d.adminConfig = path
-	d.say("kubeconfig of the local control plane, while the demo runs: %s\ntry: kubectl --kubeconfig %s -n %s get lease,pods", path, path, demoNamespace)
+	d.say("kubeconfig of the local control plane, while the demo runs: %s\ntry: kubectl --kubeconfig %s -n %s get lease,pods,endpointslices", path, path, demoNamespace)
 	return nil
 }
 
@@ -336,7 +339,7 @@ func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 // unless ExitAfterRollout, it keeps the table live until ctx is done.
 func (d *demo) show(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	live := newElectors(d.runner, d.env.Client, demoNamespace, d.say)
+	live := newElectors(d.runner, d.env.Client, demoNamespace, sampleService, d.say)
 	liveDone := make(chan struct{})
 	go func() {
 		defer close(liveDone)
@@ -346,7 +349,7 @@ func (d *demo) show(ctx context.Context) error {
 		cancel()
 		<-liveDone
 	}()
-	d.screen.setHint(fmt.Sprintf("live from each elector's %s stream; Ctrl-C stops the demo\nkubectl --kubeconfig %s -n %s get lease,pods", election.PathWatch, d.adminConfig, demoNamespace))
+	d.screen.setHint(fmt.Sprintf("live from each elector's %s stream; Ctrl-C stops the demo\nkubectl --kubeconfig %s -n %s get lease,pods,endpointslices", election.PathWatch, d.adminConfig, demoNamespace))
 
 	var leaderSince, deletedAt time.Time
 	var leader string

@@ -186,6 +186,9 @@ func checkLive(t *testing.T, out *recorder) {
 	if before == nil || before.leader() != old || len(before.rows) != 3 {
 		t.Fatalf("the table before the deletion is not 3 electors that %s leads:\n%s", old, before)
 	}
+	if before.endpoint() != old {
+		t.Fatalf("the table before the deletion does not show the leader %s as Service %s's endpoint:\n%s", old, sampleService, before)
+	}
 	w, err := leases.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=example", ResourceVersion: lease.ResourceVersion})
 	if err != nil {
 		t.Fatal(err)
@@ -206,9 +209,9 @@ func checkLive(t *testing.T, out *recorder) {
 	if next == "" {
 		t.Fatalf("no new holder of the lease within %s of deleting %s", time.Since(deleted).Round(time.Millisecond), old)
 	}
-	shown, ok := out.waitForTable(deleted, held.Add(tableLag), func(tb *table) bool { return tb.leader() == next })
+	shown, ok := out.waitForTable(deleted, held.Add(tableLag), func(tb *table) bool { return tb.leader() == next && tb.endpoint() == next })
 	if !ok {
-		t.Fatalf("the lease was held by %s %s after %s was deleted, and no table showed it within %s; the last:\n%s",
+		t.Fatalf("the lease was held by %s %s after %s was deleted, and no table showed it leading, and the Service's endpoint, within %s; the last:\n%s",
 			next, held.Sub(deleted).Round(time.Millisecond), old, tableLag, out.lastTable())
 	}
 	t.Logf("%s was deleted; the lease was held by %s after %s, the table showed it after %s",
@@ -347,6 +350,21 @@ func (tb *table) leader() string {
 	return leaders[0]
 }
 
+// endpoint is the pod the table shows as the Service's endpoint, "" if
+// none or more.
+func (tb *table) endpoint() string {
+	var pods []string
+	for _, r := range tb.rows {
+		if strings.HasPrefix(r["SERVICE "+sampleService], "endpoint ") {
+			pods = append(pods, r["POD"])
+		}
+	}
+	if len(pods) != 1 {
+		return ""
+	}
+	return pods[0]
+}
+
 // parseTable reads a table by the columns of its header; cells may be
 // empty.
 func parseTable(text string) *table {
@@ -355,7 +373,7 @@ func parseTable(text string) *table {
 		return nil
 	}
 	header := lines[0]
-	names := []string{"POD", "ELECTOR", "IS_LEADER", "LEADER", "EPOCH", "LABEL role"}
+	names := []string{"POD", "ELECTOR", "IS_LEADER", "LEADER", "EPOCH", "SERVICE " + sampleService}
 	// Each name is looked for after the one before: LEADER is also the end
 	// of IS_LEADER.
 	starts := make([]int, len(names))

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
@@ -24,14 +26,17 @@ import (
 )
 
 // electors follows what the demo shows: each running elector's GET /watch
-// stream, and the namespace's pods (a watch of the API server), so that the
-// table changes when an elector's view of the election does, and its rows
-// come and go with the pods. Nothing is polled.
+// stream, the namespace's pods and the EndpointSlice of the Service the
+// leader keeps (watches of the API server), so that the table changes when
+// an elector's view of the election does, when the Service's endpoint
+// moves, and its rows come and go with the pods. Nothing is polled.
 type electors struct {
 	runner *podrunner.Runner
 	client kubernetes.Interface
 	ns     string
-	logf   func(format string, args ...any)
+	// service is the Service whose endpoint the table shows.
+	service string
+	logf    func(format string, args ...any)
 	// changed gets a value after every change; changes that come while one
 	// is pending are folded into it.
 	changed chan struct{}
@@ -39,9 +44,11 @@ type electors struct {
 	mu sync.Mutex
 	// watched are the electors whose stream is followed, by pod name.
 	watched map[string]*elector
-	// labels are the pods' labels, by name, as the pod watch last saw them.
-	labels map[string]map[string]string
-	wg     sync.WaitGroup
+	// ips are the pods' IPs, by name, as the pod watch last saw them, and
+	// endpoint the address the Service's slice lists ("" for none).
+	ips      map[string]string
+	endpoint string
+	wg       sync.WaitGroup
 }
 
 // elector is one elector's stream and what it last said.
@@ -53,27 +60,78 @@ type elector struct {
 	seen   bool
 }
 
-func newElectors(runner *podrunner.Runner, client kubernetes.Interface, ns string, logf func(string, ...any)) *electors {
+func newElectors(runner *podrunner.Runner, client kubernetes.Interface, ns, service string, logf func(string, ...any)) *electors {
 	return &electors{
-		runner: runner, client: client, ns: ns, logf: logf,
+		runner: runner, client: client, ns: ns, service: service, logf: logf,
 		changed: make(chan struct{}, 1),
-		watched: map[string]*elector{}, labels: map[string]map[string]string{},
+		watched: map[string]*elector{}, ips: map[string]string{},
 	}
 }
 
-// run follows the pods, and through them the electors, until ctx is done,
-// and returns once every stream has ended.
+// run follows the pods, and through them the electors, and the Service's
+// endpoint, until ctx is done, and returns once every stream has ended.
 func (e *electors) run(ctx context.Context) {
 	defer e.wg.Wait()
+	e.wg.Go(func() { e.keepWatching(ctx, e.watchEndpoint) })
+	e.keepWatching(ctx, e.watchPods)
+}
+
+// keepWatching runs watch again each time it ends, until ctx is done: a
+// closed or expired watch is listed and watched again.
+func (e *electors) keepWatching(ctx context.Context, watch func(context.Context) error) {
 	for ctx.Err() == nil {
-		if err := e.watchPods(ctx); err != nil && ctx.Err() == nil {
-			// A closed or expired watch is listed and watched again.
+		if err := watch(ctx); err != nil && ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	}
+}
+
+// watchEndpoint lists, then follows, the Service's EndpointSlice.
+func (e *electors) watchEndpoint(ctx context.Context) error {
+	endpointSlices := e.client.DiscoveryV1().EndpointSlices(e.ns)
+	byName := metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", e.service).String()}
+	list, err := endpointSlices.List(ctx, byName)
+	if err != nil {
+		return err
+	}
+	e.setEndpoint(nil)
+	for i := range list.Items {
+		e.setEndpoint(&list.Items[i])
+	}
+	byName.ResourceVersion = list.ResourceVersion
+	w, err := endpointSlices.Watch(ctx, byName)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		switch s, ok := ev.Object.(*discoveryv1.EndpointSlice); {
+		case ev.Type == watch.Error:
+			return apierrors.FromObject(ev.Object)
+		case ev.Type == watch.Deleted:
+			e.setEndpoint(nil)
+		case ok:
+			e.setEndpoint(s)
+		}
+	}
+	return errors.New("the EndpointSlice watch closed")
+}
+
+// setEndpoint notes the address slice lists (nil: none).
+func (e *electors) setEndpoint(slice *discoveryv1.EndpointSlice) {
+	var addrs []string
+	if slice != nil {
+		for _, ep := range slice.Endpoints {
+			addrs = append(addrs, ep.Addresses...)
+		}
+	}
+	e.mu.Lock()
+	e.endpoint = strings.Join(addrs, ",")
+	e.mu.Unlock()
+	e.notify()
 }
 
 // watchPods lists the pods, then follows their changes until the watch
@@ -86,9 +144,9 @@ func (e *electors) watchPods(ctx context.Context) error {
 		return err
 	}
 	e.mu.Lock()
-	clear(e.labels)
+	clear(e.ips)
 	for _, p := range list.Items {
-		e.labels[p.Name] = p.Labels
+		e.ips[p.Name] = p.Status.PodIP
 	}
 	e.mu.Unlock()
 	e.sync(ctx)
@@ -107,9 +165,9 @@ func (e *electors) watchPods(ctx context.Context) error {
 		}
 		e.mu.Lock()
 		if ev.Type == watch.Deleted {
-			delete(e.labels, pod.Name)
+			delete(e.ips, pod.Name)
 		} else {
-			e.labels[pod.Name] = pod.Labels
+			e.ips[pod.Name] = pod.Status.PodIP
 		}
 		e.mu.Unlock()
 		e.sync(ctx)
@@ -230,7 +288,7 @@ func (e *electors) table() (string, string, int) {
 	slices.Sort(names)
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tEPOCH\tLABEL role")
+	fmt.Fprintln(w, "POD\tELECTOR\tIS_LEADER\tLEADER\tEPOCH\tSERVICE "+e.service)
 	var leader string
 	for _, name := range names {
 		el := e.watched[name]
@@ -241,7 +299,11 @@ func (e *electors) table() (string, string, int) {
 				leader = name
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", name, "http://"+el.pod.Addr, isLeader, leaderName, epoch, e.labels[name]["role"])
+		endpoint := ""
+		if ip := e.ips[name]; ip != "" && ip == e.endpoint {
+			endpoint = "endpoint " + ip
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", name, "http://"+el.pod.Addr, isLeader, leaderName, epoch, endpoint)
 	}
 	_ = w.Flush()
 	return b.String(), leader, len(names)

@@ -2,7 +2,7 @@
 // namespace on the local control plane, which has no kubelet. For each pod
 // the injector gave a sidecar it:
 //   - binds the pod to a node of its own, so that deleting the pod is
-//     graceful, as on a real node;
+//     graceful, as on a real node, and gives it an IP of its own;
 //   - starts the sidecar as a local process, with the args and environment
 //     the injector wrote (the downward API filled in), a token of the pod's
 //     service account bound to the pod, and its HTTP port moved to a free
@@ -39,6 +39,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
@@ -64,7 +65,18 @@ type Runner struct {
 
 	mu   sync.Mutex
 	pods map[types.UID]*Pod
+	ips  int // pod IPs given so far
 	wg   sync.WaitGroup
+}
+
+// nextIP is a pod IP no other pod of the runner was given: 10.244.0.0/16,
+// in turn. The pods' processes all listen on loopback; the IP is what the
+// pod reports, and what -leader-service lists.
+func (r *Runner) nextIP() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ips++
+	return fmt.Sprintf("10.244.%d.%d", r.ips/250%256, r.ips%250+1)
 }
 
 // Pod is one pod whose sidecar runs.
@@ -199,6 +211,28 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		binding := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, UID: pod.UID}, Target: corev1.ObjectReference{Kind: "Node", Name: NodeName}}
 		if err := r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsConflict(err) {
 			return fmt.Errorf("bind: %w", err)
+		}
+	}
+	if pod.Status.PodIP == "" {
+		// The kubelet gives the pod its IP before any container starts.
+		ip := r.nextIP()
+		pods := r.Client.CoreV1().Pods(pod.Namespace)
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cur.UID != pod.UID {
+				return fmt.Errorf("pod %s was replaced", pod.Name)
+			}
+			cur.Status.PodIP, cur.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+			if cur, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err == nil {
+				pod = cur
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("give the pod its IP: %w", err)
 		}
 	}
 	env := Environ(pod, c)
@@ -354,8 +388,8 @@ func Sidecar(pod *corev1.Pod) *corev1.Container {
 }
 
 // Environ is the environment of the sidecar c of pod, as the kubelet gives
-// it: $PATH, then its variables, with the downward API's pod name and
-// namespace filled in.
+// it: $PATH, then its variables, with the downward API's pod name,
+// namespace and IP filled in.
 func Environ(pod *corev1.Pod, c *corev1.Container) []string {
 	env := []string{"PATH=" + os.Getenv("PATH")}
 	for _, e := range c.Env {
@@ -366,6 +400,8 @@ func Environ(pod *corev1.Pod, c *corev1.Container) []string {
 				v = pod.Name
 			case "metadata.namespace":
 				v = pod.Namespace
+			case "status.podIP":
+				v = pod.Status.PodIP
 			}
 		}
 		env = append(env, e.Name+"="+v)

@@ -273,6 +273,8 @@ type Result struct {
 	// holder's write, and Gaps from the slice's last address leaving to
 	// the next one listed, in the order they happened.
 	Handovers, Gaps []time.Duration
+	// Versions counts the versions of the slice checked.
+	Versions int
 }
 
 // Check checks the log, in etcd's order, with ipOf mapping each
@@ -321,6 +323,7 @@ func (l *Log) Check(ipOf map[string]string) Result {
 			holder = ev.Holder
 			continue
 		}
+		r.Versions++
 		if len(ev.Addresses) > 1 || ev.Endpoints > 1 {
 			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %d endpoints, addresses %v", ev.RV, ev.Endpoints, ev.Addresses))
 		}

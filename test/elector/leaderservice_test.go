@@ -101,7 +101,7 @@ func TestLeaderService(t *testing.T) {
 	if len(r.Gaps) != rounds || len(r.Handovers) != rounds {
 		t.Errorf("saw %d gaps without an endpoint and %d handovers of the lock, want %d of each", len(r.Gaps), len(r.Handovers), rounds)
 	}
-	t.Logf("%d handovers: lock released to taken %s; slice without an endpoint %s", rounds, quantiles(r.Handovers), quantiles(r.Gaps))
+	t.Logf("%d handovers, %d versions of the slice checked: lock released to taken %s; slice without an endpoint %s", rounds, r.Versions, quantiles(r.Handovers), quantiles(r.Gaps))
 }
 
 // TestLeaderServiceRepair: the leader writes its slice back when someone
