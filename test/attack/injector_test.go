@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,7 +242,8 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 
 // TestInjectorCannotGrantByProxy: the injector may write Roles and
 // RoleBindings (the grants are its job), so a stolen injector token could
-// hand rights to an account the thief holds instead of using them itself:
+// hand rights (locks, pods patch, EndpointSlices) to an account the thief
+// holds instead of using them itself:
 // the deployer's, or that of an application pod it broke into (here
 // "bystander", which runs no elector; or "web", which runs one). Each
 // chain must break somewhere, and what it aims at stays as it was.
@@ -416,6 +418,46 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 			byPolicy(policyLockCreate), byCleanup, byRBAC("create", "configmaps"))
 	})
 
+	routeSlice := func() error {
+		s := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-leader", Labels: map[string]string{
+				"kubernetes.io/service-name": "web-leader", "endpointslice.kubernetes.io/managed-by": "elector.vapor.io",
+			}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{
+				Addresses: []string{"192.0.2.66"},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: a.ns, Name: "plain-0"},
+			}},
+		}
+		_, err := bystander.DiscoveryV1().EndpointSlices(a.ns).Create(ctx, s, metav1.CreateOptions{})
+		return err
+	}
+	sliceRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, ResourceNames: []string{"web-leader"}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}},
+	}
+
+	t.Run("a grant-shaped Role with EndpointSlices, without the leaderservices marker", func(t *testing.T) {
+		// Without the marker, the account's slice writes would never reach
+		// the injector's webhook.
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		err := grant(a.ns, "k8s-elector-bystander", sliceRules, role("k8s-elector-bystander"), subject, routeSlice)
+		byMarkerRule := refusal{name: byInjectorPolicy.name + ", for the leaderservices marker", match: func(err error) bool {
+			return byInjectorPolicy.match(err) && strings.Contains(err.Error(), "restricted on elector.vapor.io/leaderservices")
+		}}
+		refused(t, "the injector's token grants an application's account EndpointSlices, unmarked", err, byMarkerRule)
+	})
+
+	t.Run("a grant-shaped Role with EndpointSlices, for an account that runs no elector", func(t *testing.T) {
+		// Shaped exactly like a -leader-service grant: the webhook finds no
+		// elector with -leader-service in the pod the token is bound to.
+		subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: "bystander", Namespace: a.ns}
+		rules := append(slices.Clone(sliceRules), rbacv1.PolicyRule{APIGroups: []string{"elector.vapor.io"}, Resources: []string{"leaderservices"}, Verbs: []string{"restricted"}})
+		err := grant(a.ns, "k8s-elector-bystander", rules, role("k8s-elector-bystander"), subject, routeSlice)
+		refused(t, "the injector's token lets an application's account route a Service", err,
+			bySliceWebhook("pod plain-0 has no elector container"), byCleanup, byRBAC("create", "endpointslices"))
+	})
+
 	t.Run("the unrestricting marker, for an elector account that labels its pod", func(t *testing.T) {
 		// The pod-label policy spares accounts that hold update on the
 		// podlabels name "-", as wildcard rules (cluster-admin) do.
@@ -439,6 +481,9 @@ func TestInjectorCannotGrantByProxy(t *testing.T) {
 	}
 	if _, err := env.Client.CoreV1().ConfigMaps(a.ns).Get(ctx, "feature-flags", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("ConfigMap feature-flags: %v, want NotFound", err)
+	}
+	if _, err := env.Client.DiscoveryV1().EndpointSlices(a.ns).Get(ctx, "web-leader", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("EndpointSlice web-leader: %v, want NotFound", err)
 	}
 	for _, p := range []string{"web-0", "plain-0"} {
 		if got := imageOf(t, a.ns, p, "app"); got != "registry.k8s.io/pause:3.10" {
