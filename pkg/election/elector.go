@@ -45,7 +45,7 @@ const releaseTimeout = 750 * time.Millisecond
 //     record has stopped calling itself leader by then (see adopt).
 type Elector struct {
 	cfg     Config
-	lock    *Lock
+	lock    *recordLock
 	core    rest.Interface
 	log     logr.Logger
 	metrics *Metrics
@@ -131,7 +131,7 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	lock, err := NewLock(cfg.LockType, clients, cfg.Namespace, cfg.Election)
+	lock, err := newRecordLock(cfg.LockType, clients, cfg.Namespace, cfg.Election)
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func TestLockWritesEpoch(t *testing.T) {
 	rec := Record{HolderIdentity: "a", LeaseDurationSeconds: 10, LeaderTransitions: 3}
 	for _, kind := range []lockKind{leaseKind, configMapKind, endpointsKind} {
 		t.Run(kind.resource, func(t *testing.T) {
-			l := &Lock{namespace: "ns", name: "e", kind: kind}
+			l := &recordLock{namespace: "ns", name: "e", kind: kind}
 			obj := kind.newObject()
 			obj.SetAnnotations(map[string]string{"keep": "me"})
 			if err := l.write(obj, rec, 42); err != nil {

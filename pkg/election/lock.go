@@ -56,9 +56,9 @@ type lockKind struct {
 	write     func(object, Record) error
 }
 
-// Lock reads and writes the election record on one object, always with a
-// compare-and-swap on the resourceVersion it last saw.
-type Lock struct {
+// recordLock reads and writes the election record on one object, always
+// with a compare-and-swap on the resourceVersion it last saw.
+type recordLock struct {
 	client    rest.Interface
 	namespace string
 	name      string
@@ -75,10 +75,10 @@ type Lock struct {
 	onNoEpoch func(error)
 }
 
-// NewLock returns the lock of the given type for the election name in
+// newRecordLock returns the lock of the given type for the election name in
 // namespace.
-func NewLock(lockType LockType, clients *Clients, namespace, name string) (*Lock, error) {
-	l := &Lock{namespace: namespace, name: name}
+func newRecordLock(lockType LockType, clients *Clients, namespace, name string) (*recordLock, error) {
+	l := &recordLock{namespace: namespace, name: name}
 	switch lockType {
 	case LockLeases:
 		l.client, l.kind = clients.Coordination, leaseKind
@@ -94,14 +94,14 @@ func NewLock(lockType LockType, clients *Clients, namespace, name string) (*Lock
 }
 
 // String names the lock object for logs: leases/default/example.
-func (l *Lock) String() string {
+func (l *recordLock) String() string {
 	return l.kind.resource + "/" + l.namespace + "/" + l.name
 }
 
 // observe reads the record of one version of the lock object. A record that
 // cannot be read is kept as readErr rather than returned as an error: that
 // version is still the newest, and it must be timed like any other.
-func (l *Lock) observe(obj object) *observation {
+func (l *recordLock) observe(obj object) *observation {
 	rec, err := l.kind.read(obj)
 	if err != nil {
 		return &observation{object: obj, readErr: fmt.Errorf("%s: %w", l, err)}
@@ -111,7 +111,7 @@ func (l *Lock) observe(obj object) *observation {
 
 // holderPodOf is the pod of the holder of obs: the one its holder wrote
 // down, or else its ID, which is the pod name by default.
-func (l *Lock) holderPodOf(obs *observation) string {
+func (l *recordLock) holderPodOf(obs *observation) string {
 	if pod := obs.object.GetAnnotations()[AnnotationHolderPod]; pod != "" {
 		return pod
 	}
@@ -120,7 +120,7 @@ func (l *Lock) holderPodOf(obs *observation) string {
 
 // write puts rec, the epoch of its term (none for 0), and this
 // participant's pod while it holds the lock, into obj.
-func (l *Lock) write(obj object, rec Record, epoch uint64) error {
+func (l *recordLock) write(obj object, rec Record, epoch uint64) error {
 	if err := l.kind.write(obj, rec); err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (l *Lock) write(obj object, rec Record, epoch uint64) error {
 
 // get reads the lock object. It returns a NotFound API error when there is
 // none.
-func (l *Lock) get(ctx context.Context) (*observation, error) {
+func (l *recordLock) get(ctx context.Context) (*observation, error) {
 	obj := l.kind.newObject()
 	err := l.client.Get().Namespace(l.namespace).Resource(l.kind.resource).Name(l.name).Do(ctx).Into(obj)
 	if err != nil {
@@ -165,7 +165,7 @@ func (l *Lock) get(ctx context.Context) (*observation, error) {
 
 // create makes the lock object holding rec. It fails with an AlreadyExists
 // API error when another participant was first.
-func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
+func (l *recordLock) create(ctx context.Context, rec Record) (*observation, error) {
 	obj := l.kind.newObject()
 	obj.SetNamespace(l.namespace)
 	obj.SetName(l.name)
@@ -190,7 +190,7 @@ func (l *Lock) create(ctx context.Context, rec Record) (*observation, error) {
 // without it, and from then on none carries it. The election goes on, and
 // an epoch is known to the leader only (see Status.Epoch), until the
 // elector restarts under a policy that admits it.
-func (l *Lock) update(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
+func (l *recordLock) update(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
 	if l.noEpoch {
 		epoch = 0
 	}
@@ -208,7 +208,7 @@ func (l *Lock) update(ctx context.Context, prev *observation, rec Record, epoch 
 }
 
 // put writes rec and its epoch over the version of the object in prev.
-func (l *Lock) put(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
+func (l *recordLock) put(ctx context.Context, prev *observation, rec Record, epoch uint64) (*observation, error) {
 	obj := prev.object.DeepCopyObject().(object)
 	if err := l.write(obj, rec, epoch); err != nil {
 		return nil, err
@@ -225,7 +225,7 @@ func (l *Lock) put(ctx context.Context, prev *observation, rec Record, epoch uin
 
 // annotate sets one annotation on the version of the object in prev and
 // changes nothing else, with a compare-and-swap like update.
-func (l *Lock) annotate(ctx context.Context, prev *observation, key, value string) (*observation, error) {
+func (l *recordLock) annotate(ctx context.Context, prev *observation, key, value string) (*observation, error) {
 	obj := prev.object.DeepCopyObject().(object)
 	annotations := obj.GetAnnotations()
 	if annotations == nil {
@@ -244,7 +244,7 @@ func (l *Lock) annotate(ctx context.Context, prev *observation, key, value strin
 // watch streams changes of the lock object after resourceVersion; from ""
 // it starts with the object as it is now. The server ends the stream after
 // timeoutSeconds; the caller watches again from the last version it saw.
-func (l *Lock) watch(ctx context.Context, resourceVersion string, timeoutSeconds int64) (watch.Interface, error) {
+func (l *recordLock) watch(ctx context.Context, resourceVersion string, timeoutSeconds int64) (watch.Interface, error) {
 	return l.client.Get().Namespace(l.namespace).Resource(l.kind.resource).
 		VersionedParams(&metav1.ListOptions{
 			FieldSelector:       l.fieldSelector(),
@@ -256,12 +256,12 @@ func (l *Lock) watch(ctx context.Context, resourceVersion string, timeoutSeconds
 		Watch(ctx)
 }
 
-func (l *Lock) fieldSelector() string {
+func (l *recordLock) fieldSelector() string {
 	return fields.OneTermEqualSelector("metadata.name", l.name).String()
 }
 
 // reference points an Event at the lock object.
-func (l *Lock) reference(o *observation) objectReference {
+func (l *recordLock) reference(o *observation) objectReference {
 	ref := objectReference{
 		APIVersion: l.kind.gvk.GroupVersion().String(),
 		Kind:       l.kind.gvk.Kind,

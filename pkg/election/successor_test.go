@@ -152,7 +152,7 @@ func TestWriteDropsSpentSuccessors(t *testing.T) {
 		{"return/10000/a", "", true},
 	}
 	for _, tt := range tests {
-		l := &Lock{namespace: "ns", name: "e", kind: leaseKind}
+		l := &recordLock{namespace: "ns", name: "e", kind: leaseKind}
 		obj := leaseKind.newObject()
 		obj.SetAnnotations(map[string]string{AnnotationSuccessor: tt.successor})
 		if err := l.write(obj, Record{HolderIdentity: tt.holder, LeaseDurationSeconds: 10}, 0); err != nil {

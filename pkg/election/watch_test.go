@@ -38,7 +38,7 @@ func TestFreshWatchFirstEvent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &Elector{cfg: Config{ID: "me"}, lock: &Lock{namespace: "ns", name: "e", kind: leaseKind}, changed: make(chan struct{}, 1), metrics: NewMetrics()}
+			e := &Elector{cfg: Config{ID: "me"}, lock: &recordLock{namespace: "ns", name: "e", kind: leaseKind}, changed: make(chan struct{}, 1), metrics: NewMetrics()}
 			sent := time.Now()
 			if tt.seen != nil {
 				e.observeNewest(e.lock.observe(tt.seen))
