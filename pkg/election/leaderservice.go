@@ -208,6 +208,7 @@ func (s *leaderService) syncOnce(ctx context.Context) error {
 			return nil
 		}
 		slice.fields["endpoints"] = json.RawMessage("[]")
+		s.own(&slice, s.svc, 0)
 		err := s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&slice).Do(rctx).Error()
 		if err == nil {
 			s.log.Info("removed the pod's address from the Service", "ip", s.ip)
@@ -344,22 +345,32 @@ func (s *leaderService) fill(slice *endpointSlice, svc *coreService, ports []sli
 		}
 		slice.fields[field] = raw
 	}
-	if slice.Labels == nil {
-		slice.Labels = map[string]string{}
-	}
-	slice.Labels[LabelServiceName] = s.name
-	slice.Labels[LabelManagedBy] = ManagedByElector
+	s.own(slice, svc, epoch)
+	return nil
+}
+
+// own gives slice the metadata of an elector's slice, and nothing else, as
+// the injector's webhook admits it: the labels that tie it to the Service
+// and keep the EndpointSlice controllers off it; the epoch of the term that
+// wrote it (the one it carries when epoch is 0); and its Service as its one
+// owner, so that it is deleted with the Service, when svc is known (the
+// owner it has otherwise). A label or annotation added by hand, or the
+// owner of a Service deleted and made again, would have every write
+// refused, a withdrawal included.
+func (s *leaderService) own(slice *endpointSlice, svc *coreService, epoch uint64) {
+	slice.Labels = map[string]string{LabelServiceName: s.name, LabelManagedBy: ManagedByElector}
+	kept := slice.Annotations[AnnotationEpoch]
+	slice.Annotations = nil
 	if epoch != 0 {
-		if slice.Annotations == nil {
-			slice.Annotations = map[string]string{}
-		}
-		slice.Annotations[AnnotationEpoch] = strconv.FormatUint(epoch, 10)
+		kept = strconv.FormatUint(epoch, 10)
 	}
-	if len(slice.OwnerReferences) == 0 {
-		// Deleted with its Service.
+	if kept != "" {
+		slice.Annotations = map[string]string{AnnotationEpoch: kept}
+	}
+	slice.Finalizers = nil
+	if svc != nil {
 		slice.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}}
 	}
-	return nil
 }
 
 // slicePorts are the slice's ports for svc: each of the Service's ports by

@@ -74,11 +74,12 @@ func TestSlicePorts(t *testing.T) {
 
 // TestFillSlice: the slice lists the pod alone, with the Service's ports,
 // the labels that tie it to the Service and keep the controllers off it,
-// and the epoch; what else it carries stays.
+// the epoch, and the Service as it is now as its owner, and no other
+// metadata (the webhook refuses any); the fields it does not know stay.
 func TestFillSlice(t *testing.T) {
 	s := &leaderService{namespace: "ns", name: "leader", pod: "pod-a", ip: "fd00::7"}
 	slice := endpointSlice{rawObject{
-		ObjectMeta: metav1.ObjectMeta{Name: "leader", Labels: map[string]string{"team": "x"}, Annotations: map[string]string{AnnotationEpoch: "3"},
+		ObjectMeta: metav1.ObjectMeta{Name: "leader", Labels: map[string]string{"team": "x"}, Annotations: map[string]string{AnnotationEpoch: "3", "note": "by hand"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: "leader", UID: "uid-0"}}},
 		fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::1"],"conditions":{}},{"addresses":["fd00::2"],"conditions":{}}]`), "future": json.RawMessage(`1`)},
 	}}
@@ -102,9 +103,9 @@ func TestFillSlice(t *testing.T) {
 		`"endpoints":[{"addresses":["fd00::7"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"ns","name":"pod-a"}}]`,
 		`"ports":[{"name":"http","protocol":"TCP","port":80}]`,
 		`"future":1`,
-		`"labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io","kubernetes.io/service-name":"leader","team":"x"}`,
+		`"labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io","kubernetes.io/service-name":"leader"}`,
 		`"annotations":{"elector.vapor.io/epoch":"7"}`,
-		`"uid":"uid-0"`,
+		`"ownerReferences":[{"apiVersion":"v1","kind":"Service","name":"leader","uid":"uid-1"}]`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("filled slice lacks %s:\n%s", want, got)
@@ -229,6 +230,8 @@ func TestLeaderServiceSync(t *testing.T) {
 		{name: "no slice yet", want: true, leads: []bool{true}, epoch: 6,
 			writes: []string{`POST {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
 		{name: "withdraw another's", slice: listedOther, leads: []bool{true}},
+		{name: "withdraw its own, dropping what was added by hand", slice: strings.Replace(listedSelf, `"labels":{`, `"labels":{"team":"x",`, 1), leads: []bool{false},
+			writes: []string{`"labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io","kubernetes.io/service-name":"leader"}`}},
 		{name: "withdraw its own", slice: listedSelf, leads: []bool{false},
 			writes: []string{`PUT {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[],`}},
 	} {

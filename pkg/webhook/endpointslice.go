@@ -80,7 +80,9 @@ type requester struct {
 //     for);
 //   - the Service S exists, has no selector, and is annotated
 //     elector.vapor.io/election with the election of that elector: the
-//     Service's consent, without which not even a withdrawal goes through;
+//     Service's consent, without which nothing goes through but the
+//     withdrawal of the pod's own address from a slice that lists it
+//     alone;
 //   - the slice is labelled and owned as an elector makes it, and on an
 //     update replaces a slice an elector made: never another controller's.
 //
@@ -99,6 +101,12 @@ func ReviewEndpointSlice(w SliceWrite, pod *corev1.Pod, svc *corev1.Service) err
 	electionName, err := checkSlicePod(w, id, pod)
 	if err != nil {
 		return err
+	}
+	if len(s.Endpoints) == 0 && listsOnly(w.Old, pod.Name) {
+		// Its own address leaving routes nothing anywhere, and needs no
+		// consent of the Service, which may have been taken back since:
+		// refused, it would keep the leader from releasing the lock.
+		return nil
 	}
 	if err := checkSliceService(w.Namespace, s, svc, electionName, pod.Name); err != nil {
 		return err
@@ -245,6 +253,15 @@ func (w SliceWrite) checkShape(id requester) []error {
 		}
 	}
 	return errs
+}
+
+// listsOnly reports whether old lists one endpoint, pod's.
+func listsOnly(old *discoveryv1.EndpointSlice, pod string) bool {
+	if old == nil || len(old.Endpoints) != 1 {
+		return false
+	}
+	ref := old.Endpoints[0].TargetRef
+	return ref != nil && ref.Kind == "Pod" && ref.Namespace == old.Namespace && ref.Name == pod
 }
 
 // checkSlicePod checks the pod the token is bound to, and returns the

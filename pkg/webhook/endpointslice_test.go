@@ -139,6 +139,9 @@ func TestReviewEndpointSliceAllows(t *testing.T) {
 			c.pod.DeletionTimestamp = &metav1.Time{}
 		}),
 		"a headless Service": legitimate(func(c *sliceCase) { c.svc.Spec.ClusterIP = corev1.ClusterIPNone }),
+		"its own address withdrawn from a Service that took its consent back, or lost it": legitimate(asUpdate, func(c *sliceCase) {
+			c.w.Old.Endpoints = c.w.Slice.Endpoints
+		}, withdrawal, func(c *sliceCase) { c.svc = nil }),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := ReviewEndpointSlice(c.w, c.pod, c.svc); err != nil {
@@ -239,6 +242,9 @@ func TestReviewEndpointSliceRefuses(t *testing.T) {
 		{"a Service of another election", legitimate(func(c *sliceCase) { c.svc.Annotations[election.AnnotationElection] = "db" }),
 			[]string{`routes to the leader of election "db", not of "web"`, optIn}},
 		{"a withdrawal from a Service that did not opt in", legitimate(asUpdate, withdrawal, func(c *sliceCase) { c.svc.Annotations = nil }), []string{"has not opted in"}},
+		{"a withdrawal of another pod's address from a Service that did not opt in", legitimate(asUpdate, func(c *sliceCase) {
+			c.w.Old.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.1.2.4"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: "web-1"}}}
+		}, withdrawal, func(c *sliceCase) { c.svc.Annotations = nil }), []string{"has not opted in"}},
 		{"a withdrawal by a pod without -leader-service", legitimate(asUpdate, withdrawal, func(c *sliceCase) {
 			c.pod.Spec.InitContainers[0].Args = []string{"-election=web"}
 		}), []string{"runs without -leader-service"}},
