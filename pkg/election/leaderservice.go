@@ -179,6 +179,9 @@ func (s *leaderService) sync(ctx context.Context) error {
 		}
 		if err != nil {
 			s.metrics.apiError("service")
+			// Read the Service again for the retry: it may have been
+			// made again, with a new uid, since it was read.
+			s.svc = nil
 		}
 		return err
 	}
