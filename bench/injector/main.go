@@ -207,7 +207,7 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
 	if err != nil {
 		return err
 	}

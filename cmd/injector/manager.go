@@ -35,15 +35,6 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
-// WebhookPath is where the webhook server serves the injection; the
-// MutatingWebhookConfiguration in config/webhook names it.
-const WebhookPath = "/mutate-v1-pod"
-
-// EndpointSlicePath is where the webhook server serves the check of
-// electors' EndpointSlice writes (-leader-service); the
-// ValidatingWebhookConfiguration in config/webhook names it.
-const EndpointSlicePath = "/validate-endpointslice"
-
 // nativeSidecarsSince is the first Kubernetes version with native sidecars
 // on by default.
 var nativeSidecarsSince = utilversion.MustParseGeneric("1.29.0")
@@ -106,10 +97,10 @@ func (o *options) run(ctx context.Context) error {
 	})
 	// Behind a size check: a review too large to decode is denied with its
 	// cause, instead of an answer the API server cannot match to the pod.
-	srv.Register(WebhookPath, webhook.NewHTTPHandler(handler))
+	srv.Register(webhook.PodPath, webhook.NewHTTPHandler(handler))
 	// An EndpointSlice is small (at most 1000 endpoints): controller-runtime's
 	// own size limit is enough.
-	srv.Register(EndpointSlicePath, &crwebhook.Admission{Handler: &webhook.EndpointSliceHandler{
+	srv.Register(webhook.EndpointSlicePath, &crwebhook.Admission{Handler: &webhook.EndpointSliceHandler{
 		Cache: mgr.GetCache(),
 		Live:  mgr.GetAPIReader(),
 	}})

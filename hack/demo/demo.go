@@ -221,7 +221,7 @@ func (d *demo) installInjector(ctx context.Context) error {
 	}
 	// The injector runs here as a local process, not as pods, with the
 	// args config/default gives its container.
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
 	if err != nil {
 		return err
 	}

@@ -107,14 +107,14 @@ func Kubeconfig(cfg *rest.Config, token string) ([]byte, error) {
 // run as a local process instead of as pods: it returns the objects to
 // apply (without the injector's Deployment, Service and
 // PodDisruptionBudget, and with every webhook, mutating and validating,
-// pointed at webhookURL's server, each at the path its Service reference
-// names: the injection at /mutate-v1-pod, the EndpointSlice check at its
-// own), and the injector container's args from the Deployment, so the
-// local process runs with the flags a cluster would give it.
-func LocalInjector(objs []*unstructured.Unstructured, webhookURL string) ([]*unstructured.Unstructured, []string, error) {
-	base, err := url.Parse(webhookURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("webhook URL %q: %w", webhookURL, err)
+// pointed at server (https://host:port), each at the path its Service
+// reference names: webhook.PodPath, webhook.EndpointSlicePath), and the
+// injector container's args from the Deployment, so the local process runs
+// with the flags a cluster would give it.
+func LocalInjector(objs []*unstructured.Unstructured, server string) ([]*unstructured.Unstructured, []string, error) {
+	base, err := url.Parse(server)
+	if err != nil || base.Host == "" {
+		return nil, nil, fmt.Errorf("webhook server %q is not an https://host:port URL: %v", server, err)
 	}
 	var keep []*unstructured.Unstructured
 	var args []string

@@ -50,7 +50,7 @@ webhooks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep, args, err := LocalInjector(objs, "https://localhost:9443/mutate-v1-pod")
+	keep, args, err := LocalInjector(objs, "https://localhost:9443")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,8 +246,11 @@ const MaxReviewSize = 7 << 20
 // size, after the first MaxReviewSize bytes.
 const maxDrain = 64 << 20
 
-// NewHTTPHandler returns what the webhook server serves at the webhook's
-// path: controller-runtime's admission webhook around h, behind a check of
+// PodPath is where the injector serves the injection (NewHTTPHandler);
+// the MutatingWebhookConfiguration in config/webhook names it.
+const PodPath = "/mutate-v1-pod"
+
+// NewHTTPHandler returns what the webhook server serves at PodPath: controller-runtime's admission webhook around h, behind a check of
 // the review's size. controller-runtime reads at most MaxReviewSize bytes
 // and answers a larger review with an error that carries no request UID,
 // which the API server reports as "received invalid webhook response" and

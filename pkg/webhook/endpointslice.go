@@ -379,6 +379,10 @@ func otherKeys(m map[string]string, allowed ...string) []string {
 
 func isTrue(b *bool) bool { return b != nil && *b }
 
+// EndpointSlicePath is where the injector serves EndpointSliceHandler; the
+// ValidatingWebhookConfiguration in config/webhook names it.
+const EndpointSlicePath = "/validate-endpointslice"
+
 // EndpointSliceHandler is the injector's validating admission webhook for
 // EndpointSlices: it reads the pod and the Service a write concerns, and
 // hands them to ReviewEndpointSlice, which decides.

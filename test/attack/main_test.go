@@ -136,7 +136,7 @@ func startInjector(dir, component string, flags map[string]string) (*injector, e
 	if err != nil {
 		return nil, err
 	}
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d/mutate-v1-pod", port))
+	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vapor-ware/k8s-elector/hack/render"
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
+	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
 var env *controlplane.Env
@@ -72,6 +73,35 @@ func TestKustomizations(t *testing.T) {
 			}
 			dryRun(t, objs, env.Namespace(t))
 		})
+	}
+}
+
+// TestWebhookPaths: the webhook configurations call the injector at the
+// paths it serves its handlers on.
+func TestWebhookPaths(t *testing.T) {
+	out, err := render.Render("../../config/default", "example.com/injector:v1", "example.com/elector:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"MutatingWebhookConfiguration": webhook.PodPath, "ValidatingWebhookConfiguration": webhook.EndpointSlicePath}
+	for _, o := range decode(t, out) {
+		path, ok := want[o.GetKind()]
+		if !ok {
+			continue
+		}
+		delete(want, o.GetKind())
+		hooks, _, _ := unstructured.NestedSlice(o.Object, "webhooks")
+		if len(hooks) == 0 {
+			t.Errorf("%s %s has no webhook", o.GetKind(), o.GetName())
+		}
+		for _, h := range hooks {
+			if got, _, _ := unstructured.NestedString(h.(map[string]any), "clientConfig", "service", "path"); got != path {
+				t.Errorf("%s %s calls the injector at %q; it serves that handler at %q", o.GetKind(), o.GetName(), got, path)
+			}
+		}
+	}
+	for kind := range want {
+		t.Errorf("config/default renders no %s", kind)
 	}
 }
 

@@ -195,7 +195,7 @@ func electorMetrics(t *testing.T, env *controlplane.Env, bin string) func() (sna
 func injectorMetrics(t *testing.T, env *controlplane.Env, bin string) func() (snapshot, error) {
 	ctx := context.Background()
 	webhookPort, probePort, metricsPort := freePort(t), freePort(t), freePort(t)
-	keep, args, err := controlplane.LocalInjector(render(t, false), fmt.Sprintf("https://localhost:%d/mutate-v1-pod", webhookPort))
+	keep, args, err := controlplane.LocalInjector(render(t, false), fmt.Sprintf("https://localhost:%d", webhookPort))
 	if err != nil {
 		t.Fatal(err)
 	}
