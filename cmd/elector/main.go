@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -213,52 +212,17 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	return o, o.validate()
 }
 
-// validate checks the options, naming the flag in every error.
+// validate checks the options, naming the flag in every error: the
+// election's settings as Config.Validate does (its errors name the flags),
+// and what only the command line has.
 func (o *options) validate() error {
-	if err := election.ValidateName(o.cfg.Election); err != nil {
-		return usagef("-%s: %v", election.FlagElection, err)
-	}
-	if _, err := election.ParseLockType(string(o.cfg.LockType)); err != nil {
-		return usagef("-%s: %v", election.FlagLockType, err)
-	}
-	if err := election.ValidateTimings(o.cfg.TTL, o.cfg.RenewDeadline, o.cfg.RetryPeriod); err != nil {
-		return usagef("-%s, -%s, -%s: %v", election.FlagTTL, election.FlagRenewDeadline, election.FlagRetryPeriod, err)
-	}
-	if o.cfg.PodLabel != "" && o.cfg.PodName == "" {
-		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodLabel, election.FlagPodName, election.EnvPodName)
-	}
-	if o.cfg.LeaderService != "" {
-		if errs := validation.IsDNS1035Label(o.cfg.LeaderService); len(errs) > 0 {
-			return usagef("-%s: %q is not a Service name: %s", election.FlagLeaderService, o.cfg.LeaderService, strings.Join(errs, "; "))
-		}
-		if o.cfg.PodName == "" {
-			return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagLeaderService, election.FlagPodName, election.EnvPodName)
-		}
-		if err := election.ValidatePodIP(o.cfg.PodIP); err != nil {
-			return usagef("-%s needs the pod's IP: -%s %v", election.FlagLeaderService, election.FlagPodIP, err)
-		}
-	}
-	if o.cfg.PodDeletionCost && o.cfg.PodName == "" {
-		return usagef("-%s: needs the pod's name: set -%s or $%s (from the downward API)", election.FlagPodDeletionCost, election.FlagPodName, election.EnvPodName)
-	}
-	if o.cfg.ReturnWait < 0 || o.cfg.ReturnWait > o.cfg.TTL || o.cfg.ReturnWait > 0 && o.cfg.ReturnWait < time.Millisecond {
-		return usagef("-%s: %s must be 0, or between 1ms and -%s (%s)", election.FlagReturnWait, o.cfg.ReturnWait, election.FlagTTL, o.cfg.TTL)
-	}
-	if o.cfg.AppHealthURL != "" {
-		if err := election.ValidateAppHealthURL(o.cfg.AppHealthURL); err != nil {
-			return usagef("-%s: %v", election.FlagAppHealthURL, err)
-		}
-	}
+	// Config reads a zero period or threshold as its default; on the
+	// command line, which shows the defaults, 0 is a value, and a wrong one.
 	if o.cfg.AppHealthPeriod < election.MinAppHealthPeriod {
 		return usagef("-%s: %s is under the minimum %s (example: %s)", election.FlagAppHealthPeriod, o.cfg.AppHealthPeriod, election.MinAppHealthPeriod, election.DefaultAppHealthPeriod)
 	}
 	if o.cfg.AppHealthThreshold < 1 {
 		return usagef("-%s: %d must be at least 1 (example: %d)", election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
-	}
-	if o.cfg.NotifyURL != "" {
-		if err := election.ValidateNotifyURL(o.cfg.NotifyURL); err != nil {
-			return usagef("-%s: %v", election.FlagNotifyURL, err)
-		}
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)

@@ -176,7 +176,7 @@ func (o *options) validate(port int) error {
 	if s.TTL != 0 {
 		renew, retry := election.DefaultTimings(s.TTL)
 		if err := election.ValidateTimings(s.TTL, renew, retry); err != nil {
-			return usagef("-ttl: %v", err)
+			return usagef("%v", err)
 		}
 	}
 	if s.LockType != "" {

@@ -20,7 +20,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-elector-image="}, "-elector-image"},
 		{[]string{"-port=0"}, "-port: 0 is not a port number"},
 		{[]string{"-webhook-port=70000"}, "-webhook-port"},
-		{[]string{"-ttl=2500ms"}, "-ttl: ttl 2.5s is not a whole number of seconds"},
+		{[]string{"-ttl=2500ms"}, "-ttl: 2.5s is not a whole number of seconds"},
 		{[]string{"-lock-type=secrets"}, `-lock-type: "secrets" is not a lock type`},
 		{[]string{"-allowed-lock-types=leases,secrets"}, `-allowed-lock-types: "secrets" is not a lock type`},
 		{[]string{"-allowed-lock-types="}, `-allowed-lock-types: "" is not a lock type`},

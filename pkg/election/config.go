@@ -80,58 +80,77 @@ type Config struct {
 	NotifyURL string
 }
 
-// Validate checks c. Errors name the field the way the elector's flags do.
+// FieldError is a setting that does not validate: Flag names it as the
+// elector's command line does, and Err says what is wrong and the fix.
+type FieldError struct {
+	Flag string
+	Err  error
+}
+
+func (e *FieldError) Error() string { return "-" + e.Flag + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErrorf(flag, format string, args ...any) error {
+	return &FieldError{Flag: flag, Err: fmt.Errorf(format, args...)}
+}
+
+// needsPodName is what a setting that needs the pod's name says without it.
+const needsPodName = "needs the pod's name: set -" + FlagPodName + " or $" + EnvPodName + " (from the downward API)"
+
+// Validate checks c, and reports the first setting that does not validate
+// as a *FieldError. A zero AppHealthPeriod or AppHealthThreshold is the
+// default.
 func (c *Config) Validate() error {
 	if err := ValidateName(c.Election); err != nil {
-		return fmt.Errorf("election name %w", err)
+		return &FieldError{FlagElection, err}
 	}
 	if c.Namespace == "" {
-		return fmt.Errorf("namespace is required (example: default)")
+		return fieldErrorf(FlagNamespace, "is required (example: default)")
 	}
 	if c.ID == "" {
-		return fmt.Errorf("participant id is required (example: the pod name)")
+		return fieldErrorf(FlagID, "is required (example: the pod name)")
 	}
 	if _, err := ParseLockType(string(c.LockType)); err != nil {
-		return fmt.Errorf("lock type %w", err)
+		return &FieldError{FlagLockType, err}
 	}
 	if err := ValidateTimings(c.TTL, c.RenewDeadline, c.RetryPeriod); err != nil {
 		return err
 	}
 	if c.ReturnWait < 0 || c.ReturnWait > c.TTL || c.ReturnWait > 0 && c.ReturnWait < time.Millisecond {
-		return fmt.Errorf("return wait %s must be 0, or between 1ms and the TTL %s (example: %s)", c.ReturnWait, c.TTL, c.TTL)
+		return fieldErrorf(FlagReturnWait, "%s must be 0, or between 1ms and -%s (%s)", c.ReturnWait, FlagTTL, c.TTL)
 	}
 	if c.AppHealthURL != "" {
 		if err := ValidateAppHealthURL(c.AppHealthURL); err != nil {
-			return fmt.Errorf("app health URL %w", err)
+			return &FieldError{FlagAppHealthURL, err}
 		}
-		if c.AppHealthPeriod != 0 && c.AppHealthPeriod < MinAppHealthPeriod {
-			return fmt.Errorf("app health period %s is under the minimum %s (example: %s)", c.AppHealthPeriod, MinAppHealthPeriod, DefaultAppHealthPeriod)
-		}
-		if c.AppHealthThreshold < 0 {
-			return fmt.Errorf("app health threshold %d must be at least 1 (example: %d)", c.AppHealthThreshold, DefaultAppHealthThreshold)
-		}
+	}
+	if c.AppHealthPeriod != 0 && c.AppHealthPeriod < MinAppHealthPeriod {
+		return fieldErrorf(FlagAppHealthPeriod, "%s is under the minimum %s (example: %s)", c.AppHealthPeriod, MinAppHealthPeriod, DefaultAppHealthPeriod)
+	}
+	if c.AppHealthThreshold < 0 {
+		return fieldErrorf(FlagAppHealthThreshold, "%d must be at least 1 (example: %d)", c.AppHealthThreshold, DefaultAppHealthThreshold)
 	}
 	if c.NotifyURL != "" {
 		if err := ValidateNotifyURL(c.NotifyURL); err != nil {
-			return fmt.Errorf("notify URL %w", err)
+			return &FieldError{FlagNotifyURL, err}
 		}
 	}
 	if c.PodLabel != "" && c.PodName == "" {
-		return fmt.Errorf("pod labelling needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+		return fieldErrorf(FlagPodLabel, needsPodName)
+	}
+	if c.PodDeletionCost && c.PodName == "" {
+		return fieldErrorf(FlagPodDeletionCost, needsPodName)
 	}
 	if c.LeaderService != "" {
 		if errs := validation.IsDNS1035Label(c.LeaderService); len(errs) > 0 {
-			return fmt.Errorf("leader service %q is not a Service name: %s", c.LeaderService, strings.Join(errs, "; "))
+			return fieldErrorf(FlagLeaderService, "%q is not a Service name: %s", c.LeaderService, strings.Join(errs, "; "))
 		}
 		if c.PodName == "" {
-			return fmt.Errorf("the leader service needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
+			return fieldErrorf(FlagLeaderService, needsPodName)
 		}
 		if err := ValidatePodIP(c.PodIP); err != nil {
-			return fmt.Errorf("pod IP %w", err)
+			return &FieldError{FlagPodIP, err}
 		}
-	}
-	if c.PodDeletionCost && c.PodName == "" {
-		return fmt.Errorf("the pod deletion cost needs the pod's name (set POD_NAME from the downward API, or -pod-name)")
 	}
 	return nil
 }

@@ -175,19 +175,20 @@ func DefaultTimings(ttl time.Duration) (renewDeadline, retryPeriod time.Duration
 //     renewals.
 func ValidateTimings(ttl, renewDeadline, retryPeriod time.Duration) error {
 	defRenew, defRetry := DefaultTimings(max(ttl, MinTTL))
+	defRenew, defRetry = defRenew.Round(time.Millisecond), defRetry.Round(time.Millisecond)
 	switch {
 	case ttl < MinTTL:
-		return fmt.Errorf("ttl %s is under the minimum %s (example: 10s)", ttl, MinTTL)
+		return fieldErrorf(FlagTTL, "%s is under the minimum %s (example: 10s)", ttl, MinTTL)
 	case ttl%time.Second != 0:
-		return fmt.Errorf("ttl %s is not a whole number of seconds, which is how the lease stores it (example: 10s)", ttl)
+		return fieldErrorf(FlagTTL, "%s is not a whole number of seconds, which is how the lease stores it (example: 10s)", ttl)
 	case retryPeriod <= 0:
-		return fmt.Errorf("retry period %s must be positive (example: %s)", retryPeriod, defRetry)
+		return fieldErrorf(FlagRetryPeriod, "%s must be positive (example: %s)", retryPeriod, defRetry)
 	case renewDeadline >= ttl:
-		return fmt.Errorf("renew deadline %s must be shorter than the ttl %s (example: %s)", renewDeadline, ttl, defRenew)
+		return fieldErrorf(FlagRenewDeadline, "%s must be shorter than -%s %s (example: %s)", renewDeadline, FlagTTL, ttl, defRenew)
 	case float64(renewDeadline) <= 1.2*float64(max(retryPeriod, RecordPrecision)):
-		return fmt.Errorf("renew deadline %s must be more than 1.2 x the longer of the retry period %s and %s, "+
-			"the precision at which followers see a renewal (example: renew deadline %s, retry period %s)",
-			renewDeadline, retryPeriod, RecordPrecision, defRenew, defRetry)
+		return fieldErrorf(FlagRenewDeadline, "%s must be more than 1.2 x the longer of -%s %s and %s, "+
+			"the precision at which followers see a renewal (example: -%s=%s -%s=%s)",
+			renewDeadline, FlagRetryPeriod, retryPeriod, RecordPrecision, FlagRenewDeadline, defRenew, FlagRetryPeriod, defRetry)
 	}
 	return nil
 }

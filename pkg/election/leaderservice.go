@@ -410,7 +410,7 @@ func sliceEpoch(slice *endpointSlice) uint64 {
 // ValidatePodIP checks the pod IP that -leader-service lists.
 func ValidatePodIP(ip string) error {
 	if ip == "" {
-		return errors.New("is required: set $" + EnvPodIP + " from the downward API (status.podIP)")
+		return errors.New("is required by -" + FlagLeaderService + ": set $" + EnvPodIP + " from the downward API (status.podIP)")
 	}
 	if net.ParseIP(ip) == nil {
 		return fmt.Errorf("%q is not an IP address", ip)

@@ -142,10 +142,10 @@ func TestValidateLeaderService(t *testing.T) {
 		edit func(*Config)
 		want string
 	}{
-		{"not a Service name", func(c *Config) { c.LeaderService = "Leader.svc" }, `leader service "Leader.svc" is not a Service name`},
-		{"no pod name", func(c *Config) { c.PodName = "" }, "the leader service needs the pod's name (set POD_NAME"},
-		{"no pod IP", func(c *Config) { c.PodIP = "" }, "pod IP is required: set $POD_IP from the downward API (status.podIP)"},
-		{"bad pod IP", func(c *Config) { c.PodIP = "10.0.0" }, `pod IP "10.0.0" is not an IP address`},
+		{"not a Service name", func(c *Config) { c.LeaderService = "Leader.svc" }, `-leader-service: "Leader.svc" is not a Service name`},
+		{"no pod name", func(c *Config) { c.PodName = "" }, "-leader-service: needs the pod's name: set -pod-name or $POD_NAME"},
+		{"no pod IP", func(c *Config) { c.PodIP = "" }, "-pod-ip: is required by -leader-service: set $POD_IP from the downward API (status.podIP)"},
+		{"bad pod IP", func(c *Config) { c.PodIP = "10.0.0" }, `-pod-ip: "10.0.0" is not an IP address`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base

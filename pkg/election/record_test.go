@@ -97,8 +97,8 @@ func TestValidateTimings(t *testing.T) {
 		{3 * time.Second, 2 * time.Second, 500 * time.Millisecond, ""},
 		{time.Second, time.Second / 3, time.Second / 6, "under the minimum"},
 		{2500 * time.Millisecond, 1500 * time.Millisecond, 250 * time.Millisecond, "whole number of seconds"},
-		{10 * time.Second, 10 * time.Second, time.Second, "shorter than the ttl"},
-		{10 * time.Second, 3 * time.Second, 2500 * time.Millisecond, "1.2 x the longer of the retry period"},
+		{10 * time.Second, 10 * time.Second, time.Second, "-renew-deadline: 10s must be shorter than -ttl 10s"},
+		{10 * time.Second, 3 * time.Second, 2500 * time.Millisecond, "-renew-deadline: 3s must be more than 1.2 x the longer of -retry-period 2.5s"},
 		{10 * time.Second, 3 * time.Second, 0, "must be positive"},
 		// A renewal is seen only in a new second: a renew deadline of a
 		// second or so would let the leader run out between two of them.

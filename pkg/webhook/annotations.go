@@ -208,7 +208,8 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			if err := validateTTL(ttl); err != nil {
-				fail(a.Key, "%q: %w", v, err)
+				// The annotation, not the elector's -ttl, is what to fix.
+				fail(a.Key, "%w", errors.Unwrap(err))
 				break
 			}
 			o.TTL = ttl

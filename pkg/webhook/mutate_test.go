@@ -247,12 +247,12 @@ func TestInjectErrors(t *testing.T) {
 		{
 			name:        "ttl too short",
 			annotations: withElection(AnnotationTTL, "500ms"),
-			want:        `annotation elector.vapor.io/ttl: "500ms": ttl 500ms is under the minimum 2s (example: 10s)`,
+			want:        `annotation elector.vapor.io/ttl: 500ms is under the minimum 2s (example: 10s)`,
 		},
 		{
 			name:        "ttl not whole seconds",
 			annotations: withElection(AnnotationTTL, "2500ms"),
-			want:        `annotation elector.vapor.io/ttl: "2500ms": ttl 2.5s is not a whole number of seconds, which is how the lease stores it (example: 10s)`,
+			want:        `annotation elector.vapor.io/ttl: 2.5s is not a whole number of seconds, which is how the lease stores it (example: 10s)`,
 		},
 		{
 			name:        "port not a number",

@@ -42,7 +42,7 @@ func TestSettingsValidate(t *testing.T) {
 		{
 			name:   "ttl too short",
 			modify: func(s *Settings) { s.TTL = time.Millisecond },
-			want:   `ttl 1ms is under the minimum 2s (example: 10s)`,
+			want:   `-ttl: 1ms is under the minimum 2s (example: 10s)`,
 		},
 		{
 			name:   "bad lock type",
