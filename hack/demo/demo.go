@@ -322,7 +322,7 @@ func (d *demo) injectedPods(ctx context.Context, n int) ([]corev1.Pod, error) {
 		return nil, err
 	}
 	for _, p := range pods {
-		c := podrunner.Sidecar(&p)
+		c := webhook.ElectorContainer(&p)
 		kind := "container"
 		if c != nil && c.RestartPolicy != nil {
 			kind = "native sidecar"

@@ -168,7 +168,7 @@ func (r *Runner) watch(ctx context.Context) error {
 
 // handle starts, or stops, the sidecar of pod.
 func (r *Runner) handle(ctx context.Context, pod *corev1.Pod, deleted bool) {
-	c := Sidecar(pod)
+	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		return
 	}
@@ -375,17 +375,6 @@ func (r *Runner) stopAll() {
 	r.wg.Wait()
 }
 
-// Sidecar is the elector container the injector added to pod, nil if none.
-func Sidecar(pod *corev1.Pod) *corev1.Container {
-	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range list {
-			if list[i].Name == webhook.ContainerName {
-				return &list[i]
-			}
-		}
-	}
-	return nil
-}
 
 // Environ is the environment of the sidecar c of pod, as the kubelet gives
 // it: $PATH, then its variables, with the downward API's pod name,

@@ -38,7 +38,7 @@ type sidecar struct {
 // HTTP port is remapped: every "pod" here shares one network.
 func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	t.Helper()
-	c := podrunner.Sidecar(pod)
+	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		t.Fatalf("pod %s has no %s container", pod.Name, webhook.ContainerName)
 	}

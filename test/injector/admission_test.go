@@ -27,7 +27,7 @@ func TestAnnotatedPodIsInjected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := sidecarOf(pod)
+	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		t.Fatalf("pod has no %s container: %+v", webhook.ContainerName, pod.Spec)
 	}
@@ -70,7 +70,7 @@ func TestAnnotatedDeploymentYieldsInjectedPods(t *testing.T) {
 			return fmt.Errorf("%d pods, want 2", len(pods.Items))
 		}
 		for _, p := range pods.Items {
-			if sidecarOf(&p) == nil {
+			if webhook.ElectorContainer(&p) == nil {
 				return fmt.Errorf("pod %s has no sidecar", p.Name)
 			}
 		}
@@ -90,7 +90,7 @@ func TestUnannotatedPodIsNotSent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sidecarOf(pod) != nil || len(pod.Spec.InitContainers) != 0 || pod.Labels[webhook.LabelInjected] != "" {
+		if webhook.ElectorContainer(pod) != nil || len(pod.Spec.InitContainers) != 0 || pod.Labels[webhook.LabelInjected] != "" {
 			t.Errorf("%s: an unannotated pod was changed: %+v", name, pod.Spec)
 		}
 		if n := requests.count(ns, name); n != 0 {
@@ -110,7 +110,7 @@ func TestKubeSystemIsNotInjected(t *testing.T) {
 	t.Cleanup(func() {
 		_ = env.Client.CoreV1().Pods("kube-system").Delete(ctxFor(t, 10*time.Second), name, metav1.DeleteOptions{})
 	})
-	if sidecarOf(pod) != nil {
+	if webhook.ElectorContainer(pod) != nil {
 		t.Errorf("a pod in kube-system was injected")
 	}
 	if n := requests.count("kube-system", name); n != 0 {
@@ -159,7 +159,7 @@ func TestDryRunCreatesNoRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sidecarOf(pod) == nil {
+	if webhook.ElectorContainer(pod) == nil {
 		t.Errorf("the dry-run pod was not injected")
 	}
 	// Nothing is there to reconcile: once the reconciler has caught up,
@@ -198,7 +198,7 @@ func TestRestrictedNamespaceAdmitsInjectedPod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an injected compliant pod was refused: %v", err)
 	}
-	if sidecarOf(pod) == nil {
+	if webhook.ElectorContainer(pod) == nil {
 		t.Errorf("the pod was not injected")
 	}
 }
@@ -235,7 +235,7 @@ func TestWedgePodIsDeniedAndTheNextInjected(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the pod after the wedge pod: %v", err)
 	}
-	if sidecarOf(pod) == nil {
+	if webhook.ElectorContainer(pod) == nil {
 		t.Errorf("the pod after the wedge pod was not injected")
 	}
 	inj.terminate(t)
@@ -315,7 +315,7 @@ func TestQuotaAndQoS(t *testing.T) {
 			t.Errorf("%s: the injected pod was refused under a limits quota: %v", name, err)
 			continue
 		}
-		if sidecarOf(pod) == nil {
+		if webhook.ElectorContainer(pod) == nil {
 			t.Errorf("%s: the pod was not injected", name)
 		}
 		if pod.Status.QOSClass != tt.qos {

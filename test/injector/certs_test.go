@@ -85,7 +85,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 	// 4. The API server trusts it: a pod is injected, as a native sidecar
 	// (-native-sidecars=auto on a 1.29+ API server).
 	pod := createInjected(t, ns, "through-the-binary")
-	if c := sidecarOf(pod); c.RestartPolicy == nil {
+	if c := webhook.ElectorContainer(pod); c.RestartPolicy == nil {
 		t.Errorf("-native-sidecars=auto made a plain container on a %s API server", "1.29+")
 	}
 
@@ -247,7 +247,7 @@ func createInjected(t *testing.T, ns, name string) *corev1.Pod {
 			electorPod(name, "app", map[string]string{webhook.AnnotationElection: "my-app"}), metav1.CreateOptions{})
 		return err
 	})
-	if sidecarOf(pod) == nil {
+	if webhook.ElectorContainer(pod) == nil {
 		t.Fatalf("pod %s was not injected", name)
 	}
 	return pod

@@ -358,17 +358,6 @@ func electorPod(name, sa string, annotations map[string]string) *corev1.Pod {
 	}
 }
 
-func sidecarOf(pod *corev1.Pod) *corev1.Container {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			if cs[i].Name == webhook.ContainerName {
-				return &cs[i]
-			}
-		}
-	}
-	return nil
-}
-
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

@@ -89,7 +89,7 @@ func TestPodLevelResources(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the injected pod was refused: %v", err)
 			}
-			c := sidecarOf(pod)
+			c := webhook.ElectorContainer(pod)
 			if c == nil {
 				t.Fatal("the pod was not injected")
 			}
@@ -137,7 +137,7 @@ func TestPodShapes(t *testing.T) {
 			annotations: annotations(),
 			modify:      func(p *corev1.Pod) { p.Spec.RestartPolicy = corev1.RestartPolicyNever },
 			check: func(t *testing.T, pod *corev1.Pod) {
-				c := sidecarOf(pod)
+				c := webhook.ElectorContainer(pod)
 				if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways || len(pod.Spec.InitContainers) != 1 {
 					t.Errorf("the sidecar of a pod that runs to completion is not a native sidecar: restartPolicy %v, %d init containers", c.RestartPolicy, len(pod.Spec.InitContainers))
 				}
@@ -200,7 +200,7 @@ func TestPodShapes(t *testing.T) {
 					}
 				}
 				mounted := false
-				for _, m := range sidecarOf(pod).VolumeMounts {
+				for _, m := range webhook.ElectorContainer(pod).VolumeMounts {
 					mounted = mounted || (m.Name == webhook.APIAccessVolumeName && m.MountPath == webhook.APIAccessMountPath)
 				}
 				hasToken := false
@@ -228,7 +228,7 @@ func TestPodShapes(t *testing.T) {
 				p.Spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem = new(true)
 			},
 			check: func(t *testing.T, pod *corev1.Pod) {
-				sc := sidecarOf(pod).SecurityContext
+				sc := webhook.ElectorContainer(pod).SecurityContext
 				if sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
 					sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsUser != nil {
 					t.Errorf("sidecar securityContext = %+v, want its own (RuntimeDefault seccomp, read-only root, the pod's user)", sc)
@@ -253,7 +253,7 @@ func TestPodShapes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the injected pod was refused: %v", err)
 			}
-			if sidecarOf(pod) == nil {
+			if webhook.ElectorContainer(pod) == nil {
 				t.Fatal("the pod was not injected")
 			}
 			if tt.check != nil {
@@ -302,7 +302,7 @@ func TestLimitRangeBelowTheSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a sidecar fitted to the LimitRange by its annotations was refused: %v", err)
 	}
-	if sidecarOf(pod) == nil {
+	if webhook.ElectorContainer(pod) == nil {
 		t.Error("the pod was not injected")
 	}
 }
