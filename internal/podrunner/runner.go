@@ -375,7 +375,6 @@ func (r *Runner) stopAll() {
 	r.wg.Wait()
 }
 
-
 // Environ is the environment of the sidecar c of pod, as the kubelet gives
 // it: $PATH, then its variables, with the downward API's pod name,
 // namespace and IP filled in.
