@@ -140,7 +140,8 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 	}
 	log = log.WithValues("election", cfg.Election, "lock", lock.String(), "id", cfg.ID)
 	lock.onNoEpoch = func(err error) {
-		log.Info("the lock's admission policy refuses the epoch annotation "+AnnotationEpoch+"; writing the lock without it: apply the policies of this release (config/default) for followers to learn the epoch", "err", err.Error())
+		log.Info("the lock's admission policy refuses the epoch annotation "+AnnotationEpoch+"; writing the lock without it: "+
+			"apply the policies of this release (config/default) for followers to learn the epoch", "err", err.Error())
 	}
 	if metrics == nil {
 		metrics = NewMetrics()
@@ -188,7 +189,8 @@ func New(cfg Config, clients *Clients, log logr.Logger, metrics *Metrics) (*Elec
 func (e *Elector) Run(ctx context.Context) error {
 	e.log.Info("joining election", "ttl", e.cfg.TTL, "renewDeadline", e.cfg.RenewDeadline, "retryPeriod", e.cfg.RetryPeriod)
 	if e.health != nil {
-		e.log.Info("leading only while the application is healthy", "url", e.cfg.AppHealthURL, "period", e.cfg.AppHealthPeriod, "threshold", e.cfg.AppHealthThreshold)
+		e.log.Info("leading only while the application is healthy",
+			"url", e.cfg.AppHealthURL, "period", e.cfg.AppHealthPeriod, "threshold", e.cfg.AppHealthThreshold)
 	}
 	e.setRunning(true)
 	defer e.setRunning(false)
@@ -866,7 +868,8 @@ func (e *Elector) release(reason string, shutdown bool) {
 	if withdrawn != nil {
 		// Released, the lock would let the next leader in while the
 		// Service still sends to this pod.
-		e.log.Error(withdrawn, "not releasing the lock: the Service still lists this pod; the others take over when the lease expires, and the next leader replaces the address")
+		e.log.Error(withdrawn, "not releasing the lock: the Service still lists this pod; "+
+			"the others take over when the lease expires, and the next leader replaces the address")
 		return
 	}
 	now := recordTime(time.Now())

@@ -318,7 +318,8 @@ func (s *leaderService) service(ctx context.Context) (*coreService, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read Service %s: %w", s.name, err)
 	case len(svc.Spec.Selector) > 0:
-		return nil, fmt.Errorf("service %s has a selector, so its endpoints are the EndpointSlice controller's: remove spec.selector for the elector to keep them", s.name)
+		return nil, fmt.Errorf("service %s has a selector, so its endpoints are the EndpointSlice controller's: "+
+			"remove spec.selector for the elector to keep them", s.name)
 	case svc.Spec.Type == "ExternalName":
 		return nil, fmt.Errorf("service %s is of type ExternalName, which has no endpoints: use ClusterIP", s.name)
 	}
@@ -388,7 +389,8 @@ func slicePorts(svc *coreService) ([]slicePort, error) {
 		port := p.Port
 		switch {
 		case p.TargetPort.Type == intstr.String:
-			return nil, fmt.Errorf("service %s: port %q has the targetPort %q, a name, which a Service without a selector cannot resolve: give the number", svc.Name, p.Name, p.TargetPort.StrVal)
+			return nil, fmt.Errorf("service %s: port %q has the targetPort %q, a name, which a Service without a selector cannot resolve: give the number",
+				svc.Name, p.Name, p.TargetPort.StrVal)
 		case p.TargetPort.IntVal != 0:
 			port = p.TargetPort.IntVal
 		}
