@@ -112,26 +112,56 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.cfg.Election, election.FlagElection, "", "The name of the election. This is required.")
 	fs.StringVar(&o.httpAddr, election.FlagHTTP, "", "The HTTP address (host:port) which leader state will be reported on.")
-	fs.StringVar(&o.cfg.ID, election.FlagID, "", "The ID of the election participant. If not set, $"+election.EnvPodName+" is used, then the hostname, as reported by the kernel.")
+	fs.StringVar(&o.cfg.ID, election.FlagID, "",
+		"The ID of the election participant. If not set, $"+election.EnvPodName+" is used, then the hostname, as reported by the kernel.")
 	fs.StringVar(&o.kubeconfig, election.FlagKubeconfig, "", "The kubeconfig file to use. If not set, in-cluster config will be used.")
-	fs.StringVar(&lockType, election.FlagLockType, string(election.LockLeases), "The type of Kubernetes object to use for the lock (leases, endpoints, configmaps)")
-	fs.StringVar(&o.cfg.Namespace, election.FlagNamespace, "default", "The Kubernetes namespace to run the election in. If not set, $"+election.EnvPodNamespace+" is used, then the pod's own namespace when in a cluster, then the default namespace.")
+	fs.StringVar(&lockType, election.FlagLockType, string(election.LockLeases),
+		"The type of Kubernetes object to use for the lock (leases, endpoints, configmaps)")
+	fs.StringVar(&o.cfg.Namespace, election.FlagNamespace, "default",
+		"The Kubernetes namespace to run the election in. If not set, $"+election.EnvPodNamespace+
+			" is used, then the pod's own namespace when in a cluster, then the default namespace.")
 	fs.DurationVar(&o.cfg.TTL, election.FlagTTL, election.DefaultTTL, "The TTL for the election: a whole number of seconds, at least 2s.")
-	fs.DurationVar(&o.cfg.RenewDeadline, election.FlagRenewDeadline, 0, "How long a leader keeps leading without a successful renewal. If not set, ttl/3, and at least 1.5s.")
+	fs.DurationVar(&o.cfg.RenewDeadline, election.FlagRenewDeadline, 0,
+		"How long a leader keeps leading without a successful renewal. If not set, ttl/3, and at least 1.5s.")
 	fs.DurationVar(&o.cfg.RetryPeriod, election.FlagRetryPeriod, 0, "How often a leader renews its lease. If not set, ttl/6.")
-	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "", "If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
-	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "", "The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
-	fs.BoolVar(&o.cfg.PodDeletionCost, election.FlagPodDeletionCost, false, "Keep the leader's pod annotated "+election.AnnotationPodDeletionCost+"="+election.LeaderDeletionCost+", so that a Deployment's rollout deletes it after the other old pods, once new pods can take over: one handover per rollout with maxUnavailable above 0. Needs the pod's name, as -pod-label does, and pods patch; the injector's policy grants it to -pod-deletion-cost=true, spelled so.")
-	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true, "Keep the newest participant named as the successor on the lock, and leave a released lock to it first, so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
-	fs.DurationVar(&o.cfg.ReturnWait, election.FlagReturnWait, 0, "If set, how long the others leave the lock to this participant after it releases it on shutdown, for it to come back under the same -id, as a StatefulSet's pod does: one handover per StatefulSet rollout, after a gap of the pod's restart. At most -ttl. If not set, a leader that shuts down hands over at once.")
-	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "", "If set, the application's health endpoint (example: http://localhost:8080/healthz). A participant whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy follower.")
-	fs.DurationVar(&o.cfg.AppHealthPeriod, election.FlagAppHealthPeriod, election.DefaultAppHealthPeriod, "How often -app-health-url is probed, and how long a probe may take; at least "+election.MinAppHealthPeriod.String()+".")
-	fs.IntVar(&o.cfg.AppHealthThreshold, election.FlagAppHealthThreshold, election.DefaultAppHealthThreshold, "How many failed probes of -app-health-url in a row make the application unhealthy. One healthy answer makes it healthy again.")
-	fs.StringVar(&o.cfg.LeaderService, election.FlagLeaderService, "", "If set, a Service of the namespace, with no selector and annotated "+election.AnnotationElection+"=<election>, whose endpoints the elector keeps: the leader's pod alone, at -pod-ip, and none during a handover. The leader removes its address before it releases the lock, so the Service never sends to two pods.")
-	fs.StringVar(&o.cfg.PodIP, election.FlagPodIP, "", "The pod's IP, which -leader-service lists. If not set, $"+election.EnvPodIP+" is used (from the downward API: status.podIP).")
-	fs.StringVar(&o.cfg.NotifyURL, election.FlagNotifyURL, "", "If set, a URL (example: http://localhost:8080/elector) the elector POSTs its GET / document to, as JSON, at start and on every change of is_leader, leader or epoch: for an application that cannot hold /watch open. A failed delivery is retried with backoff, with the newest document.")
+	fs.StringVar(&o.cfg.PodLabel, election.FlagPodLabel, "",
+		"If set, a label key the elector keeps on its own pod as <key>=leader or <key>=standby, so a Service can select the leader.")
+	fs.StringVar(&o.cfg.PodName, election.FlagPodName, "",
+		"The pod to label with -pod-label. If not set, $"+election.EnvPodName+" is used. "+
+			"Given as $"+upstreamPodNameEnv+", as upstream k8s-elector took it, it also sets -pod-label="+upstreamPodLabel+" unless -pod-label is given.")
+	fs.BoolVar(&o.cfg.PodDeletionCost, election.FlagPodDeletionCost, false,
+		"Keep the leader's pod annotated "+election.AnnotationPodDeletionCost+"="+election.LeaderDeletionCost+
+			", so that a Deployment's rollout deletes it after the other old pods, once new pods can take over: "+
+			"one handover per rollout with maxUnavailable above 0. "+
+			"Needs the pod's name, as -pod-label does, and pods patch; the injector's policy grants it to -pod-deletion-cost=true, spelled so.")
+	fs.BoolVar(&o.cfg.PreferNewest, election.FlagPreferNewest, true,
+		"Keep the newest participant named as the successor on the lock, and leave a released lock to it first, "+
+			"so that a rolling update hands over once, to a new pod. Set it to false to have every follower race for a released lock.")
+	fs.DurationVar(&o.cfg.ReturnWait, election.FlagReturnWait, 0,
+		"If set, how long the others leave the lock to this participant after it releases it on shutdown, "+
+			"for it to come back under the same -id, as a StatefulSet's pod does: one handover per StatefulSet rollout, after a gap of the pod's restart. "+
+			"At most -ttl. If not set, a leader that shuts down hands over at once.")
+	fs.StringVar(&o.cfg.AppHealthURL, election.FlagAppHealthURL, "",
+		"If set, the application's health endpoint (example: http://localhost:8080/healthz). "+
+			"A participant whose application does not answer it with 2xx or 3xx does not take the lock, "+
+			"and a leader whose application fails it releases the lock to a healthy follower.")
+	fs.DurationVar(&o.cfg.AppHealthPeriod, election.FlagAppHealthPeriod, election.DefaultAppHealthPeriod,
+		"How often -app-health-url is probed, and how long a probe may take; at least "+election.MinAppHealthPeriod.String()+".")
+	fs.IntVar(&o.cfg.AppHealthThreshold, election.FlagAppHealthThreshold, election.DefaultAppHealthThreshold,
+		"How many failed probes of -app-health-url in a row make the application unhealthy. One healthy answer makes it healthy again.")
+	fs.StringVar(&o.cfg.LeaderService, election.FlagLeaderService, "",
+		"If set, a Service of the namespace, with no selector and annotated "+election.AnnotationElection+"=<election>, "+
+			"whose endpoints the elector keeps: the leader's pod alone, at -pod-ip, and none during a handover. "+
+			"The leader removes its address before it releases the lock, so the Service never sends to two pods.")
+	fs.StringVar(&o.cfg.PodIP, election.FlagPodIP, "",
+		"The pod's IP, which -leader-service lists. If not set, $"+election.EnvPodIP+" is used (from the downward API: status.podIP).")
+	fs.StringVar(&o.cfg.NotifyURL, election.FlagNotifyURL, "",
+		"If set, a URL (example: http://localhost:8080/elector) the elector POSTs its GET / document to, as JSON, "+
+			"at start and on every change of is_leader, leader or epoch: for an application that cannot hold /watch open. "+
+			"A failed delivery is retried with backoff, with the newest document.")
 	fs.StringVar(&o.logFormat, election.FlagLogFormat, "text", "The log format: text or json.")
-	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0, "The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
+	fs.IntVar(&o.verbosity, election.FlagVerbosity, 0,
+		"The log verbosity: 0 logs changes of leadership, 1 adds failed requests, 4 and up adds client-go's detail.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
 	// Registered after the others, so -h can leave them out.
 	shown := flag.NewFlagSet("elector", flag.ContinueOnError)
@@ -141,7 +171,9 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		shown.SetOutput(fs.Output())
 		fmt.Fprintf(fs.Output(), "Usage of elector:\n")
 		shown.PrintDefaults()
-		fmt.Fprintf(fs.Output(), "\nEvery flag can also be set with an environment variable %s<FLAG>, for example %sELECTION or %sLOCK_TYPE; a flag on the command line wins.\n", election.EnvPrefix, election.EnvPrefix, election.EnvPrefix)
+		fmt.Fprintf(fs.Output(),
+			"\nEvery flag can also be set with an environment variable %s<FLAG>, for example %sELECTION or %sLOCK_TYPE; a flag on the command line wins.\n",
+			election.EnvPrefix, election.EnvPrefix, election.EnvPrefix)
 		fmt.Fprintf(fs.Output(), "Upstream k8s-elector's klog flags (-%s) are accepted and ignored.\n", strings.Join(klogNames, ", -"))
 	}
 	if err := fs.Parse(args); err != nil {
@@ -219,7 +251,8 @@ func (o *options) validate() error {
 	// Config reads a zero period or threshold as its default; on the
 	// command line, which shows the defaults, 0 is a value, and a wrong one.
 	if o.cfg.AppHealthPeriod < election.MinAppHealthPeriod {
-		return usagef("-%s: %s is under the minimum %s (example: %s)", election.FlagAppHealthPeriod, o.cfg.AppHealthPeriod, election.MinAppHealthPeriod, election.DefaultAppHealthPeriod)
+		return usagef("-%s: %s is under the minimum %s (example: %s)",
+			election.FlagAppHealthPeriod, o.cfg.AppHealthPeriod, election.MinAppHealthPeriod, election.DefaultAppHealthPeriod)
 	}
 	if o.cfg.AppHealthThreshold < 1 {
 		return usagef("-%s: %d must be at least 1 (example: %d)", election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
@@ -311,7 +344,8 @@ func (o *options) restConfig() (*rest.Config, error) {
 	}
 	cfg, err := rest.InClusterConfig()
 	if errors.Is(err, rest.ErrNotInCluster) {
-		return nil, usagef("-%s: not set, and not running in a cluster: give a kubeconfig (example: -%s=$HOME/.kube/config)", election.FlagKubeconfig, election.FlagKubeconfig)
+		return nil, usagef("-%s: not set, and not running in a cluster: give a kubeconfig (example: -%s=$HOME/.kube/config)",
+			election.FlagKubeconfig, election.FlagKubeconfig)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("in-cluster configuration: %w", err)

@@ -110,28 +110,43 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 
 	fs := flag.NewFlagSet("injector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.settings.ElectorImage, "elector-image", "ghcr.io/vapor-ware/k8s-elector:"+version, "The elector sidecar's image; by default the elector of the injector's release.")
+	fs.StringVar(&o.settings.ElectorImage, "elector-image", "ghcr.io/vapor-ware/k8s-elector:"+version,
+		"The elector sidecar's image; by default the elector of the injector's release.")
 	fs.IntVar(&port, "port", int(d.Port), "The elector's HTTP port in injected pods.")
 	fs.DurationVar(&o.settings.TTL, "ttl", 0, "The lease duration of injected electors. If not set, the elector's default, "+election.DefaultTTL.String()+".")
-	fs.StringVar(&lockType, "lock-type", "", "The lock object kind of injected electors: leases, configmaps or endpoints; one of -allowed-lock-types. If not set, the elector's default, leases.")
-	fs.Var(&allowed, "allowed-lock-types", "The comma-separated lock object kinds pods may use. Endpoints is off by default: the right to update an Endpoints object is the right to steer its Service's traffic.")
+	fs.StringVar(&lockType, "lock-type", "",
+		"The lock object kind of injected electors: leases, configmaps or endpoints; one of -allowed-lock-types. If not set, the elector's default, leases.")
+	fs.Var(&allowed, "allowed-lock-types",
+		"The comma-separated lock object kinds pods may use. "+
+			"Endpoints is off by default: the right to update an Endpoints object is the right to steer its Service's traffic.")
 	fs.Var(&cpu, "cpu-request", "The sidecar's CPU request.")
 	fs.Var(&mem, "memory-request", "The sidecar's memory request.")
-	fs.Var(&cpuLimit, "cpu-limit", "The sidecar's CPU limit; 0 for none. Well above what a renewing elector uses, so that it is never throttled into losing its lease.")
+	fs.Var(&cpuLimit, "cpu-limit",
+		"The sidecar's CPU limit; 0 for none. Well above what a renewing elector uses, so that it is never throttled into losing its lease.")
 	fs.Var(&memLimit, "memory-limit", "The sidecar's memory limit; 0 for none.")
-	fs.StringVar(&o.nativeSidecar, "native-sidecars", "auto", "Inject the elector as a native sidecar (an init container with restartPolicy Always): true, false, or auto to ask the API server once at start-up (1.29 or later).")
+	fs.StringVar(&o.nativeSidecar, "native-sidecars", "auto",
+		"Inject the elector as a native sidecar (an init container with restartPolicy Always): "+
+			"true, false, or auto to ask the API server once at start-up (1.29 or later).")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "The kubeconfig file to use. If not set, $KUBECONFIG, then the in-cluster config.")
-	fs.StringVar(&o.namespace, "namespace", os.Getenv(election.EnvPodNamespace), "The injector's own namespace, for its certificate Secret and leader-election Lease. If not set, $"+election.EnvPodNamespace+".")
+	fs.StringVar(&o.namespace, "namespace", os.Getenv(election.EnvPodNamespace),
+		"The injector's own namespace, for its certificate Secret and leader-election Lease. If not set, $"+election.EnvPodNamespace+".")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "The webhook server's HTTPS port.")
 	fs.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "The folder with the webhook server's tls.crt and tls.key.")
-	fs.StringVar(&o.certManagement, "cert-management", certsSelf, "Who makes the webhook's certificate: self (a CA and serving certificate in -cert-secret, rotated before expiry, the CA written into the webhook configuration) or external (mounted into -cert-dir by, for example, cert-manager).")
-	fs.StringVar(&o.certSecret, "cert-secret", "k8s-elector-injector-cert", "With -cert-management=self, the Secret in -namespace holding the CA and serving certificate; mount it at -cert-dir.")
-	fs.StringVar(&o.certDNSNames, "cert-dns-names", "", "With -cert-management=self, extra comma-separated DNS names for the serving certificate, beside the Service's.")
-	fs.StringVar(&o.webhookConfig, "webhook-configuration", "k8s-elector-injector", "The MutatingWebhookConfiguration, and the ValidatingWebhookConfiguration of the same name, whose caBundle -cert-management=self fills.")
+	fs.StringVar(&o.certManagement, "cert-management", certsSelf,
+		"Who makes the webhook's certificate: "+
+			"self (a CA and serving certificate in -cert-secret, rotated before expiry, the CA written into the webhook configuration) "+
+			"or external (mounted into -cert-dir by, for example, cert-manager).")
+	fs.StringVar(&o.certSecret, "cert-secret", "k8s-elector-injector-cert",
+		"With -cert-management=self, the Secret in -namespace holding the CA and serving certificate; mount it at -cert-dir.")
+	fs.StringVar(&o.certDNSNames, "cert-dns-names", "",
+		"With -cert-management=self, extra comma-separated DNS names for the serving certificate, beside the Service's.")
+	fs.StringVar(&o.webhookConfig, "webhook-configuration", "k8s-elector-injector",
+		"The MutatingWebhookConfiguration, and the ValidatingWebhookConfiguration of the same name, whose caBundle -cert-management=self fills.")
 	fs.StringVar(&o.webhookService, "webhook-service", "k8s-elector-injector", "The webhook's Service in -namespace, named in the serving certificate.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "The address of the metrics endpoint; 0 to disable it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "The address of /healthz and /readyz.")
-	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among the injector's replicas to run the RBAC reconciler; needed with more than one replica.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader among the injector's replicas to run the RBAC reconciler; needed with more than one replica.")
 	fs.IntVar(&o.verbosity, "v", 0, "The log verbosity.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
@@ -188,13 +203,15 @@ func (o *options) validate(port int) error {
 		return usagef("-allowed-lock-types: empty; allow at least one lock type (example: leases,configmaps)")
 	}
 	if t := cmp.Or(s.LockType, election.LockTypes[0]); !slices.Contains(s.AllowedLockTypes, t) {
-		return usagef("-lock-type: %s is not one of -allowed-lock-types %s; add it to -allowed-lock-types, or set -lock-type to one of them", t, lockTypes(s.AllowedLockTypes).String())
+		return usagef("-lock-type: %s is not one of -allowed-lock-types %s; add it to -allowed-lock-types, or set -lock-type to one of them",
+			t, lockTypes(s.AllowedLockTypes).String())
 	}
 	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
 		return usagef("-cpu-request: %s is above -cpu-limit %s; raise the limit, or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String())
 	}
 	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
-		return usagef("-memory-request: %s is above -memory-limit %s; raise the limit, or set it to 0 for none", s.MemoryRequest.String(), s.MemoryLimit.String())
+		return usagef("-memory-request: %s is above -memory-limit %s; raise the limit, or set it to 0 for none",
+			s.MemoryRequest.String(), s.MemoryLimit.String())
 	}
 	// The handler's own check, for anything missed above.
 	if err := s.Validate(); err != nil {
