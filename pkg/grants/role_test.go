@@ -1,7 +1,6 @@
 package grants
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -35,63 +34,6 @@ func podWithElector(sa string, native bool, args ...string) corev1.Pod {
 		p.Spec.Containers = append(p.Spec.Containers, c)
 	}
 	return p
-}
-
-func TestElectorOf(t *testing.T) {
-	tests := []struct {
-		name    string
-		pod     corev1.Pod
-		want    Elector
-		found   bool
-		wantErr string
-	}{
-		{"no elector container", corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Args: []string{"-election=a"}}}}}, Elector{}, false, ""},
-		{"native sidecar, lock type absent means leases, annotations and env ignored",
-			podWithElector("", true, "-election=a", "-http=:4040"), Elector{Election: "a", LockType: election.LockLeases}, true, ""},
-		{"plain container, every flag", podWithElector("", false, "-election=a", "-lock-type=configmaps", "-pod-label=example.com/role"),
-			Elector{Election: "a", LockType: election.LockConfigMaps, PodLabel: "example.com/role"}, true, ""},
-		{"double dash, last wins as in Go's flag package", podWithElector("", true, "-election=a", "--election=b", "--lock-type=configmaps"),
-			Elector{Election: "b", LockType: election.LockConfigMaps}, true, ""},
-		{"a value in the next argument is not read", podWithElector("", true, "-election", "a"), Elector{LockType: election.LockLeases}, true, "is required"},
-		{"three dashes are not a flag", podWithElector("", true, "-election=a", "---election=b"), Elector{Election: "a", LockType: election.LockLeases}, true, ""},
-		{"invalid lock type", podWithElector("", true, "-election=a", "-lock-type=secrets"), Elector{Election: "a", LockType: election.LockLeases}, true, `"secrets" is not a lock type`},
-		{"invalid election", podWithElector("", true, "-election=A_b"), Elector{Election: "A_b", LockType: election.LockLeases}, true, "not a valid Kubernetes object name"},
-		{"pod-deletion-cost, as the injector writes it", podWithElector("", true, "-election=a", "-pod-deletion-cost=true"),
-			Elector{Election: "a", LockType: election.LockLeases, PodDeletionCost: true}, true, ""},
-		{"pod-deletion-cost, other spellings grant nothing", podWithElector("", true, "-election=a", "-pod-deletion-cost", "-pod-deletion-cost=1"),
-			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
-		{"pod-deletion-cost, the last one wins", podWithElector("", true, "-election=a", "-pod-deletion-cost=true", "-pod-deletion-cost=false"),
-			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
-		{"invalid pod label", podWithElector("", true, "-election=a", "-pod-label=a b"), Elector{Election: "a", LockType: election.LockLeases, PodLabel: "a b"}, true, "is not a label key"},
-		{"empty pod label", podWithElector("", true, "-election=a", "-pod-label="), Elector{Election: "a", LockType: election.LockLeases}, true, "is not a label key"},
-		{"the injector's keys", podWithElector("", true, "-election=a", "-pod-label=elector.vapor.io/injected"),
-			Elector{Election: "a", LockType: election.LockLeases, PodLabel: "elector.vapor.io/injected"}, true, "are the injector's"},
-		{"leader-service, the last one wins", podWithElector("", true, "-election=a", "-leader-service=old", "--leader-service=web-leader"),
-			Elector{Election: "a", LockType: election.LockLeases, LeaderService: "web-leader"}, true, ""},
-		{"leader-service, a value in the next argument is not read", podWithElector("", true, "-election=a", "-leader-service", "web-leader"),
-			Elector{Election: "a", LockType: election.LockLeases}, true, ""},
-		{"leader-service, not a Service name", podWithElector("", true, "-election=a", "-leader-service=web.leader"),
-			Elector{Election: "a", LockType: election.LockLeases, LeaderService: "web.leader"}, true, "is not a Service name"},
-		{"leader-service, empty", podWithElector("", true, "-election=a", "-leader-service="),
-			Elector{Election: "a", LockType: election.LockLeases}, true, "is not a Service name"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, found, err := ElectorOf(&tt.pod)
-			if found != tt.found {
-				t.Errorf("found = %v, want %v", found, tt.found)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("elector (-want +got):\n%s", diff)
-			}
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Errorf("err = %v, want none", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("err = %v, want one containing %q", err, tt.wantErr)
-			}
-		})
-	}
 }
 
 // TestDesiredRoleMatchesShippedRole keeps the reconciler and the standalone
@@ -254,83 +196,6 @@ func TestNames(t *testing.T) {
 	}
 	if RoleName(long+"1") == RoleName(long+"2") {
 		t.Errorf("long names that differ only past the limit share %q", RoleName(long+"1"))
-	}
-}
-
-// TestTrimPodKeepsWhatTheReconcilerReads checks that the cache's trimmed
-// pods yield the same elector and account as whole ones, and count as
-// outdated or not as whole ones do, and drop the rest.
-func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
-	for _, native := range []bool{true, false} {
-		pod := podWithElector("app", native, "-election=a", "-lock-type=configmaps", "-pod-label=role", "-leader-service=a-leader")
-		pod.UID = "uid-p"
-		pod.Namespace = "ns"
-		pod.Spec.NodeName = "node-a"
-		pod.Status.Phase = corev1.PodRunning
-		pod.Status.PodIP = "10.1.2.3"
-		pod.Status.PodIPs = []corev1.PodIP{{IP: "10.1.2.3"}, {IP: "fd00::3"}}
-		pod.Status.HostIP = "192.0.2.1"
-		pod.Labels = map[string]string{webhook.LabelInjected: "true", "app": "x"}
-		marks := map[string]string{
-			webhook.AnnotationStatus:          webhook.StatusInjected,
-			webhook.AnnotationInjectorVersion: testVersion,
-			webhook.AnnotationInjectedImage:   "example.com/elector:v2",
-			webhook.AnnotationImage:           "example.com/elector:v2",
-		}
-		for k, v := range marks {
-			pod.Annotations[k] = v
-		}
-		out, err := trimPod(&pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		trimmed := out.(*corev1.Pod)
-		whole, _, _ := ElectorOf(&pod)
-		got, found, err := ElectorOf(trimmed)
-		if !found || err != nil {
-			t.Fatalf("trimmed pod: found %v, err %v", found, err)
-		}
-		if diff := cmp.Diff(whole, got); diff != "" {
-			t.Errorf("elector of the trimmed pod (-whole +trimmed):\n%s", diff)
-		}
-		if diff := cmp.Diff(map[string]string{webhook.LabelInjected: "true"}, trimmed.Labels); diff != "" {
-			t.Errorf("labels of the trimmed pod (-want +got):\n%s", diff)
-		}
-		if trimmed.Spec.ServiceAccountName != "app" || trimmed.Status.Phase != corev1.PodRunning {
-			t.Errorf("trimmed pod lost its service account or phase: %+v", trimmed)
-		}
-		if diff := cmp.Diff(marks, trimmed.Annotations); diff != "" {
-			t.Errorf("annotations of the trimmed pod (-want +got):\n%s", diff)
-		}
-		// The EndpointSlice webhook decides on the trimmed pod as on the
-		// whole one, for the pod's own address and for another.
-		for _, addr := range []string{"10.1.2.3", "fd00::3", "10.1.2.4", "192.0.2.1"} {
-			wholeErr, trimmedErr := reviewLeaderSlice(&pod, addr), reviewLeaderSlice(trimmed, addr)
-			if fmt.Sprint(wholeErr) != fmt.Sprint(trimmedErr) {
-				t.Errorf("the webhook decides %s otherwise on the trimmed pod: %v, on the whole one: %v", addr, trimmedErr, wholeErr)
-			}
-			if allowed := wholeErr == nil; allowed != (addr == "10.1.2.3" || addr == "fd00::3") {
-				t.Errorf("the webhook decides %s: %v", addr, wholeErr)
-			}
-		}
-		if !counted(trimmed) || outdated(trimmed, testVersion, testImage) != outdated(&pod, testVersion, testImage) {
-			t.Errorf("the trimmed pod is not counted as the whole one: counted %v, outdated %v, whole %v",
-				counted(trimmed), outdated(trimmed, testVersion, testImage), outdated(&pod, testVersion, testImage))
-		}
-		if len(trimmed.Spec.Containers) != 1 || len(trimmed.Spec.InitContainers) != 0 || trimmed.Spec.Containers[0].Image != "" ||
-			trimmed.Spec.Containers[0].Env != nil {
-			t.Errorf("trimPod kept what the reconciler does not read: %+v", trimmed)
-		}
-	}
-
-	// Without any of the annotations, it keeps none.
-	pod := podWithElector("app", true, "-election=a")
-	out, err := trimPod(&pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := out.(*corev1.Pod).Annotations; a != nil {
-		t.Errorf("trimPod kept annotations of a pod without marks: %v", a)
 	}
 }
 
