@@ -73,26 +73,57 @@ type Annotation struct {
 var Annotations = []Annotation{
 	{AnnotationElection, "my-app", "Election name, and the name of the lock object. Required; its presence asks for the sidecar."},
 	{AnnotationPort, "4040", "Port of the elector's HTTP API (default: the injector's, 4040). Must not be a containerPort of the pod."},
-	{AnnotationTTL, "10s", "Lease duration, a whole number of seconds, at least " + election.MinTTL.String() + " (default: the elector's, " + election.DefaultTTL.String() + ")."},
-	{AnnotationLockType, "leases", "Lock object kind: leases, configmaps or endpoints, if the injector's `-allowed-lock-types` allows it (by default leases and configmaps) (default: the injector's, else leases)."},
+	{AnnotationTTL, "10s",
+		"Lease duration, a whole number of seconds, at least " + election.MinTTL.String() + " (default: the elector's, " + election.DefaultTTL.String() + ")."},
+	{AnnotationLockType, "leases",
+		"Lock object kind: leases, configmaps or endpoints, if the injector's `-allowed-lock-types` allows it (by default leases and configmaps) " +
+			"(default: the injector's, else leases)."},
 	{AnnotationImage, "ghcr.io/vapor-ware/k8s-elector:v1.0.0", "Elector image (default: the injector's)."},
 	{AnnotationCPU, "10m", "CPU request of the sidecar (default: 10m). Also raises the CPU limit when larger than it."},
 	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: 24Mi). Also raises the memory limit when larger than it."},
 	{AnnotationCPULimit, "200m", "CPU limit of the sidecar, 0 for none (default: the injector's, 100m). Must not be below the CPU request."},
 	{AnnotationMemoryLimit, "128Mi", "Memory limit of the sidecar, 0 for none (default: the injector's, 64Mi). Must not be below the memory request."},
-	{AnnotationNativeSidecar, "false", "true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; false: a plain container (default: true when the API server supports native sidecars)."},
-	{AnnotationPodLabel, "example.com/role", "Label key the elector sets to leader or standby on its own pod (default: none). Must not be a label the pod already has, such as app or pod-template-hash."},
-	{AnnotationPodDeletionCost, "true", "true: the leader keeps its pod annotated " + election.AnnotationPodDeletionCost + "=" + election.LeaderDeletionCost + ", so that a Deployment's rollout deletes it after the other old pods: one handover per rollout when maxUnavailable is above 0. Its service account gets pods patch, narrowed by the policy k8s-elector-pod-label to that annotation on its own pod. The pod must not set that annotation itself (default: false)."},
-	{AnnotationPreferNewest, "false", "true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; false: every follower races for a released lock (default: true)."},
-	{AnnotationReturnWait, "0s", "How long the other pods leave the lock to a leader that shuts down, for it to come back under its own name: one handover per StatefulSet rollout, after a gap of the pod's restart; 0s hands over at once. At most the TTL (default: the TTL for a StatefulSet's pods, else 0s)."},
-	{AnnotationAppHealthURL, "http://localhost:8080/healthz", "The application's health endpoint, probed by the elector: a pod whose application does not answer it with 2xx or 3xx does not take the lock, and a leader whose application fails it releases the lock to a healthy pod (default: none)."},
-	{AnnotationAppHealthPeriod, "1s", "How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() + " (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
-	{AnnotationAppHealthThreshold, "3", "How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) + "). Needs " + AnnotationAppHealthURL + "."},
-	{AnnotationNotifyURL, "http://localhost:8080/elector", "A URL of the application that the elector POSTs its status document to (the JSON of GET /, with is_leader and epoch) at start and on every change, retrying with backoff, newest document first: for an application that cannot hold /watch open (default: none)."},
-	{AnnotationLeaderService, "my-app-leader", "A Service, without a selector and annotated " + election.AnnotationElection + " with this election, whose endpoints the elector keeps: the leader lists its own pod's IP alone in the EndpointSlice of the Service's name, and withdraws it before it hands over. Its service account gets that Service get and that EndpointSlice get, create and update, each write checked by the injector's webhook (see Leader-only routing) (default: none)."},
+	{AnnotationNativeSidecar, "false",
+		"true: an init container with restartPolicy Always, after the pod's own native sidecars and started before the app; " +
+			"false: a plain container (default: true when the API server supports native sidecars)."},
+	{AnnotationPodLabel, "example.com/role",
+		"Label key the elector sets to leader or standby on its own pod (default: none). " +
+			"Must not be a label the pod already has, such as app or pod-template-hash."},
+	{AnnotationPodDeletionCost, "true",
+		"true: the leader keeps its pod annotated " + election.AnnotationPodDeletionCost + "=" + election.LeaderDeletionCost +
+			", so that a Deployment's rollout deletes it after the other old pods: one handover per rollout when maxUnavailable is above 0. " +
+			"Its service account gets pods patch, narrowed by the policy k8s-elector-pod-label to that annotation on its own pod. " +
+			"The pod must not set that annotation itself (default: false)."},
+	{AnnotationPreferNewest, "false",
+		"true: the newest pod is named the successor on the lock and takes it first after a release, so that a rollout hands over once, to a new pod; " +
+			"false: every follower races for a released lock (default: true)."},
+	{AnnotationReturnWait, "0s",
+		"How long the other pods leave the lock to a leader that shuts down, for it to come back under its own name: " +
+			"one handover per StatefulSet rollout, after a gap of the pod's restart; 0s hands over at once. " +
+			"At most the TTL (default: the TTL for a StatefulSet's pods, else 0s)."},
+	{AnnotationAppHealthURL, "http://localhost:8080/healthz",
+		"The application's health endpoint, probed by the elector: a pod whose application does not answer it with 2xx or 3xx does not take the lock, " +
+			"and a leader whose application fails it releases the lock to a healthy pod (default: none)."},
+	{AnnotationAppHealthPeriod, "1s",
+		"How often the health endpoint is probed, and how long a probe may take; at least " + election.MinAppHealthPeriod.String() +
+			" (default: the elector's, " + election.DefaultAppHealthPeriod.String() + "). Needs " + AnnotationAppHealthURL + "."},
+	{AnnotationAppHealthThreshold, "3",
+		"How many failed probes in a row make the application unhealthy (default: the elector's, " + strconv.Itoa(election.DefaultAppHealthThreshold) +
+			"). Needs " + AnnotationAppHealthURL + "."},
+	{AnnotationNotifyURL, "http://localhost:8080/elector",
+		"A URL of the application that the elector POSTs its status document to (the JSON of GET /, with is_leader and epoch) at start and on every change, " +
+			"retrying with backoff, newest document first: for an application that cannot hold /watch open (default: none)."},
+	{AnnotationLeaderService, "my-app-leader",
+		"A Service, without a selector and annotated " + election.AnnotationElection + " with this election, whose endpoints the elector keeps: " +
+			"the leader lists its own pod's IP alone in the EndpointSlice of the Service's name, and withdraws it before it hands over. " +
+			"Its service account gets that Service get and that EndpointSlice get, create and update, " +
+			"each write checked by the injector's webhook (see Leader-only routing) (default: none)."},
 	{AnnotationStatus, StatusInjected, "Written by the injector once the sidecar is in place. Do not set it."},
-	{AnnotationInjectorVersion, "v1.2.0", "Written by the injector: its version when it injected the sidecar; a value the pod sets is overwritten. The injector counts the live pods of other versions in k8s_elector_injector_outdated_pods (see Upgrading injected pods)."},
-	{AnnotationInjectedImage, "ghcr.io/vapor-ware/k8s-elector:v1.2.0", "Written by the injector: the image of the sidecar it injected; a value the pod sets is overwritten."},
+	{AnnotationInjectorVersion, "v1.2.0",
+		"Written by the injector: its version when it injected the sidecar; a value the pod sets is overwritten. " +
+			"The injector counts the live pods of other versions in k8s_elector_injector_outdated_pods (see Upgrading injected pods)."},
+	{AnnotationInjectedImage, "ghcr.io/vapor-ware/k8s-elector:v1.2.0",
+		"Written by the injector: the image of the sidecar it injected; a value the pod sets is overwritten."},
 }
 
 // injectorWritten reports whether key is one of the annotations the
@@ -220,7 +251,9 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			if !s.lockTypeAllowed(t) {
-				fail(a.Key, "%q is not allowed by this injector (allowed: %s); use one of those, or ask the cluster admin to add it to the injector's -allowed-lock-types flag", v, joinLockTypes(s.AllowedLockTypes))
+				fail(a.Key, "%q is not allowed by this injector (allowed: %s); "+
+					"use one of those, or ask the cluster admin to add it to the injector's -allowed-lock-types flag",
+					v, joinLockTypes(s.AllowedLockTypes))
 				break
 			}
 			o.LockType = t
@@ -293,7 +326,8 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 		case AnnotationLeaderService:
 			// A Service's name, which the EndpointSlice shares.
 			if msgs := validation.IsDNS1035Label(v); len(msgs) > 0 {
-				fail(a.Key, "%q is not a Service name: %s; name the Service whose endpoints the leader keeps (example: %s)", v, strings.Join(msgs, "; "), a.Example)
+				fail(a.Key, "%q is not a Service name: %s; name the Service whose endpoints the leader keeps (example: %s)",
+					v, strings.Join(msgs, "; "), a.Example)
 				break
 			}
 			o.LeaderService = v
@@ -320,7 +354,9 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 	}
 
 	if ttl := o.ttl(); o.ReturnWait > ttl {
-		fail(AnnotationReturnWait, "%s is over the TTL %s; a leader that does not come back must not be waited for longer than one that crashed: lower it, or raise %s", o.ReturnWait, ttl, AnnotationTTL)
+		fail(AnnotationReturnWait,
+			"%s is over the TTL %s; a leader that does not come back must not be waited for longer than one that crashed: lower it, or raise %s",
+			o.ReturnWait, ttl, AnnotationTTL)
 	}
 
 	if o.AppHealthURL == "" {
@@ -345,7 +381,9 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			continue
 		}
 		if _, set := annotations[r.limitKey]; set {
-			fail(r.limitKey, "%s is below the request %s (annotation %s, or the injector's default); raise the limit, lower the request, or set the limit to 0 for none", r.limit.String(), r.request.String(), r.requestKey)
+			fail(r.limitKey,
+				"%s is below the request %s (annotation %s, or the injector's default); raise the limit, lower the request, or set the limit to 0 for none",
+				r.limit.String(), r.request.String(), r.requestKey)
 			continue
 		}
 		*r.limit = r.request.DeepCopy()

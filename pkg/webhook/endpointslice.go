@@ -126,7 +126,8 @@ func (w SliceWrite) check() (requester, error) {
 		return id, err
 	}
 	if w.Operation != admissionv1.Create && w.Operation != admissionv1.Update {
-		return id, fmt.Errorf("an elector's service account may only create and update its leader Service's EndpointSlice, not %s it", strings.ToLower(string(w.Operation)))
+		return id, fmt.Errorf("an elector's service account may only create and update its leader Service's EndpointSlice, not %s it",
+			strings.ToLower(string(w.Operation)))
 	}
 	if w.Slice == nil {
 		return id, errors.New("the request carries no EndpointSlice")
@@ -140,10 +141,12 @@ func (w SliceWrite) requester() (requester, error) {
 	rest, ok := strings.CutPrefix(w.User.Username, serviceAccountPrefix)
 	ns, account, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || ns == "" || account == "" {
-		return requester{}, fmt.Errorf("user %q is not a service account; the elector injector's webhook checks only elector accounts' EndpointSlice writes", w.User.Username)
+		return requester{}, fmt.Errorf("user %q is not a service account; the elector injector's webhook checks only elector accounts' EndpointSlice writes",
+			w.User.Username)
 	}
 	if ns != w.Namespace {
-		return requester{}, fmt.Errorf("service account %s/%s may not write EndpointSlices in namespace %s: an elector keeps the endpoints of a Service of its own namespace", ns, account, w.Namespace)
+		return requester{}, fmt.Errorf("service account %s/%s may not write EndpointSlices in namespace %s: "+
+			"an elector keeps the endpoints of a Service of its own namespace", ns, account, w.Namespace)
 	}
 	id := requester{account: account}
 	pod, okPod := onlyExtra(w.User.Extra, ExtraPodName)
@@ -206,7 +209,8 @@ func (w SliceWrite) checkShape(id requester) []error {
 	case len(s.OwnerReferences) == 1:
 		ref := s.OwnerReferences[0]
 		if ref.APIVersion != "v1" || ref.Kind != "Service" || ref.Name != name {
-			fail("ownerReference %s %s %s: the one owner an elector's slice may have is its Service, apiVersion v1, kind Service, name %s", ref.APIVersion, ref.Kind, ref.Name, name)
+			fail("ownerReference %s %s %s: the one owner an elector's slice may have is its Service, apiVersion v1, kind Service, name %s",
+				ref.APIVersion, ref.Kind, ref.Name, name)
 		}
 		if isTrue(ref.Controller) || isTrue(ref.BlockOwnerDeletion) {
 			fail("ownerReference to Service %s: controller and blockOwnerDeletion must not be set", name)
@@ -220,7 +224,8 @@ func (w SliceWrite) checkShape(id requester) []error {
 			fail("the update carries no old object to check")
 		case w.Old.Labels[election.LabelManagedBy] != election.ManagedByElector:
 			fail("it is managed by %q, not by an elector (label %s): an elector does not take over another controller's slice; "+
-				"delete the slice for the elector to make its own, or give the elector another Service", w.Old.Labels[election.LabelManagedBy], election.LabelManagedBy)
+				"delete the slice for the elector to make its own, or give the elector another Service",
+				w.Old.Labels[election.LabelManagedBy], election.LabelManagedBy)
 		}
 	}
 
@@ -249,7 +254,8 @@ func (w SliceWrite) checkShape(id requester) []error {
 			fail("its endpoint has no targetRef: it must name pod %s, the token's", id.pod)
 		case ref.Kind != "Pod" || ref.Namespace != w.Namespace || ref.Name != id.pod ||
 			(ref.APIVersion != "" && ref.APIVersion != "v1") || ref.FieldPath != "":
-			fail("its endpoint's targetRef is %s %s/%s: it must be Pod %s/%s, the pod the token is bound to", ref.Kind, ref.Namespace, ref.Name, w.Namespace, id.pod)
+			fail("its endpoint's targetRef is %s %s/%s: it must be Pod %s/%s, the pod the token is bound to",
+				ref.Kind, ref.Namespace, ref.Name, w.Namespace, id.pod)
 		}
 	}
 	return errs
@@ -274,7 +280,8 @@ func checkSlicePod(w SliceWrite, id requester, pod *corev1.Pod) (string, error) 
 	case pod.Name != id.pod || pod.Namespace != w.Namespace:
 		return "", fmt.Errorf("pod %s/%s is not the pod the token is bound to, %s/%s", pod.Namespace, pod.Name, w.Namespace, id.pod)
 	case pod.UID != id.podUID:
-		return "", fmt.Errorf("pod %s/%s is not the pod the token is bound to (uid %s, the token's %s): a token of a pod that was deleted", w.Namespace, id.pod, pod.UID, id.podUID)
+		return "", fmt.Errorf("pod %s/%s is not the pod the token is bound to (uid %s, the token's %s): a token of a pod that was deleted",
+			w.Namespace, id.pod, pod.UID, id.podUID)
 	}
 	if sa := cmp.Or(pod.Spec.ServiceAccountName, "default"); sa != id.account {
 		return "", fmt.Errorf("pod %s runs as service account %s, not %s, the token's", pod.Name, sa, id.account)
@@ -290,7 +297,8 @@ func checkSlicePod(w SliceWrite, id requester, pod *corev1.Pod) (string, error) 
 		if ok {
 			runs = fmt.Sprintf("with -%s=%s", election.FlagLeaderService, v)
 		}
-		return "", fmt.Errorf("pod %s's elector runs %s, and may not write EndpointSlice %s; annotate the pod (its template) %s=%s for it to keep that Service's endpoints",
+		return "", fmt.Errorf("pod %s's elector runs %s, and may not write EndpointSlice %s; "+
+			"annotate the pod (its template) %s=%s for it to keep that Service's endpoints",
 			pod.Name, runs, name, AnnotationLeaderService, name)
 	}
 	electionName := flags[election.FlagElection]
@@ -298,7 +306,8 @@ func checkSlicePod(w SliceWrite, id requester, pod *corev1.Pod) (string, error) 
 		return "", fmt.Errorf("pod %s's elector has no valid -%s: %w", pod.Name, election.FlagElection, err)
 	}
 	if pod.Spec.HostNetwork {
-		return "", fmt.Errorf("pod %s runs on the node's network, so its IP is the node's: an elector's account may not route a Service to a node; run the pod without hostNetwork", pod.Name)
+		return "", fmt.Errorf("pod %s runs on the node's network, so its IP is the node's: "+
+			"an elector's account may not route a Service to a node; run the pod without hostNetwork", pod.Name)
 	}
 	return electionName, nil
 }
@@ -312,20 +321,24 @@ func checkSliceService(ns string, s *discoveryv1.EndpointSlice, svc *corev1.Serv
 	case svc == nil:
 		return fmt.Errorf("the Service %s does not exist in namespace %s: create it with no selector and %s", name, ns, optIn)
 	case len(svc.Spec.Selector) > 0:
-		return fmt.Errorf("the Service %s has a selector, so its endpoints are the EndpointSlice controller's: remove spec.selector for the leader alone to be its endpoint", name)
+		return fmt.Errorf("the Service %s has a selector, so its endpoints are the EndpointSlice controller's: "+
+			"remove spec.selector for the leader alone to be its endpoint", name)
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
 		return fmt.Errorf("the Service %s is of type ExternalName, which has no endpoints: make it a ClusterIP Service", name)
 	}
 	v, ok := svc.Annotations[election.AnnotationElection]
 	switch {
 	case !ok:
-		return fmt.Errorf("the Service %s has not opted in to leader-only routing: %s, for the leader of that election (pod %s's) to keep its endpoints", name, optIn, pod)
+		return fmt.Errorf("the Service %s has not opted in to leader-only routing: %s, for the leader of that election (pod %s's) to keep its endpoints",
+			name, optIn, pod)
 	case v != electionName:
-		return fmt.Errorf("the Service %s routes to the leader of election %q, not of %q, pod %s's: %s, or give the pod's elector another Service", name, v, electionName, pod, optIn)
+		return fmt.Errorf("the Service %s routes to the leader of election %q, not of %q, pod %s's: %s, or give the pod's elector another Service",
+			name, v, electionName, pod, optIn)
 	}
 	for _, ref := range s.OwnerReferences {
 		if ref.UID != svc.UID {
-			return fmt.Errorf("EndpointSlice %s: its ownerReference names Service %s with uid %q, and the Service's uid is %s: leave the ownerReference out, or give the Service's uid", name, name, ref.UID, svc.UID)
+			return fmt.Errorf("EndpointSlice %s: its ownerReference names Service %s with uid %q, and the Service's uid is %s: "+
+				"leave the ownerReference out, or give the Service's uid", name, name, ref.UID, svc.UID)
 		}
 	}
 	return nil
@@ -335,7 +348,8 @@ func checkSliceService(ns string, s *discoveryv1.EndpointSlice, svc *corev1.Serv
 // of the slice's family, pointing at it.
 func checkLeaderEndpoint(s *discoveryv1.EndpointSlice, ep *discoveryv1.Endpoint, pod *corev1.Pod) error {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return fmt.Errorf("pod %s has finished (phase %s), and its IP may be another pod's by now: it may only remove its address from EndpointSlice %s", pod.Name, pod.Status.Phase, s.Name)
+		return fmt.Errorf("pod %s has finished (phase %s), and its IP may be another pod's by now: it may only remove its address from EndpointSlice %s",
+			pod.Name, pod.Status.Phase, s.Name)
 	}
 	ips := make([]string, 0, len(pod.Status.PodIPs))
 	for _, ip := range pod.Status.PodIPs {
@@ -344,9 +358,11 @@ func checkLeaderEndpoint(s *discoveryv1.EndpointSlice, ep *discoveryv1.Endpoint,
 	addr := ep.Addresses[0]
 	if !slices.Contains(ips, addr) {
 		if len(ips) == 0 {
-			return fmt.Errorf("EndpointSlice %s lists %s, and pod %s has no IP yet: the leader lists its own pod's IP, once the pod has one", s.Name, addr, pod.Name)
+			return fmt.Errorf("EndpointSlice %s lists %s, and pod %s has no IP yet: the leader lists its own pod's IP, once the pod has one",
+				s.Name, addr, pod.Name)
 		}
-		return fmt.Errorf("EndpointSlice %s lists %s, which is not an IP of pod %s (%s): the leader lists its own pod's IP alone, as the downward API gives it (status.podIP)",
+		return fmt.Errorf("EndpointSlice %s lists %s, which is not an IP of pod %s (%s): "+
+			"the leader lists its own pod's IP alone, as the downward API gives it (status.podIP)",
 			s.Name, addr, pod.Name, strings.Join(ips, ", "))
 	}
 	ip, err := netip.ParseAddr(addr)
@@ -358,10 +374,12 @@ func checkLeaderEndpoint(s *discoveryv1.EndpointSlice, ep *discoveryv1.Endpoint,
 		return fmt.Errorf("EndpointSlice %s has addressType %s, and lists %s, an %s address: set addressType %s", s.Name, s.AddressType, addr, family, family)
 	}
 	if uid := ep.TargetRef.UID; uid != "" && uid != pod.UID {
-		return fmt.Errorf("EndpointSlice %s: its endpoint's targetRef has uid %s, and pod %s's is %s: leave it out, or give the pod's", s.Name, uid, pod.Name, pod.UID)
+		return fmt.Errorf("EndpointSlice %s: its endpoint's targetRef has uid %s, and pod %s's is %s: leave it out, or give the pod's",
+			s.Name, uid, pod.Name, pod.UID)
 	}
 	if ep.NodeName != nil && *ep.NodeName != pod.Spec.NodeName {
-		return fmt.Errorf("EndpointSlice %s: its endpoint's nodeName is %q, and pod %s runs on %q: leave it out, or give the pod's node", s.Name, *ep.NodeName, pod.Name, pod.Spec.NodeName)
+		return fmt.Errorf("EndpointSlice %s: its endpoint's nodeName is %q, and pod %s runs on %q: leave it out, or give the pod's node",
+			s.Name, *ep.NodeName, pod.Name, pod.Spec.NodeName)
 	}
 	return nil
 }
@@ -479,7 +497,8 @@ func (h *EndpointSliceHandler) pod(ctx context.Context, ns string, id requester,
 // decoder the API machinery uses.
 func decodeSliceWrite(req admission.Request) (SliceWrite, error) {
 	if req.Kind != endpointSliceKind {
-		return SliceWrite{}, fmt.Errorf("the request is for %s, not a discovery.k8s.io/v1 EndpointSlice; the webhook's rules must send only EndpointSlices", req.Kind.String())
+		return SliceWrite{}, fmt.Errorf("the request is for %s, not a discovery.k8s.io/v1 EndpointSlice; the webhook's rules must send only EndpointSlices",
+			req.Kind.String())
 	}
 	w := SliceWrite{Operation: req.Operation, Namespace: req.Namespace, User: req.UserInfo}
 	for _, o := range []struct {

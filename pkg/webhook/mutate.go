@@ -133,7 +133,8 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 func checkReservedNames(pod *corev1.Pod) []error {
 	var errs []error
 	if hasContainer(pod, ContainerName) {
-		errs = append(errs, fmt.Errorf("container %q: the name is reserved for the elector sidecar; rename the container, or remove the %s annotations", ContainerName, AnnotationPrefix))
+		errs = append(errs, fmt.Errorf("container %q: the name is reserved for the elector sidecar; rename the container, or remove the %s annotations",
+			ContainerName, AnnotationPrefix))
 	}
 	if slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == APIAccessVolumeName }) {
 		errs = append(errs, fmt.Errorf("volume %q: the name is reserved for the elector sidecar's API credentials; rename the volume", APIAccessVolumeName))
@@ -162,7 +163,9 @@ func checkHostNetwork(pod *corev1.Pod) error {
 	if !pod.Spec.HostNetwork {
 		return nil
 	}
-	return fmt.Errorf("spec.hostNetwork: the elector sidecar is not injected into pods on the node's network, where its port would be taken on the node itself (a second replica on the node could not start) and its API open to the node's network; run the pod without hostNetwork, or remove the %s annotations", AnnotationPrefix)
+	return fmt.Errorf("spec.hostNetwork: the elector sidecar is not injected into pods on the node's network, "+
+		"where its port would be taken on the node itself (a second replica on the node could not start) and its API open to the node's network; "+
+		"run the pod without hostNetwork, or remove the %s annotations", AnnotationPrefix)
 }
 
 // checkOS refuses a Windows pod: the elector's image runs on Linux, and the
@@ -173,7 +176,8 @@ func checkOS(pod *corev1.Pod) error {
 	if pod.Spec.OS == nil || pod.Spec.OS.Name != corev1.Windows {
 		return nil
 	}
-	return fmt.Errorf("spec.os.name: the elector sidecar runs on Linux only and is not injected into a %s pod; elect from a Linux pod, or remove the %s annotations", corev1.Windows, AnnotationPrefix)
+	return fmt.Errorf("spec.os.name: the elector sidecar runs on Linux only and is not injected into a %s pod; "+
+		"elect from a Linux pod, or remove the %s annotations", corev1.Windows, AnnotationPrefix)
 }
 
 // checkRunAsRoot refuses a pod that runs every container as root: the
@@ -185,7 +189,9 @@ func checkRunAsRoot(pod *corev1.Pod) error {
 	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
 		return nil
 	}
-	return fmt.Errorf("spec.securityContext.runAsUser: 0 runs every container as root, and the elector sidecar runs as non-root (runAsNonRoot), so the kubelet would not start it; set runAsUser: 0 on the containers that need root instead of on the pod, or remove the %s annotations", AnnotationPrefix)
+	return fmt.Errorf("spec.securityContext.runAsUser: 0 runs every container as root, "+
+		"and the elector sidecar runs as non-root (runAsNonRoot), so the kubelet would not start it; "+
+		"set runAsUser: 0 on the containers that need root instead of on the pod, or remove the %s annotations", AnnotationPrefix)
 }
 
 // checkRunsToCompletion refuses a plain elector container in a pod that
@@ -199,9 +205,12 @@ func checkRunsToCompletion(pod *corev1.Pod, native, serverHasNative bool) error 
 		return nil
 	}
 	if !serverHasNative {
-		return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, but the elector never exits and this API server has no native sidecars (Kubernetes 1.29 and later), which stop with the app; the pod would never complete; run the pod with restartPolicy Always, or remove the %s annotations", policy, AnnotationPrefix)
+		return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, "+
+			"but the elector never exits and this API server has no native sidecars (Kubernetes 1.29 and later), which stop with the app; "+
+			"the pod would never complete; run the pod with restartPolicy Always, or remove the %s annotations", policy, AnnotationPrefix)
 	}
-	return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, but a plain elector container never exits, so the pod would never complete; set annotation %s to \"true\", or remove it (a native sidecar stops once the app's containers have exited)", policy, AnnotationNativeSidecar)
+	return fmt.Errorf("spec.restartPolicy: %s: the pod runs to completion, but a plain elector container never exits, so the pod would never complete; "+
+		"set annotation %s to \"true\", or remove it (a native sidecar stops once the app's containers have exited)", policy, AnnotationNativeSidecar)
 }
 
 // checkPodLabel refuses a pod-label key that the pod already carries: the
@@ -215,7 +224,9 @@ func checkPodLabel(pod *corev1.Pod, key string) error {
 	if _, ok := pod.Labels[key]; !ok {
 		return nil
 	}
-	return fmt.Errorf("annotation %s: the pod already has the label %q, which the elector would overwrite with leader or standby (taking the pod out of any selector that uses it, such as its ReplicaSet's); choose a key the pod does not carry (example: example.com/role)", AnnotationPodLabel, key)
+	return fmt.Errorf("annotation %s: the pod already has the label %q, which the elector would overwrite with leader or standby "+
+		"(taking the pod out of any selector that uses it, such as its ReplicaSet's); choose a key the pod does not carry (example: example.com/role)",
+		AnnotationPodLabel, key)
 }
 
 // checkDeletionCost refuses -pod-deletion-cost on a pod that sets its own
@@ -225,7 +236,8 @@ func checkDeletionCost(pod *corev1.Pod, on bool) error {
 	if _, set := pod.Annotations[election.AnnotationPodDeletionCost]; !on || !set {
 		return nil
 	}
-	return fmt.Errorf("annotation %s: the pod already has the annotation %s, which the elector would overwrite on the leader's pod and remove on the others; remove one of the two", AnnotationPodDeletionCost, election.AnnotationPodDeletionCost)
+	return fmt.Errorf("annotation %s: the pod already has the annotation %s, which the elector would overwrite on the leader's pod and remove on the others; "+
+		"remove one of the two", AnnotationPodDeletionCost, election.AnnotationPodDeletionCost)
 }
 
 // checkPortFree refuses a port that a container of the pod declares: the

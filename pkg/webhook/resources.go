@@ -121,7 +121,9 @@ func containerLimit(c *corev1.Container, r corev1.ResourceName) (resource.Quanti
 // and native sidecars run side by side, and each other init container runs
 // alone beside the native sidecars declared before it. ok is false when no
 // container sets r.
-func aggregate(pod *corev1.Pod, get func(*corev1.Container, corev1.ResourceName) (resource.Quantity, bool), r corev1.ResourceName) (total resource.Quantity, ok bool) {
+func aggregate(
+	pod *corev1.Pod, get func(*corev1.Container, corev1.ResourceName) (resource.Quantity, bool), r corev1.ResourceName,
+) (total resource.Quantity, ok bool) {
 	var sidecars, inits resource.Quantity
 	for i := range pod.Spec.Containers {
 		if q, set := get(&pod.Spec.Containers[i], r); set {

@@ -106,7 +106,8 @@ func (s Settings) Validate() error {
 	if _, err := election.ParseLockType(string(s.lockType())); err != nil {
 		errs = append(errs, fmt.Errorf("lock type: %w", err))
 	} else if len(s.AllowedLockTypes) > 0 && !s.lockTypeAllowed(s.lockType()) {
-		errs = append(errs, fmt.Errorf("lock type %s is not one of the allowed lock types %s; allow it, or choose one of them", s.lockType(), joinLockTypes(s.AllowedLockTypes)))
+		errs = append(errs, fmt.Errorf("lock type %s is not one of the allowed lock types %s; allow it, or choose one of them",
+			s.lockType(), joinLockTypes(s.AllowedLockTypes)))
 	}
 	for _, q := range []struct {
 		name    string
@@ -123,10 +124,12 @@ func (s Settings) Validate() error {
 		}
 	}
 	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
-		errs = append(errs, fmt.Errorf("cpu request %s is above the cpu limit %s; raise the limit or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String()))
+		errs = append(errs, fmt.Errorf("cpu request %s is above the cpu limit %s; raise the limit or set it to 0 for none",
+			s.CPURequest.String(), s.CPULimit.String()))
 	}
 	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
-		errs = append(errs, fmt.Errorf("memory request %s is above the memory limit %s; raise the limit or set it to 0 for none", s.MemoryRequest.String(), s.MemoryLimit.String()))
+		errs = append(errs, fmt.Errorf("memory request %s is above the memory limit %s; raise the limit or set it to 0 for none",
+			s.MemoryRequest.String(), s.MemoryLimit.String()))
 	}
 	return errors.Join(errs...)
 }
