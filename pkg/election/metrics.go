@@ -158,14 +158,16 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	p := promWriter{w: bw}
 	m.mu.Lock()
 	if m.info != "" {
-		p.metric("elector_info", "gauge", "Always 1; its labels name the election, this participant's ID and its lock object (resource/namespace/name).", m.info, 1)
+		p.metric("elector_info", "gauge",
+			"Always 1; its labels name the election, this participant's ID and its lock object (resource/namespace/name).", m.info, 1)
 	}
 	p.metric("elector_is_leader", "gauge", "1 while this participant leads the election, 0 otherwise.", "", m.isLeader)
 	p.metric("elector_leader_transitions_total", "counter", "Changes of the election's leader observed by this participant.", "", float64(m.transitions))
 	p.metric("elector_last_renew_timestamp_seconds", "gauge", "Unix time of this participant's last successful renewal.", "", m.lastRenew)
 	p.metric("elector_duplicate_id_total", "counter", "Times this participant found another process renewing the lock with its ID.", "", float64(m.duplicates))
 	if m.appHealthy >= 0 {
-		p.metric("elector_app_healthy", "gauge", "1 while the application health check (-app-health-url) finds the application healthy, 0 otherwise.", "", m.appHealthy)
+		p.metric("elector_app_healthy", "gauge",
+			"1 while the application health check (-app-health-url) finds the application healthy, 0 otherwise.", "", m.appHealthy)
 	}
 	m.notify.write(&p)
 	p.help("elector_api_errors_total", "counter", "Failed requests to the API server, by operation.")

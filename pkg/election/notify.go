@@ -393,6 +393,8 @@ func (n *notifyMetrics) write(p *promWriter) {
 	if n == nil {
 		return
 	}
-	p.metric("elector_notify_failures_total", "counter", "Failed deliveries of the status document to -notify-url (no connection, no answer in time, or not 2xx).", "", float64(n.failures))
-	p.metric("elector_notify_last_success_timestamp_seconds", "gauge", "Unix time of the last delivery of the status document to -notify-url that the application answered 2xx; 0 before the first.", "", n.lastSuccess)
+	p.metric("elector_notify_failures_total", "counter",
+		"Failed deliveries of the status document to -notify-url (no connection, no answer in time, or not 2xx).", "", float64(n.failures))
+	p.metric("elector_notify_last_success_timestamp_seconds", "gauge",
+		"Unix time of the last delivery of the status document to -notify-url that the application answered 2xx; 0 before the first.", "", n.lastSuccess)
 }

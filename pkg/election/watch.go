@@ -132,7 +132,8 @@ func (e *Elector) poll(ctx context.Context, d time.Duration) {
 	// A Role without watch is one cause; an API server that has just
 	// restarted refuses watches for a few seconds too, until its RBAC
 	// cache is filled.
-	e.log.Info("the API server refused to watch the lock; reading it every retry period instead (grant watch on the lock for faster failover)", "retryPeriod", e.cfg.RetryPeriod, "watchAgainIn", d)
+	e.log.Info("the API server refused to watch the lock; reading it every retry period instead (grant watch on the lock for faster failover)",
+		"retryPeriod", e.cfg.RetryPeriod, "watchAgainIn", d)
 	until := time.Now().Add(d)
 	for ctx.Err() == nil && time.Now().Before(until) {
 		rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)

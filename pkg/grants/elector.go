@@ -69,19 +69,22 @@ func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
 	}
 	if _, ok := flags[election.FlagPodLabel]; ok {
 		if errs := validation.IsQualifiedName(e.PodLabel); len(errs) > 0 {
-			return e, true, fmt.Errorf("container %q: -%s %q is not a label key: %s", webhook.ContainerName, election.FlagPodLabel, e.PodLabel, strings.Join(errs, "; "))
+			return e, true, fmt.Errorf("container %q: -%s %q is not a label key: %s",
+				webhook.ContainerName, election.FlagPodLabel, e.PodLabel, strings.Join(errs, "; "))
 		}
 		if strings.HasPrefix(e.PodLabel, webhook.AnnotationPrefix) {
 			// The injector's own keys, such as the injected label that
 			// selects the pods the reconciler grants for, are not an
 			// elector's to write.
-			return e, true, fmt.Errorf("container %q: -%s %q: keys under %s are the injector's", webhook.ContainerName, election.FlagPodLabel, e.PodLabel, webhook.AnnotationPrefix)
+			return e, true, fmt.Errorf("container %q: -%s %q: keys under %s are the injector's",
+				webhook.ContainerName, election.FlagPodLabel, e.PodLabel, webhook.AnnotationPrefix)
 		}
 	}
 	if _, ok := flags[election.FlagLeaderService]; ok {
 		// The name of a Service and of its EndpointSlice, granted by name.
 		if errs := validation.IsDNS1035Label(e.LeaderService); len(errs) > 0 {
-			return e, true, fmt.Errorf("container %q: -%s %q is not a Service name: %s", webhook.ContainerName, election.FlagLeaderService, e.LeaderService, strings.Join(errs, "; "))
+			return e, true, fmt.Errorf("container %q: -%s %q is not a Service name: %s",
+				webhook.ContainerName, election.FlagLeaderService, e.LeaderService, strings.Join(errs, "; "))
 		}
 	}
 	return e, true, nil

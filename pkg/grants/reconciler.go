@@ -125,7 +125,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// 1. What the electors of the running injected pods run, by account.
 	var pods corev1.PodList
 	// The pods are only read: no need to copy each from the cache.
-	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{webhook.LabelInjected: "true"}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns),
+		client.MatchingLabels{webhook.LabelInjected: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing injected pods in %s: %w", ns, err)
 	}
 	electors := map[string][]Elector{}

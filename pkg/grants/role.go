@@ -205,21 +205,36 @@ func DesiredRole(ns string, a Account) *rbacv1.Role {
 	}
 	if len(locks) > 0 {
 		rules = append(rules,
-			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: sortedSet(locks), Verbs: []string{MarkerRestrictedVerb}},
-			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks}, ResourceNames: []string{MarkerCreates}, Verbs: []string{MarkerRestrictedVerb}},
+			rbacv1.PolicyRule{
+				APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks},
+				ResourceNames: sortedSet(locks), Verbs: []string{MarkerRestrictedVerb},
+			},
+			rbacv1.PolicyRule{
+				APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLocks},
+				ResourceNames: []string{MarkerCreates}, Verbs: []string{MarkerRestrictedVerb},
+			},
 		)
 	}
 	rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
 	if len(a.PodLabels) > 0 {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels}, ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb}})
+		rules = append(rules, rbacv1.PolicyRule{
+			APIGroups: []string{MarkerGroup}, Resources: []string{MarkerPodLabels},
+			ResourceNames: a.PodLabels, Verbs: []string{MarkerVerb},
+		})
 	}
 	if len(a.PodLabelElections) > 0 {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections}, ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb}})
+		rules = append(rules, rbacv1.PolicyRule{
+			APIGroups: []string{MarkerGroup}, Resources: []string{MarkerElections},
+			ResourceNames: a.PodLabelElections, Verbs: []string{MarkerVerb},
+		})
 	}
 	if len(a.LeaderServices) > 0 {
 		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: a.LeaderServices, Verbs: []string{"get"}},
-			rbacv1.PolicyRule{APIGroups: []string{discoveryv1.GroupName}, Resources: []string{"endpointslices"}, ResourceNames: a.LeaderServices, Verbs: []string{"get", "update"}},
+			rbacv1.PolicyRule{
+				APIGroups: []string{discoveryv1.GroupName}, Resources: []string{"endpointslices"},
+				ResourceNames: a.LeaderServices, Verbs: []string{"get", "update"},
+			},
 			rbacv1.PolicyRule{APIGroups: []string{discoveryv1.GroupName}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}},
 			rbacv1.PolicyRule{APIGroups: []string{MarkerGroup}, Resources: []string{MarkerLeaderServices}, Verbs: []string{MarkerRestrictedVerb}},
 		)
