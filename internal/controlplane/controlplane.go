@@ -50,7 +50,7 @@ type Env struct {
 	Client kubernetes.Interface
 
 	kcm     *exec.Cmd
-	kcmDone chan error
+	kcmDone chan struct{} // closed once kcm has exited
 	dir     string
 
 	output bool
@@ -140,8 +140,13 @@ func (e *Env) startControllerManager(assets string, output bool) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start kube-controller-manager: %w", err)
 	}
-	e.kcm, e.kcmDone = cmd, make(chan error, 1)
-	go func() { e.kcmDone <- cmd.Wait() }()
+	done := make(chan struct{})
+	e.kcm, e.kcmDone = cmd, done
+	go func() {
+		// Its exit status is no news: Stop interrupts it, or kills it.
+		_ = cmd.Wait()
+		close(done)
+	}()
 	return nil
 }
 
