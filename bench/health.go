@@ -73,7 +73,8 @@ func (b *bench) healthFailovers(rounds int) ([]row, error) {
 	bound := healthThreshold*healthPeriod + 100*time.Millisecond
 	worst := times[len(times)-1]
 	return []row{
-		{name: fmt.Sprintf("health failover, median of %d (leader's app turns unhealthy to a follower's /watch event; period %s, threshold %d)", len(times), healthPeriod, healthThreshold), value: ms(times[len(times)/2])},
+		{name: fmt.Sprintf("health failover, median of %d (leader's app turns unhealthy to a follower's /watch event; period %s, threshold %d)",
+			len(times), healthPeriod, healthThreshold), value: ms(times[len(times)/2])},
 		{name: "health failover, max", value: ms(worst), goal: "<= threshold x period + 100 ms = " + ms(bound), verdict: verdict(worst <= bound)},
 	}, nil
 }

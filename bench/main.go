@@ -36,11 +36,15 @@ import (
 
 func main() {
 	bin := flag.String("elector", "bin/elector", "the elector binary to measure (built stripped, as the images build it)")
-	baseline := flag.String("baseline", "", "an earlier elector binary, built the same way: its memory and GET / figures are measured in the same run, alternating with -elector's, and printed beside them")
+	baseline := flag.String("baseline", "",
+		"an earlier elector binary, built the same way: its memory and GET / figures are measured in the same run, alternating with -elector's, "+
+			"and printed beside them")
 	footprint := flag.Bool("footprint", false, "measure only memory and GET /, not handovers, failovers or API requests")
 	handovers := flag.Int("handovers", 100, "graceful handovers to time, among handoverParticipants participants")
 	failovers := flag.Int("failovers", 3, "crash failovers to time")
-	probe := flag.String("probe", probeWatch, "how a handover's new leader is seen: watch (its GET /watch stream, confirmed by GET /) or poll (GET / to every follower every millisecond, which takes most of a core)")
+	probe := flag.String("probe", probeWatch,
+		"how a handover's new leader is seen: watch (its GET /watch stream, confirmed by GET /) "+
+			"or poll (GET / to every follower every millisecond, which takes most of a core)")
 	steady := flag.Duration("steady", 30*time.Second, "how long participants run before their steady-state RSS is read, and how long API requests are counted")
 	flag.Parse()
 	if *handovers < 1 || *failovers < 1 {
@@ -87,7 +91,11 @@ func run(bin, baseline, probe string, footprintOnly bool, handovers, failovers i
 	if err != nil {
 		return err
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: stopping the control plane:", err)
+		}
+	}()
 	dir, err := os.MkdirTemp("", "elector-bench-")
 	if err != nil {
 		return err
@@ -130,7 +138,8 @@ func run(bin, baseline, probe string, footprintOnly bool, handovers, failovers i
 			return err
 		}
 		rows = append(rows, routed...)
-		rows = append(rows, row{name: "elector binary, stripped", value: fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), goal: "< 16 MB", verdict: verdict(info.Size() < 16e6)})
+		rows = append(rows, row{name: "elector binary, stripped",
+			value: fmt.Sprintf("%.1f MB", float64(info.Size())/1e6), goal: "< 16 MB", verdict: verdict(info.Size() < 16e6)})
 	}
 	rows = append(rows, footprint...)
 	return printTable(rows, baseline != "")
@@ -296,7 +305,8 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	p99 := times[(len(times)*99-1)/100]
 	fmt.Fprintf(os.Stderr, "bench: handovers, fastest to slowest: %v\n", times)
 	rows = append(rows,
-		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's %s)", len(times), handoverParticipants, probeName[b.probe]), value: ms(times[len(times)/2])},
+		row{name: fmt.Sprintf("graceful handover, median of %d, %d participants (SIGTERM to new leader's %s)",
+			len(times), handoverParticipants, probeName[b.probe]), value: ms(times[len(times)/2])},
 		row{name: "graceful handover, p99", value: ms(p99), goal: "< 50 ms", verdict: verdict(p99 < 50*time.Millisecond)},
 		row{name: "graceful handover, max", value: ms(times[len(times)-1])})
 	// Back to three participants for the failovers and the load counts.
@@ -320,8 +330,10 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	slices.Sort(times)
 	bound := 10*time.Second + 10*time.Second/6
 	rows = append(rows,
-		row{name: "crash failover, max (SIGKILL to new leader)", value: ms(times[len(times)-1]), goal: "<= ttl + retry period = " + ms(bound), verdict: verdict(times[len(times)-1] <= bound)},
-		row{name: "crash failover, min", value: ms(times[0]), goal: "> ttl - renew deadline (safety)", verdict: verdict(times[0] > 10*time.Second-10*time.Second/3)})
+		row{name: "crash failover, max (SIGKILL to new leader)",
+			value: ms(times[len(times)-1]), goal: "<= ttl + retry period = " + ms(bound), verdict: verdict(times[len(times)-1] <= bound)},
+		row{name: "crash failover, min",
+			value: ms(times[0]), goal: "> ttl - renew deadline (safety)", verdict: verdict(times[0] > 10*time.Second-10*time.Second/3)})
 	rows = append(rows, row{name: fmt.Sprintf("epoch: the new leader's above the old leader's, over %d handovers and failovers", b.terms),
 		value: fmt.Sprintf("%d of %d", b.epochsUp, b.terms), goal: "every one", verdict: verdict(b.epochsUp == b.terms)})
 
@@ -347,7 +359,8 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	}
 	periodic3 := load3["PUT"] + load3["GET"] + load3["LIST"] + load3["POST"]
 	periodic9 := load9["PUT"] + load9["GET"] + load9["LIST"] + load9["POST"]
-	rows = append(rows, row{name: "periodic requests (GET+LIST+PUT+POST), 9 vs 3 participants", value: fmt.Sprintf("%.2f/s vs %.2f/s", periodic9, periodic3), goal: "no growth with size", verdict: verdict(periodic9 <= periodic3*1.1+0.05)})
+	rows = append(rows, row{name: "periodic requests (GET+LIST+PUT+POST), 9 vs 3 participants",
+		value: fmt.Sprintf("%.2f/s vs %.2f/s", periodic9, periodic3), goal: "no growth with size", verdict: verdict(periodic9 <= periodic3*1.1+0.05)})
 	return rows, nil
 }
 

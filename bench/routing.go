@@ -95,9 +95,12 @@ func (b *bench) routing(rounds int) ([]row, error) {
 		fmt.Fprintln(os.Stderr, "bench: leader-only routing:", v)
 	}
 	return []row{
-		{name: fmt.Sprintf("leader-only routing, %d handovers: lock released to taken, median / p99", len(r.Handovers)), value: quantile(r.Handovers, 50) + " / " + quantile(r.Handovers, 99)},
-		{name: "leader-only routing: Service without an endpoint, median / p99 / max", value: quantile(r.Gaps, 50) + " / " + quantile(r.Gaps, 99) + " / " + quantile(r.Gaps, 100)},
-		{name: "leader-only routing: slice versions with two addresses, or one not holding the lock", value: fmt.Sprint(len(r.Violations)), goal: "0", verdict: verdict(len(r.Violations) == 0 && len(r.Gaps) == rounds)},
+		{name: fmt.Sprintf("leader-only routing, %d handovers: lock released to taken, median / p99", len(r.Handovers)),
+			value: quantile(r.Handovers, 50) + " / " + quantile(r.Handovers, 99)},
+		{name: "leader-only routing: Service without an endpoint, median / p99 / max",
+			value: quantile(r.Gaps, 50) + " / " + quantile(r.Gaps, 99) + " / " + quantile(r.Gaps, 100)},
+		{name: "leader-only routing: slice versions with two addresses, or one not holding the lock",
+			value: fmt.Sprint(len(r.Violations)), goal: "0", verdict: verdict(len(r.Violations) == 0 && len(r.Gaps) == rounds)},
 	}, nil
 }
 

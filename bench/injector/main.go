@@ -42,6 +42,7 @@ const (
 	injectorAccount   = "k8s-elector-injector"
 	certSecret        = "k8s-elector-injector-cert"
 	benchNamespace    = "bench"
+	benchAccount      = "app" // the app pods' service account
 )
 
 func main() {
@@ -263,10 +264,11 @@ func (b *bench) startInjector(ctx context.Context) error {
 
 	// Ready, and the API server trusts its certificate: an annotated pod
 	// comes back injected.
-	if _, err := b.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}
+	if _, err := b.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: benchNamespace}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: benchAccount, Namespace: benchNamespace}}
 	if _, err := b.client.CoreV1().ServiceAccounts(benchNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -325,7 +327,7 @@ func (b *bench) pod(annotated bool) *corev1.Pod {
 			Annotations: map[string]string{key: "bench"},
 		},
 		Spec: corev1.PodSpec{
-			ServiceAccountName: "app",
+			ServiceAccountName: benchAccount,
 			Containers: []corev1.Container{{
 				Name:  "app",
 				Image: "registry.k8s.io/pause:3.10",
