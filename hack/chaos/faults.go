@@ -594,7 +594,8 @@ func (h *harness) globalFault(ctx context.Context, kind string, rng *rand.Rand) 
 			_, stopped := stoppedAfter(l, t0)
 			_, followed := newTermAfter(es, nil, t0)
 			settled := !boundToStop(es) && time.Since(back) > es.retry()+es.renew()
-			if !(stopped && followed) && !(settled && !stopped) {
+			replaced, kept := stopped && followed, settled && !stopped
+			if !replaced && !kept {
 				return false
 			}
 		}

@@ -70,7 +70,8 @@ func main() {
 	// many as the checker polls every 2 ms on a 2-core machine.
 	flag.IntVar(&o.elections, "elections", 4, "how many elections run at once, on Leases, ConfigMaps and Endpoints in turn")
 	flag.IntVar(&o.maxSize, "max-participants", 10, "the most participants an election starts with: the sizes are spread from 2 to this")
-	flag.IntVar(&o.minPerKind, "min-per-kind", 0, "inject every fault kind at least this often, going on past -duration (by at most a quarter of it) until done (0: 20 per 30 minutes of -duration)")
+	flag.IntVar(&o.minPerKind, "min-per-kind", 0,
+		"inject every fault kind at least this often, going on past -duration (by at most a quarter of it) until done (0: 20 per 30 minutes of -duration)")
 	flag.DurationVar(&o.pollPeriod, "poll", 2*time.Millisecond, "how often the checker asks each participant GET /, at most")
 	flag.DurationVar(&o.answerTimeout, "answer-timeout", 5*time.Second, "how long a running participant may take to answer GET / before it is reported")
 	flag.DurationVar(&o.slack, "slack", 3*time.Second, "time added to each fault's measurement window for a loaded machine (never to a bound)")

@@ -67,7 +67,8 @@ func (s electionSpec) routed() bool { return s.lock == election.LockLeases }
 // every retry period instead.
 func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electionState, error) {
 	admin := cp.admin
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: spec.namespace}}, metav1.CreateOptions{}); err != nil {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: spec.namespace}}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("namespace %s: %w", spec.namespace, err)
 	}
 	group := ""
@@ -89,7 +90,7 @@ func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electi
 		verbs []string
 		token *string
 	}{
-		{"elector", []string{"get", "update", "watch"}, &es.token},
+		{"elector", []string{"get", "update", "watch"}, &es.token}, //nolint:goconst // RBAC verbs read best as the API spells them
 		{"elector-nowatch", []string{"get", "update"}, &es.noWatchToken},
 	} {
 		rules := []rbacv1.PolicyRule{
@@ -100,7 +101,10 @@ func setupElection(ctx context.Context, cp *cluster, spec electionSpec) (*electi
 		if spec.routed() {
 			rules = append(rules,
 				rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{spec.name}, Verbs: []string{"get"}},
-				rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, ResourceNames: []string{spec.name}, Verbs: []string{"get", "update"}},
+				rbacv1.PolicyRule{
+					APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"},
+					ResourceNames: []string{spec.name}, Verbs: []string{"get", "update"},
+				},
 				rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}},
 			)
 		}

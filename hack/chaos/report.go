@@ -16,7 +16,8 @@ func (h *harness) print(out io.Writer, o options, elapsed time.Duration, overlap
 
 	fmt.Fprintln(w, "ELECTION\tLOCK\tTTL\tRENEW DEADLINE\tRETRY\tSTARTED WITH\tJOINED IN ALL")
 	for _, es := range h.elections {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", es.name, es.lock, es.ttl, es.renew().Round(time.Millisecond), es.retry().Round(time.Millisecond), es.size, es.joined)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n",
+			es.name, es.lock, es.ttl, es.renew().Round(time.Millisecond), es.retry().Round(time.Millisecond), es.size, es.joined)
 	}
 	fmt.Fprintln(w)
 
@@ -147,7 +148,8 @@ func (h *harness) checkRoutes(out io.Writer) []string {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	defer w.Flush()
 	var problems []string
-	fmt.Fprintln(w, "ROUTED ELECTION\tRELEASED TO TAKEN (median / max, count)\tWITHOUT AN ENDPOINT, EACH TIME (median / max, count)\tTWO ADDRESSES, OR ONE NOT HOLDING THE LOCK")
+	fmt.Fprintln(w, "ROUTED ELECTION\tRELEASED TO TAKEN (median / max, count)\tWITHOUT AN ENDPOINT, EACH TIME (median / max, count)\t"+
+		"TWO ADDRESSES, OR ONE NOT HOLDING THE LOCK")
 	for _, es := range h.elections {
 		if es.routes == nil {
 			continue

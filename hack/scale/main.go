@@ -44,7 +44,8 @@ func main() {
 	sizes := flag.String("sizes", "10x3,30x3,100x3,30x10", "the sizes to measure, ELECTIONSxPARTICIPANTS, comma-separated")
 	lock := flag.String("lock", "mixed", "the lock type of the elections: leases, configmaps, or mixed (every other election on each)")
 	flag.StringVar(&o.elector, "elector", "bin/elector", "the elector binary (built with `make build`)")
-	flag.StringVar(&o.policy, "policy", "config/policy/lock.yaml", "the lock ValidatingAdmissionPolicy to install, which kube-apiserver evaluates on every renewal; empty for none")
+	flag.StringVar(&o.policy, "policy", "config/policy/lock.yaml",
+		"the lock ValidatingAdmissionPolicy to install, which kube-apiserver evaluates on every renewal; empty for none")
 	flag.StringVar(&o.logs, "logs", "", "a directory to keep each elector's log in, at -v=1; empty to keep none")
 	flag.DurationVar(&o.idle, "idle", 20*time.Second, "how long to measure the idle control plane before the electors start")
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "how long to wait after every election has a leader before measuring")

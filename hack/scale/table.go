@@ -39,7 +39,8 @@ func percentile[T any](sorted []T, p int) T {
 // render prints a row per size, then the writes per second by resource.
 func render(out io.Writer, results []result) error {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "SIZE\tELECTORS\tALL ELECTED\tELECTED p50\tSTABLE\tWRITES/s (idle)\tREADS/s (idle)\tAPISERVER CPU (idle)\tETCD CPU (idle)\tELECTORS CPU\tELECTORS RSS\tRSS EACH p50/max\tAPISERVER RSS\tETCD RSS\tMACHINE CPU (idle)\t")
+	fmt.Fprintln(w, "SIZE\tELECTORS\tALL ELECTED\tELECTED p50\tSTABLE\tWRITES/s (idle)\tREADS/s (idle)\tAPISERVER CPU (idle)\tETCD CPU (idle)\t"+
+		"ELECTORS CPU\tELECTORS RSS\tRSS EACH p50/max\tAPISERVER RSS\tETCD RSS\tMACHINE CPU (idle)\t")
 	for _, r := range results {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s/%s\t%s\t%s\t%s\t\n",
 			r.size, r.size.elections*r.size.participants,
