@@ -195,7 +195,8 @@ func (d *demo) adminKubeconfig() error {
 		return err
 	}
 	d.adminConfig = path
-	d.say("kubeconfig of the local control plane, while the demo runs: %s\ntry: kubectl --kubeconfig %s -n %s get lease,pods,endpointslices", path, path, demoNamespace)
+	d.say("kubeconfig of the local control plane, while the demo runs: %s\ntry: kubectl --kubeconfig %s -n %s get lease,pods,endpointslices",
+		path, path, demoNamespace)
 	return nil
 }
 
@@ -349,7 +350,8 @@ func (d *demo) show(ctx context.Context) error {
 		cancel()
 		<-liveDone
 	}()
-	d.screen.setHint(fmt.Sprintf("live from each elector's %s stream; Ctrl-C stops the demo\nkubectl --kubeconfig %s -n %s get lease,pods,endpointslices", election.PathWatch, d.adminConfig, demoNamespace))
+	d.screen.setHint(fmt.Sprintf("live from each elector's %s stream; Ctrl-C stops the demo\nkubectl --kubeconfig %s -n %s get lease,pods,endpointslices",
+		election.PathWatch, d.adminConfig, demoNamespace))
 
 	var leaderSince, deletedAt time.Time
 	var leader string
@@ -392,7 +394,8 @@ func (d *demo) show(ctx context.Context) error {
 				return err
 			}
 			if done {
-				d.say("rollout done in %s: %d leader change(s); %s, a pod of the rollout, leads", time.Since(roll.start).Round(time.Millisecond), roll.changes(), roll.leader())
+				d.say("rollout done in %s: %d leader change(s); %s, a pod of the rollout, leads",
+					time.Since(roll.start).Round(time.Millisecond), roll.changes(), roll.leader())
 				roll.stop()
 				roll = nil
 				if d.opts.ExitAfterRollout {
@@ -400,7 +403,8 @@ func (d *demo) show(ctx context.Context) error {
 				}
 				script.Stop()
 				next = nil
-				d.say("that was the script; the table stays live (delete a pod and watch it: kubectl --kubeconfig %s -n %s delete pod %s). Ctrl-C stops the demo", d.adminConfig, demoNamespace, current)
+				d.say("that was the script; the table stays live (delete a pod and watch it: kubectl --kubeconfig %s -n %s delete pod %s). "+
+					"Ctrl-C stops the demo", d.adminConfig, demoNamespace, current)
 			}
 		case !deletedAt.IsZero() && current != "" && current != leader:
 			d.say("handover: %s leads, %s after %s was deleted", current, time.Since(deletedAt).Round(time.Millisecond), leader)
@@ -420,7 +424,7 @@ func (d *demo) show(ctx context.Context) error {
 			d.say("rolling Deployment example (kubectl rollout restart): the newest pod is named successor, so leadership moves once, to a new pod")
 			d.rolled = true
 			var err error
-			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, "Deployment", "example", "example", live.leads); err != nil {
+			if roll, err = startRollout(ctx, d.env.Client, demoNamespace, kindDeployment, "example", "example", live.leads); err != nil {
 				return err
 			}
 		}

@@ -17,6 +17,12 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
+// The kinds of workload a rollout rolls.
+const (
+	kindDeployment  = "Deployment"
+	kindStatefulSet = "StatefulSet"
+)
+
 // rollout is one rolling update of a Deployment or StatefulSet, restarted
 // the way `kubectl rollout restart` does, and the leaders of its election
 // while it runs.
@@ -75,9 +81,9 @@ func startRollout(ctx context.Context, client kubernetes.Interface, ns, kind, na
 	r.start = time.Now()
 	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, r.start.Format(time.RFC3339Nano))
 	switch kind {
-	case "Deployment":
+	case kindDeployment:
 		_, err = client.AppsV1().Deployments(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-	case "StatefulSet":
+	case kindStatefulSet:
 		_, err = client.AppsV1().StatefulSets(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	default:
 		err = fmt.Errorf("cannot roll a %s", kind)
@@ -181,7 +187,7 @@ func (r *rollout) done(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("watching the lease: %w", err)
 	}
 	switch r.kind {
-	case "Deployment":
+	case kindDeployment:
 		d, err := r.client.AppsV1().Deployments(r.ns).Get(ctx, r.name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -191,7 +197,7 @@ func (r *rollout) done(ctx context.Context) (bool, error) {
 		if s.ObservedGeneration < d.Generation || s.UpdatedReplicas != want || s.Replicas != want || s.ReadyReplicas != want {
 			return false, nil
 		}
-	case "StatefulSet":
+	case kindStatefulSet:
 		s, err := r.client.AppsV1().StatefulSets(r.ns).Get(ctx, r.name, metav1.GetOptions{})
 		if err != nil {
 			return false, err

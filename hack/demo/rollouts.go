@@ -32,15 +32,23 @@ type Shape struct {
 
 // Shapes are the workloads MeasureRollouts rolls.
 var Shapes = []Shape{
-	{"Deployment, 3 replicas, maxSurge 1 / maxUnavailable 0", "Deployment", 3, "1", "0"},
-	{"Deployment, 5 replicas, maxSurge 1 / maxUnavailable 0", "Deployment", 5, "1", "0"},
-	{"Deployment, 3 replicas, 25% / 25%", "Deployment", 3, "25%", "25%"},
-	{"Deployment, 5 replicas, 25% / 25%", "Deployment", 5, "25%", "25%"},
-	{"StatefulSet, 3 replicas", "StatefulSet", 3, "", ""},
+	{"Deployment, 3 replicas, maxSurge 1 / maxUnavailable 0", kindDeployment, 3, "1", "0"},
+	{"Deployment, 5 replicas, maxSurge 1 / maxUnavailable 0", kindDeployment, 5, "1", "0"},
+	{"Deployment, 3 replicas, 25% / 25%", kindDeployment, 3, defaultRollingUpdate, defaultRollingUpdate},
+	{"Deployment, 5 replicas, 25% / 25%", kindDeployment, 5, defaultRollingUpdate, defaultRollingUpdate},
+	{"StatefulSet, 3 replicas", kindStatefulSet, 3, "", ""},
 }
 
-// rolloutElection is the election of the measured workloads.
-const rolloutElection = "roll"
+// defaultRollingUpdate is a Deployment's default maxSurge, and its default
+// maxUnavailable.
+const defaultRollingUpdate = "25%"
+
+const (
+	// rolloutElection is the election of the measured workloads.
+	rolloutElection = "roll"
+	// rolloutWorkload is the name of the measured Deployment or StatefulSet.
+	rolloutWorkload = "roll"
+)
 
 // RolloutResult is what n rollouts of one shape, with or without the
 // one-handover mechanism, showed.
@@ -100,7 +108,8 @@ func MeasureRollouts(ctx context.Context, opts Options, shapes []Shape, n int, o
 // measureShape runs the shape in namespace ns and rolls it n times.
 func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, on bool, n int) (RolloutResult, error) {
 	res := RolloutResult{Shape: shape, Mechanism: on}
-	if _, err := d.env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if _, err := d.env.Client.CoreV1().Namespaces().Create(ctx, namespace, metav1.CreateOptions{}); err != nil {
 		return res, err
 	}
 	dir := filepath.Join(d.dir, ns)
@@ -131,7 +140,7 @@ func (d *demo) measureShape(ctx context.Context, ns string, shape Shape, on bool
 		return res, err
 	}
 	for i := range n {
-		r, err := startRollout(ctx, d.env.Client, ns, shape.Kind, "roll", rolloutElection, leads)
+		r, err := startRollout(ctx, d.env.Client, ns, shape.Kind, rolloutWorkload, rolloutElection, leads)
 		if err != nil {
 			return res, err
 		}
@@ -176,7 +185,7 @@ func runnerLeads(runner *podrunner.Runner) func(string) bool {
 func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bool) error {
 	labels := map[string]string{"app": "roll"}
 	annotations := map[string]string{webhook.AnnotationElection: rolloutElection}
-	if on && shape.Kind == "Deployment" {
+	if on && shape.Kind == kindDeployment {
 		// The leader's pod goes last when the ReplicaSet scales down.
 		annotations[webhook.AnnotationPodDeletionCost] = "true"
 	}
@@ -189,20 +198,26 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bo
 	template := corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
-			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: new(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   new(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
 			Containers: []corev1.Container{{
 				Name: "app", Image: "registry.k8s.io/pause:3.10",
-				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: new(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: new(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
 			}},
 		},
 	}
 	selector := &metav1.LabelSelector{MatchLabels: labels}
 	replicas := shape.Replicas
 	switch shape.Kind {
-	case "Deployment":
+	case kindDeployment:
 		surge, unavailable := intstr.Parse(shape.MaxSurge), intstr.Parse(shape.MaxUnavailable)
 		_, err := d.env.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: "roll"},
+			ObjectMeta: metav1.ObjectMeta{Name: rolloutWorkload},
 			Spec: appsv1.DeploymentSpec{
 				Replicas: &replicas, Selector: selector, Template: template,
 				Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
@@ -210,9 +225,9 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bo
 			},
 		}, metav1.CreateOptions{})
 		return err
-	case "StatefulSet":
+	case kindStatefulSet:
 		_, err := d.env.Client.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{
-			ObjectMeta: metav1.ObjectMeta{Name: "roll"},
+			ObjectMeta: metav1.ObjectMeta{Name: rolloutWorkload},
 			Spec:       appsv1.StatefulSetSpec{Replicas: &replicas, Selector: selector, Template: template, ServiceName: "roll"},
 		}, metav1.CreateOptions{})
 		return err
@@ -223,7 +238,8 @@ func (d *demo) createWorkload(ctx context.Context, ns string, shape Shape, on bo
 // printRollouts writes the table of leader changes per rollout.
 func printRollouts(out io.Writer, results []RolloutResult) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "SHAPE\tMECHANISM\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\tLOCK RELEASED, NO LEADER (median / max)\tROLLOUT TIME (median)\tGOAL\tMET")
+	fmt.Fprintln(w, "SHAPE\tMECHANISM\tROLLOUTS\tLEADER CHANGES PER ROLLOUT (mean / max)\tROLLOUTS WITH AT MOST ONE\t"+
+		"LOCK RELEASED, NO LEADER (median / max)\tROLLOUT TIME (median)\tGOAL\tMET")
 	for _, r := range results {
 		sum, atMostOne := 0, 0
 		for _, c := range r.Changes {
