@@ -86,7 +86,11 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
 
 	current, err = startInjector(dir, "", nil)
 	if err != nil {

@@ -115,7 +115,11 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
 
 	// 2. The injector's namespace and RBAC, as config/rbac ships them, and
 	// the policies of config/policy.

@@ -267,7 +267,8 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 	for _, tt := range denied {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.do(injector)
-			if !strings.Contains(fmt.Sprint(err), "k8s-elector-injector") || !(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) {
+			refused := apierrors.IsForbidden(err) || apierrors.IsInvalid(err)
+			if !strings.Contains(fmt.Sprint(err), "k8s-elector-injector") || !refused {
 				t.Errorf("err = %v, want the policy k8s-elector-injector to deny it", err)
 			}
 			// The same request by a cluster admin passes: the policy, not
