@@ -73,37 +73,10 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns, service, lease 
 	l := &Log{stop: cancel}
 	endpointSlices := client.DiscoveryV1().EndpointSlices(ns)
 	leases := client.CoordinationV1().Leases(ns)
-	objects := []*follower{{
-		name:  service,
-		watch: endpointSlices.Watch,
-		list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
-			got, err := endpointSlices.List(ctx, o)
-			if err != nil {
-				return nil, "", err
-			}
-			var out []runtime.Object
-			for i := range got.Items {
-				out = append(out, &got.Items[i])
-			}
-			return out, got.ResourceVersion, nil
-		},
-		absent: &discoveryv1.EndpointSlice{},
-	}, {
-		name:  lease,
-		watch: leases.Watch,
-		list: func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
-			got, err := leases.List(ctx, o)
-			if err != nil {
-				return nil, "", err
-			}
-			var out []runtime.Object
-			for i := range got.Items {
-				out = append(out, &got.Items[i])
-			}
-			return out, got.ResourceVersion, nil
-		},
-		absent: &coordinationv1.Lease{},
-	}}
+	objects := []*follower{
+		{name: service, list: lister(endpointSlices.List), watch: endpointSlices.Watch, absent: &discoveryv1.EndpointSlice{}},
+		{name: lease, list: lister(leases.List), watch: leases.Watch, absent: &coordinationv1.Lease{}},
+	}
 	for _, f := range objects {
 		rv, err := f.resync(ctx, l)
 		if err != nil {
@@ -113,6 +86,25 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns, service, lease 
 		l.done.Go(func() { f.follow(ctx, l, rv) })
 	}
 	return l, nil
+}
+
+// lister lists with list, and returns the items and the list's version.
+func lister[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error)) func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error) {
+	return func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
+		got, err := list(ctx, o)
+		if err != nil {
+			return nil, "", err
+		}
+		items, err := meta.ExtractList(got)
+		if err != nil {
+			return nil, "", err
+		}
+		m, err := meta.ListAccessor(got)
+		if err != nil {
+			return nil, "", err
+		}
+		return items, m.GetResourceVersion(), nil
+	}
 }
 
 // follower follows one object.
@@ -317,8 +309,10 @@ func (l *Log) Check(ipOf map[string]string) Result {
 				r.Handovers = append(r.Handovers, ev.At.Sub(released))
 				released = time.Time{}
 			}
-			if ev.Holder != last && ipOf[ev.Holder] != "" {
-				previous, last, routed = last, ev.Holder, ev.Resync
+			if ev.Holder != "" && ev.Holder != last {
+				// Whether the new holder listed itself before a resync is
+				// unknown: the old one's write is let through.
+				previous, last, routed = last, ev.Holder, false
 			}
 			holder = ev.Holder
 			continue

@@ -61,6 +61,25 @@ func TestCheck(t *testing.T) {
 		},
 		want: []string{"rv 3: the slice lists 10.0.0.1 at epoch 6, after a listing at epoch 7"},
 	}, {
+		name: "the old leader's write lands after a resync of the Lease shows the new holder, before the new holder's own",
+		events: []Event{
+			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), slice(3, 2),
+			{RV: 5, At: at(4), Resync: true, Holder: "b"}, slice(6, 5, "10.0.0.1"), slice(7, 6, "10.0.0.2"),
+		},
+		gaps: []time.Duration{3 * time.Millisecond},
+	}, {
+		name: "the old leader's write lands while a holder without an address (not a participant here) holds the lock",
+		events: []Event{
+			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), slice(3, 2), lease(4, 3, "x"), slice(5, 4, "10.0.0.1"),
+		},
+		gaps: []time.Duration{2 * time.Millisecond},
+	}, {
+		name: "a write two terms stale",
+		events: []Event{
+			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, "b"), lease(4, 3, "c"), slice(5, 4, "10.0.0.1"),
+		},
+		want: []string{`rv 5: the slice lists 10.0.0.1 while the lock is held by "c" (), after "b"`},
+	}, {
 		name:   "a deleted lock is not a release",
 		events: []Event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), {RV: 3, At: at(2), Deleted: true}, lease(4, 3, "b")},
 	}} {

@@ -868,7 +868,7 @@ func (e *Elector) release(reason string, shutdown bool) {
 	if withdrawn != nil {
 		// Released, the lock would let the next leader in while the
 		// Service still sends to this pod.
-		e.log.Error(withdrawn, "not releasing the lock: the Service still lists this pod; "+
+		e.log.Error(withdrawn, "not releasing the lock: the pod's address could not be taken out of the Service; "+
 			"the others take over when the lease expires, and the next leader replaces the address")
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +30,15 @@ import (
 // stops calling itself leader a renew deadline after its last renewal,
 // before anyone else may take the lock, let alone write the slice: so a
 // write of its address that is still in flight when the next leader's
-// lands is refused as a conflict, and never undoes it. The epoch written
-// beside the address refuses the same out of order, where one is known.
+// lands is refused as a conflict, and never undoes it. A missing slice is
+// made empty first, for the same reason: a create has no precondition.
+// The epoch written beside the address says which term wrote it; it
+// decides nothing, so that a bad one written by hand cannot keep every
+// later leader out.
+//
+// While it leads, the slice is written over whenever it differs from what
+// this leader would write (read again every TTL): an address beside its
+// own, a condition or a label changed by hand.
 //
 // A leader that releases the lock removes its address first (withdrawNow),
 // so the Service sends nothing to a pod that no longer leads, and releases
@@ -55,13 +63,16 @@ type leaderService struct {
 	log     logr.Logger
 	metrics *Metrics
 
-	// writeMu orders the writes: a release's withdrawal waits for a
-	// publication in flight, then undoes it.
-	writeMu sync.Mutex
+	// writing is held by the one sync that reads and writes at a time
+	// (see lock): a release's withdrawal waits for a publication in
+	// flight, then undoes it, but no longer than its deadline.
+	writing chan struct{}
 	mu      sync.Mutex
 	want    bool // list this pod's address
-	kick    chan struct{}
-	// svc is the Service as last read (under writeMu): a new leader
+	// stopBackground cancels the background write under way, if any.
+	stopBackground context.CancelFunc
+	kick           chan struct{}
+	// svc is the Service as last read (while writing): a new leader
 	// writes its address from it, and reads it again after, so that a
 	// handover waits on two requests, not three.
 	svc *coreService
@@ -72,9 +83,21 @@ func newLeaderService(clients *Clients, cfg Config, leads func() (bool, uint64),
 		discovery: clients.Discovery, core: clients.Core,
 		namespace: cfg.Namespace, name: cfg.LeaderService, pod: cfg.PodName, ip: cfg.PodIP,
 		leads: leads, resync: cfg.TTL, log: log.WithValues("service", cfg.LeaderService), metrics: metrics,
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), writing: make(chan struct{}, 1),
 	}
 }
+
+// lock takes the right to read and write, or gives up when ctx ends.
+func (s *leaderService) lock(ctx context.Context) error {
+	select {
+	case s.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the Service's endpoints to be written: %w", ctx.Err())
+	}
+}
+
+func (s *leaderService) unlock() { <-s.writing }
 
 // publish asks for this pod to be the Service's endpoint; withdraw for its
 // address to leave. Both are written in the background, and retried.
@@ -96,6 +119,14 @@ func (s *leaderService) set(want bool) {
 // releases nothing if it fails.
 func (s *leaderService) withdrawNow(ctx context.Context) error {
 	s.set(false)
+	// A background write held up (a slow API server) would hold the
+	// withdrawal past its deadline: it is given up, and the withdrawal
+	// reads what it may have written.
+	s.mu.Lock()
+	if s.stopBackground != nil {
+		s.stopBackground()
+	}
+	s.mu.Unlock()
 	return s.sync(ctx)
 }
 
@@ -107,7 +138,7 @@ func (s *leaderService) withdrawNow(ctx context.Context) error {
 func (s *leaderService) run(ctx context.Context) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
-	s.prefetch(ctx)
+	_ = s.background(ctx, func(ctx context.Context) error { s.prefetch(ctx); return nil })
 	resync := time.NewTimer(s.resync)
 	defer resync.Stop()
 	for {
@@ -121,14 +152,16 @@ func (s *leaderService) run(ctx context.Context) {
 				continue
 			}
 			// Its ports may have changed too.
-			s.writeMu.Lock()
+			if s.lock(ctx) != nil {
+				return
+			}
 			s.svc = nil
-			s.writeMu.Unlock()
+			s.unlock()
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		err := s.sync(ctx)
+		err := s.background(ctx, s.sync)
 		resync.Reset(s.resync)
 		if err == nil {
 			backoff = minBackoff
@@ -143,12 +176,34 @@ func (s *leaderService) run(ctx context.Context) {
 	}
 }
 
+// background runs f (a sync), unless withdrawNow cancels it.
+func (s *leaderService) background(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.stopBackground = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.stopBackground = nil
+		s.mu.Unlock()
+	}()
+	err := f(ctx)
+	if ctx.Err() != nil && err != nil {
+		// Given up for a withdrawal, which does what is wanted now.
+		return nil
+	}
+	return err
+}
+
 // prefetch reads the Service before this participant may lead, so that
 // its first publication needs no read of it, and says at start what is
 // wrong with it.
 func (s *leaderService) prefetch(ctx context.Context) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	if s.lock(ctx) != nil {
+		return
+	}
+	defer s.unlock()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := s.service(rctx); err != nil && ctx.Err() == nil {
@@ -167,8 +222,10 @@ func (s *leaderService) wanted() bool {
 // it leads, and not listed otherwise. A conflict (another writer between
 // the read and the write) is read again at once.
 func (s *leaderService) sync(ctx context.Context) error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
 	for {
 		err := s.syncOnce(ctx)
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
@@ -210,28 +267,22 @@ func (s *leaderService) syncOnce(ctx context.Context) error {
 		if !listed {
 			return nil
 		}
-		slice.fields["endpoints"] = json.RawMessage("[]")
-		s.own(&slice, s.svc, 0)
-		err := s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&slice).Do(rctx).Error()
-		if err == nil {
-			s.log.Info("removed the pod's address from the Service", "ip", s.ip)
-		}
-		return err
+		return s.empty(rctx, &slice)
 	}
 
 	leads, epoch := s.leads()
 	if !leads {
 		return nil
 	}
-	if !missing && epoch != 0 && sliceEpoch(&slice) > epoch {
-		// A newer term wrote it: this participant's is over, whatever it
-		// has yet to learn.
-		return nil
-	}
-	svc := s.svc
-	if svc == nil {
-		var err error
+	svc, fresh := s.svc, s.svc == nil
+	if fresh {
 		if svc, err = s.service(rctx); err != nil {
+			if refused := (serviceRefusal{}); listed && errors.As(err, &refused) {
+				// A Service that may route to this pod no more (a
+				// selector, say): its address leaves, lest the Service
+				// send to it beside the pods it selects.
+				err = errors.Join(err, s.empty(rctx, &slice))
+			}
 			return err
 		}
 	}
@@ -239,41 +290,88 @@ func (s *leaderService) syncOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if listed && sliceEpoch(&slice) == epoch && slices.Equal(portsOf(&slice), ports) {
-		return nil
-	}
 	if missing {
+		// Made empty, then written with a compare-and-swap like any
+		// update: a create has no precondition, and one held up on the
+		// way could land after the slice was deleted again, long after
+		// this participant stopped leading.
 		slice = endpointSlice{rawObject{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.namespace}, fields: map[string]json.RawMessage{}}}
+		if err := s.setFields(&slice, nil, ports); err != nil {
+			return err
+		}
+		s.own(&slice, svc, 0)
+		if err := s.discovery.Post().Namespace(s.namespace).Resource("endpointslices").Body(&slice).Do(rctx).Error(); err != nil {
+			return err
+		}
+		return errRetry
 	}
-	if err := s.fill(&slice, svc, ports, epoch); err != nil {
+	if t := addressTypeOf(&slice); t != "" && t != s.addressType() {
+		return fmt.Errorf("EndpointSlice %s holds %s addresses, and this pod's IP %s is %s, which its addressType, fixed at creation, cannot change to: "+
+			"delete the slice for the leader to make it again", s.name, t, s.ip, s.addressType())
+	}
+	want := endpointSlice{slice.deepCopy()}
+	if err := s.fill(&want, svc, ports, epoch); err != nil {
+		return err
+	}
+	if same, err := sameJSON(&want, &slice); err != nil || same {
+		// It is as this leader would write it: anything else (an address
+		// beside its own, a label taken off, a condition) is written over.
 		return err
 	}
 	// Judged once the reads are answered: a write sent by a participant
-	// that no longer leads could land after the next leader's.
+	// that no longer leads could land after the next leader's, were it
+	// not for the compare-and-swap over the version just read.
 	if leads, _ := s.leads(); !leads {
 		return nil
 	}
-	if missing {
-		err = s.discovery.Post().Namespace(s.namespace).Resource("endpointslices").Body(&slice).Do(rctx).Error()
-	} else {
-		err = s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&slice).Do(rctx).Error()
-	}
-	if err != nil {
+	if err := s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(&want).Do(rctx).Error(); err != nil {
 		return err
 	}
 	s.log.Info("the Service routes to this pod", "ip", s.ip, "epoch", epoch)
-	if svc == s.svc {
+	if !fresh {
 		// Written from the Service as read before: read it again, and
 		// write again if its ports or identity have changed since.
-		fresh, err := s.service(rctx)
+		now, err := s.service(rctx)
 		if err != nil {
 			return err
 		}
-		if fresh.UID != svc.UID || !slices.Equal(mustPorts(fresh), ports) {
-			return apierrors.NewConflict(discoveryV1.WithResource("endpointslices").GroupResource(), s.name, errors.New("the Service changed"))
+		if now.UID != svc.UID || !slices.Equal(mustPorts(now), ports) {
+			return errRetry
 		}
 	}
 	return nil
+}
+
+// errRetry asks sync to read the slice again at once: a Conflict, as when
+// another writer came between the read and the write.
+var errRetry = apierrors.NewConflict(discoveryV1.WithResource("endpointslices").GroupResource(), "", errors.New("read it again"))
+
+// empty writes slice, as read, without endpoints: this pod's address leaves.
+func (s *leaderService) empty(ctx context.Context, slice *endpointSlice) error {
+	slice.fields["endpoints"] = json.RawMessage("[]")
+	s.own(slice, s.svc, 0)
+	err := s.discovery.Put().Namespace(s.namespace).Resource("endpointslices").Name(s.name).Body(slice).Do(ctx).Error()
+	if err == nil {
+		s.log.Info("removed the pod's address from the Service", "ip", s.ip)
+	}
+	return err
+}
+
+// sameJSON reports whether a and b encode alike.
+func sameJSON(a, b *endpointSlice) (bool, error) {
+	ja, err := json.Marshal(a)
+	if err != nil {
+		return false, err
+	}
+	jb, err := json.Marshal(b)
+	return string(ja) == string(jb), err
+}
+
+// addressTypeOf is slice's addressType, "" if unreadable.
+func addressTypeOf(slice *endpointSlice) string {
+	var t string
+	_ = json.Unmarshal(slice.fields["addressType"], &t)
+	return t
 }
 
 // mustPorts is slicePorts, nil for a Service it refuses.
@@ -282,14 +380,9 @@ func mustPorts(svc *coreService) []slicePort {
 	return ports
 }
 
-// portsOf is the ports slice lists, nil if unreadable.
-func portsOf(slice *endpointSlice) []slicePort {
-	var ports []slicePort
-	_ = json.Unmarshal(slice.fields["ports"], &ports)
-	return ports
-}
-
-// lists reports whether slice lists this pod's address.
+// lists reports whether slice lists this pod: its IP, pointing at it. An
+// endpoint with its IP that points elsewhere (a pod on the node's network
+// beside it shares the IP) is another's.
 func (s *leaderService) lists(slice *endpointSlice) bool {
 	var eps []sliceEndpoint
 	if err := json.Unmarshal(slice.fields["endpoints"], &eps); err != nil {
@@ -298,14 +391,19 @@ func (s *leaderService) lists(slice *endpointSlice) bool {
 		return true
 	}
 	for _, ep := range eps {
-		for _, a := range ep.Addresses {
-			if a == s.ip {
-				return true
-			}
+		if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" || ep.TargetRef.Name != s.pod {
+			continue
+		}
+		if slices.Contains(ep.Addresses, s.ip) {
+			return true
 		}
 	}
 	return false
 }
+
+// serviceRefusal is a Service that an elector may not route to as it is,
+// as opposed to one that could not be read.
+type serviceRefusal struct{ error }
 
 // service reads the Service and checks that an elector may keep its
 // endpoints.
@@ -314,14 +412,14 @@ func (s *leaderService) service(ctx context.Context) (*coreService, error) {
 	err := s.core.Get().Namespace(s.namespace).Resource("services").Name(s.name).Do(ctx).Into(&svc)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("service %s not found: create it with no selector, annotated %s=<this election>", s.name, AnnotationElection)
+		return nil, serviceRefusal{fmt.Errorf("service %s not found: create it with no selector, annotated %s=<this election>", s.name, AnnotationElection)}
 	case err != nil:
 		return nil, fmt.Errorf("read Service %s: %w", s.name, err)
 	case len(svc.Spec.Selector) > 0:
-		return nil, fmt.Errorf("service %s has a selector, so its endpoints are the EndpointSlice controller's: "+
-			"remove spec.selector for the elector to keep them", s.name)
+		return nil, serviceRefusal{fmt.Errorf("service %s has a selector, so its endpoints are the EndpointSlice controller's: "+
+			"remove spec.selector for the elector to keep them", s.name)}
 	case svc.Spec.Type == "ExternalName":
-		return nil, fmt.Errorf("service %s is of type ExternalName, which has no endpoints: use ClusterIP", s.name)
+		return nil, serviceRefusal{fmt.Errorf("service %s is of type ExternalName, which has no endpoints: use ClusterIP", s.name)}
 	}
 	s.svc = &svc
 	return &svc, nil
@@ -329,28 +427,44 @@ func (s *leaderService) service(ctx context.Context) (*coreService, error) {
 
 // fill makes slice list this pod alone, for svc's ports.
 func (s *leaderService) fill(slice *endpointSlice, svc *coreService, ports []slicePort, epoch uint64) error {
-	addressType := "IPv4"
-	if ip := net.ParseIP(s.ip); ip != nil && ip.To4() == nil {
-		addressType = "IPv6"
-	}
 	yes, no := true, false
 	ep := sliceEndpoint{
 		Addresses:  []string{s.ip},
 		Conditions: endpointConditions{Ready: &yes, Serving: &yes, Terminating: &no},
 		TargetRef:  &objectReference{Kind: "Pod", Namespace: s.namespace, Name: s.pod},
 	}
+	if err := s.setFields(slice, []sliceEndpoint{ep}, ports); err != nil {
+		return err
+	}
+	s.own(slice, svc, epoch)
+	return nil
+}
+
+// setFields writes the slice's addressType, endpoints and ports.
+func (s *leaderService) setFields(slice *endpointSlice, eps []sliceEndpoint, ports []slicePort) error {
 	if slice.fields == nil {
 		slice.fields = map[string]json.RawMessage{}
 	}
-	for field, v := range map[string]any{"addressType": addressType, "endpoints": []sliceEndpoint{ep}, "ports": ports} {
+	if eps == nil {
+		eps = []sliceEndpoint{}
+	}
+	for field, v := range map[string]any{"addressType": s.addressType(), "endpoints": eps, "ports": ports} {
 		raw, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
 		slice.fields[field] = raw
 	}
-	s.own(slice, svc, epoch)
 	return nil
+}
+
+// addressType is the address family of this pod's IP, as an EndpointSlice
+// names it.
+func (s *leaderService) addressType() string {
+	if ip := net.ParseIP(s.ip); ip != nil && ip.To4() == nil {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // own gives slice the metadata of an elector's slice, and nothing else, as
@@ -403,19 +517,19 @@ func slicePorts(svc *coreService) ([]slicePort, error) {
 	return ports, nil
 }
 
-// sliceEpoch is the epoch written on slice, 0 for none.
-func sliceEpoch(slice *endpointSlice) uint64 {
-	n, _ := strconv.ParseUint(slice.Annotations[AnnotationEpoch], 10, 64)
-	return n
-}
-
 // ValidatePodIP checks the pod IP that -leader-service lists.
 func ValidatePodIP(ip string) error {
 	if ip == "" {
 		return errors.New("is required by -" + FlagLeaderService + ": set $" + EnvPodIP + " from the downward API (status.podIP)")
 	}
-	if net.ParseIP(ip) == nil {
+	addr := net.ParseIP(ip)
+	switch {
+	case addr == nil:
 		return fmt.Errorf("%q is not an IP address", ip)
+	case addr.To4() != nil && strings.Contains(ip, ":"):
+		return fmt.Errorf("%q is an IPv4-mapped IPv6 address, which an EndpointSlice refuses: give the IPv4 address", ip)
+	case addr.IsLoopback(), addr.IsUnspecified(), addr.IsLinkLocalUnicast(), addr.IsMulticast(), addr.IsLinkLocalMulticast(), addr.IsInterfaceLocalMulticast():
+		return fmt.Errorf("%q is a loopback, link-local, multicast or unspecified address, which an EndpointSlice refuses: give the pod's IP (status.podIP)", ip)
 	}
 	return nil
 }

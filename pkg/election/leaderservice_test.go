@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,8 +90,11 @@ func TestFillSlice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.lists(&endpointSlice{rawObject{fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::7"]}]`)}}}) {
+	if !s.lists(&endpointSlice{rawObject{fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::7"],"targetRef":{"kind":"Pod","name":"pod-a"}}]`)}}}) {
 		t.Errorf("lists: false for a slice listing the pod")
+	}
+	if s.lists(&endpointSlice{rawObject{fields: map[string]json.RawMessage{"endpoints": json.RawMessage(`[{"addresses":["fd00::7"],"targetRef":{"kind":"Pod","name":"pod-b"}}]`)}}}) {
+		t.Errorf("lists: true for a slice listing another pod with the same IP (a pod on the node's network)")
 	}
 	if s.lists(&slice) {
 		t.Errorf("lists: true for a slice listing two other addresses")
@@ -146,6 +151,11 @@ func TestValidateLeaderService(t *testing.T) {
 		{"no pod name", func(c *Config) { c.PodName = "" }, "-leader-service: needs the pod's name: set -pod-name or $POD_NAME"},
 		{"no pod IP", func(c *Config) { c.PodIP = "" }, "-pod-ip: is required by -leader-service: set $POD_IP from the downward API (status.podIP)"},
 		{"bad pod IP", func(c *Config) { c.PodIP = "10.0.0" }, `-pod-ip: "10.0.0" is not an IP address`},
+		{"loopback", func(c *Config) { c.PodIP = "127.0.0.1" }, `-pod-ip: "127.0.0.1" is a loopback, link-local, multicast or unspecified address`},
+		{"link-local", func(c *Config) { c.PodIP = "169.254.1.1" }, `is a loopback, link-local`},
+		{"unspecified", func(c *Config) { c.PodIP = "::" }, `is a loopback, link-local`},
+		{"multicast", func(c *Config) { c.PodIP = "224.0.0.1" }, `is a loopback, link-local`},
+		{"IPv4-mapped", func(c *Config) { c.PodIP = "::ffff:10.0.0.1" }, `"::ffff:10.0.0.1" is an IPv4-mapped IPv6 address`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base
@@ -205,7 +215,10 @@ func (s *sliceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // version it read; a withdrawal empties it only when it lists this pod.
 func TestLeaderServiceSync(t *testing.T) {
 	const listedOther = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"},"annotations":{"elector.vapor.io/epoch":"5"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.2"]}]}`
-	const listedSelf = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
+	const listedSelf = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"],"targetRef":{"kind":"Pod","name":"pod-a"}}]}`
+	const listedSelfAndOther = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"],"targetRef":{"kind":"Pod","name":"pod-a"}},{"addresses":["10.0.0.9"]}]}`
+	const samePodIPOtherPod = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"],"targetRef":{"kind":"Pod","name":"pod-b"}}]}`
+	const ipv6 = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv6","endpoints":[]}`
 	const someoneElses = `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"team.example.com"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}]}`
 	for _, tc := range []struct {
 		name      string
@@ -216,19 +229,27 @@ func TestLeaderServiceSync(t *testing.T) {
 		conflicts int
 		writes    []string // substrings of each write, in order
 		wantErr   string
+		// again syncs a second time, which must write nothing more.
+		again bool
 	}{
 		{name: "someone else's slice", slice: someoneElses, want: true, leads: []bool{true}, epoch: 6,
 			wantErr: `EndpointSlice leader is not the elector's (its label endpointslice.kubernetes.io/managed-by is "team.example.com", not "elector.vapor.io"): delete it, or name another Service with -leader-service`},
 		{name: "someone else's slice, withdrawing", slice: someoneElses, leads: []bool{false}},
 		{name: "not leading", slice: listedOther, want: true, leads: []bool{false}, epoch: 6},
 		{name: "stops leading before the write", slice: listedOther, want: true, leads: []bool{true, false}, epoch: 6},
-		{name: "a newer term's slice", slice: listedOther, want: true, leads: []bool{true}, epoch: 4},
-		{name: "leading", slice: listedOther, want: true, leads: []bool{true}, epoch: 6,
+		{name: "a higher epoch on the slice (a bad one, written by hand) does not keep the leader out", slice: listedOther, want: true, leads: []bool{true}, epoch: 4,
+			writes: []string{`"endpoints":[{"addresses":["10.0.0.1"]`}},
+		{name: "listed beside another address: written over", slice: listedSelfAndOther, want: true, leads: []bool{true}, epoch: 6, again: true,
+			writes: []string{`"endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":true,"serving":true,"terminating":false},"targetRef":{"kind":"Pod","namespace":"ns","name":"pod-a"}}],`}},
+		{name: "another address family", slice: ipv6, want: true, leads: []bool{true}, epoch: 6,
+			wantErr: "EndpointSlice leader holds IPv6 addresses, and this pod's IP 10.0.0.1 is IPv4, which its addressType, fixed at creation, cannot change to: delete the slice"},
+		{name: "withdraw: its IP, another pod's", slice: samePodIPOtherPod, leads: []bool{false}},
+		{name: "leading", slice: listedOther, want: true, leads: []bool{true}, epoch: 6, again: true,
 			writes: []string{`PUT {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
 		{name: "read again after a conflict", slice: listedOther, want: true, leads: []bool{true}, epoch: 6, conflicts: 1,
 			writes: []string{`"resourceVersion":"2"`}},
-		{name: "no slice yet", want: true, leads: []bool{true}, epoch: 6,
-			writes: []string{`POST {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
+		{name: "no slice yet: made empty, then written over", want: true, leads: []bool{true}, epoch: 6, again: true,
+			writes: []string{`POST {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[],`, `PUT {"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{"addresses":["10.0.0.1"]`}},
 		{name: "withdraw another's", slice: listedOther, leads: []bool{true}},
 		{name: "withdraw its own, dropping what was added by hand", slice: strings.Replace(listedSelf, `"labels":{`, `"labels":{"team":"x",`, 1), leads: []bool{false},
 			writes: []string{`"labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io","kubernetes.io/service-name":"leader"}`}},
@@ -257,6 +278,11 @@ func TestLeaderServiceSync(t *testing.T) {
 				t.Fatalf("sync: %v, want %q", err, tc.wantErr)
 			case tc.wantErr == "" && err != nil:
 				t.Fatal(err)
+			}
+			if tc.again {
+				if err := s.sync(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if len(srv.writes) != len(tc.writes) {
 				t.Fatalf("writes:\n%s\nwant %d", strings.Join(srv.writes, "\n"), len(tc.writes))
@@ -301,4 +327,59 @@ func FuzzLeaderServiceSlice(f *testing.F) {
 			t.Fatalf("filled slice does not encode: %v", err)
 		}
 	})
+}
+
+// portsOf is the ports slice lists, nil if unreadable.
+func portsOf(slice *endpointSlice) []slicePort {
+	var ports []slicePort
+	_ = json.Unmarshal(slice.fields["ports"], &ports)
+	return ports
+}
+
+// sliceEpoch is the epoch written on slice, 0 for none.
+func sliceEpoch(slice *endpointSlice) uint64 {
+	n, _ := strconv.ParseUint(slice.Annotations[AnnotationEpoch], 10, 64)
+	return n
+}
+
+// TestLeaderServiceReadsTheServiceOnce: a write from a Service read for it
+// reads it no second time; one from the Service read before (prefetch, a
+// term ago) reads it again after, to catch a change meanwhile.
+func TestLeaderServiceReadsTheServiceOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		prefetch bool
+		want     int32
+	}{{"read for the write", false, 1}, {"read before", true, 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &sliceServer{slice: `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"leader","resourceVersion":"1","labels":{"endpointslice.kubernetes.io/managed-by":"elector.vapor.io"}},"addressType":"IPv4","endpoints":[]}`}
+			var serviceGets atomic.Int32
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/services/leader") {
+					serviceGets.Add(1)
+				}
+				srv.ServeHTTP(w, r)
+			}))
+			defer hs.Close()
+			clients, err := NewClients(&rest.Config{Host: hs.URL}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newLeaderService(clients, Config{Namespace: "ns", LeaderService: "leader", PodName: "pod-a", PodIP: "10.0.0.1", TTL: time.Minute},
+				func() (bool, uint64) { return true, 6 }, logr.Discard(), NewMetrics())
+			if tc.prefetch {
+				s.prefetch(context.Background())
+			}
+			s.set(true)
+			if err := s.sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(srv.writes) != 1 {
+				t.Fatalf("writes %v, want 1", srv.writes)
+			}
+			if n := serviceGets.Load(); n != tc.want {
+				t.Errorf("the Service was read %d times, want %d", n, tc.want)
+			}
+		})
+	}
 }
