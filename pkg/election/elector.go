@@ -836,6 +836,13 @@ func (e *Elector) release(reason string, shutdown bool) {
 		// follower in at once, beside that leader. Its own lease runs out
 		// instead.
 		e.log.Info("not releasing the lock made less than a lease ago; the others take over when it expires")
+		if e.service != nil {
+			// Listed by an earlier term, whose withdrawal may still be
+			// pending: it is this process's last chance.
+			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout/2)
+			defer cancel()
+			_ = e.service.withdrawNow(ctx)
+		}
 		return
 	}
 
