@@ -89,7 +89,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, ns, service, lease 
 }
 
 // lister lists with list, and returns the items and the list's version.
-func lister[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error)) func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error) {
+func lister[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error)) listFunc {
 	return func(ctx context.Context, o metav1.ListOptions) ([]runtime.Object, string, error) {
 		got, err := list(ctx, o)
 		if err != nil {
@@ -107,10 +107,13 @@ func lister[L runtime.Object](list func(context.Context, metav1.ListOptions) (L,
 	}
 }
 
+// listFunc lists the objects one name selects, and says the list's version.
+type listFunc func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error)
+
 // follower follows one object.
 type follower struct {
 	name  string
-	list  func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error)
+	list  listFunc
 	watch func(context.Context, metav1.ListOptions) (watch.Interface, error)
 	// absent stands for the object when it does not exist.
 	absent runtime.Object
@@ -152,21 +155,15 @@ func (f *follower) follow(ctx context.Context, l *Log, rv string) {
 			continue
 		}
 		for ev := range w.ResultChan() {
-			switch {
-			case ev.Type == watch.Error:
+			if ev.Type == watch.Error {
 				err = apierrors.FromObject(ev.Object)
-			case ev.Type == watch.Bookmark:
-				if m, merr := meta.Accessor(ev.Object); merr == nil {
-					rv = m.GetResourceVersion()
-				}
-			default:
-				if m, merr := meta.Accessor(ev.Object); merr == nil {
-					rv = m.GetResourceVersion()
-				}
-				l.add(ev, false)
-			}
-			if err != nil {
 				break
+			}
+			if m, merr := meta.Accessor(ev.Object); merr == nil {
+				rv = m.GetResourceVersion()
+			}
+			if ev.Type != watch.Bookmark {
+				l.add(ev, false)
 			}
 		}
 		w.Stop()
@@ -269,6 +266,10 @@ type Result struct {
 	Versions int
 }
 
+func (r *Result) violate(format string, args ...any) {
+	r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+}
+
 // Check checks the log, in etcd's order, with ipOf mapping each
 // participant's ID to its pod's IP. A version of the slice that lists an
 // address must:
@@ -302,7 +303,7 @@ func (l *Log) Check(ipOf map[string]string) Result {
 			case ev.Holder == holder:
 			case ev.Holder == "":
 				if listed != "" && listed == ipOf[holder] {
-					r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the lock was released by %s while the slice still listed %s", ev.RV, holder, listed))
+					r.violate("rv %d: the lock was released by %s while the slice still listed %s", ev.RV, holder, listed)
 				}
 				released = ev.At
 			case !released.IsZero():
@@ -319,7 +320,7 @@ func (l *Log) Check(ipOf map[string]string) Result {
 		}
 		r.Versions++
 		if len(ev.Addresses) > 1 || ev.Endpoints > 1 {
-			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %d endpoints, addresses %v", ev.RV, ev.Endpoints, ev.Addresses))
+			r.violate("rv %d: the slice lists %d endpoints, addresses %v", ev.RV, ev.Endpoints, ev.Addresses)
 		}
 		now := strings.Join(ev.Addresses, ",")
 		switch {
@@ -327,11 +328,11 @@ func (l *Log) Check(ipOf map[string]string) Result {
 		case now == ipOf[last]:
 			routed = true
 		case now != ipOf[previous] || routed:
-			r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s while the lock is held by %q (%s), after %q", ev.RV, now, last, ipOf[last], previous))
+			r.violate("rv %d: the slice lists %s while the lock is held by %q (%s), after %q", ev.RV, now, last, ipOf[last], previous)
 		}
 		if now != "" && ev.Epoch != 0 {
 			if ev.Epoch < epoch && !ev.Resync {
-				r.Violations = append(r.Violations, fmt.Sprintf("rv %d: the slice lists %s at epoch %d, after a listing at epoch %d", ev.RV, now, ev.Epoch, epoch))
+				r.violate("rv %d: the slice lists %s at epoch %d, after a listing at epoch %d", ev.RV, now, ev.Epoch, epoch)
 			}
 			epoch = max(epoch, ev.Epoch)
 		}

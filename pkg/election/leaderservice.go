@@ -529,7 +529,8 @@ func ValidatePodIP(ip string) error {
 	case addr.To4() != nil && strings.Contains(ip, ":"):
 		return fmt.Errorf("%q is an IPv4-mapped IPv6 address, which an EndpointSlice refuses: give the IPv4 address", ip)
 	case addr.IsLoopback(), addr.IsUnspecified(), addr.IsLinkLocalUnicast(), addr.IsMulticast(), addr.IsLinkLocalMulticast(), addr.IsInterfaceLocalMulticast():
-		return fmt.Errorf("%q is a loopback, link-local, multicast or unspecified address, which an EndpointSlice refuses: give the pod's IP (status.podIP)", ip)
+		return fmt.Errorf("%q is a loopback, link-local, multicast or unspecified address, which an EndpointSlice refuses: "+
+			"give the pod's IP (status.podIP)", ip)
 	}
 	return nil
 }

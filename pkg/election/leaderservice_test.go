@@ -206,7 +206,7 @@ func (s *sliceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		s.writes = append(s.writes, r.Method+" "+string(body))
 		s.slice = string(body)
-		w.Write(body)
+		_, _ = w.Write(body)
 	}
 }
 
