@@ -4,7 +4,6 @@
 package main
 
 import (
-	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -188,32 +187,7 @@ func (o *options) validate(port int) error {
 	case o.certManagement == certsSelf && (o.certSecret == "" || o.webhookConfig == "" || o.webhookService == ""):
 		return usagef("-cert-management=self needs -cert-secret, -webhook-configuration and -webhook-service")
 	}
-	if s.TTL != 0 {
-		renew, retry := election.DefaultTimings(s.TTL)
-		if err := election.ValidateTimings(s.TTL, renew, retry); err != nil {
-			return usagef("%v", err)
-		}
-	}
-	if s.LockType != "" {
-		if _, err := election.ParseLockType(string(s.LockType)); err != nil {
-			return usagef("-lock-type: %v", err)
-		}
-	}
-	if len(s.AllowedLockTypes) == 0 {
-		return usagef("-allowed-lock-types: empty; allow at least one lock type (example: leases,configmaps)")
-	}
-	if t := cmp.Or(s.LockType, election.LockTypes[0]); !slices.Contains(s.AllowedLockTypes, t) {
-		return usagef("-lock-type: %s is not one of -allowed-lock-types %s; add it to -allowed-lock-types, or set -lock-type to one of them",
-			t, lockTypes(s.AllowedLockTypes).String())
-	}
-	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
-		return usagef("-cpu-request: %s is above -cpu-limit %s; raise the limit, or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String())
-	}
-	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
-		return usagef("-memory-request: %s is above -memory-limit %s; raise the limit, or set it to 0 for none",
-			s.MemoryRequest.String(), s.MemoryLimit.String())
-	}
-	// The handler's own check, for anything missed above.
+	// The settings' own check names the flags.
 	if err := s.Validate(); err != nil {
 		return usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}

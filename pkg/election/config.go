@@ -81,7 +81,8 @@ type Config struct {
 }
 
 // FieldError is a setting that does not validate: Flag names it as the
-// elector's command line does, and Err says what is wrong and the fix.
+// command line does (the elector's, or the injector's for its Settings),
+// and Err says what is wrong and the fix.
 type FieldError struct {
 	Flag string
 	Err  error

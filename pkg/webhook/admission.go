@@ -71,7 +71,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the pod: %w", err))
 	}
-	injected, err := Inject(pod, h.settings)
+	injected, err := inject(pod, h.settings)
 	if err != nil {
 		log.V(1).Info("Denied pod", "namespace", req.Namespace, "reason", err.Error())
 		return admission.Denied(err.Error())

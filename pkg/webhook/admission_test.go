@@ -94,7 +94,7 @@ func TestHandlePatches(t *testing.T) {
 		}(),
 		"no annotations": appPod(nil),
 		"already injected": func() *corev1.Pod {
-			p, err := Inject(appPod(map[string]string{AnnotationElection: "web"}), testSettings())
+			p, err := inject(appPod(map[string]string{AnnotationElection: "web"}), testSettings())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +120,7 @@ func TestHandlePatches(t *testing.T) {
 			if err := json.Unmarshal(req.Object.Raw, &sent); err != nil {
 				t.Fatal(err)
 			}
-			want, err := Inject(&sent, testSettings())
+			want, err := inject(&sent, testSettings())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestEscapePointer(t *testing.T) {
 }
 
 func TestHandle(t *testing.T) {
-	injected, err := Inject(appPod(map[string]string{AnnotationElection: "web"}), testSettings())
+	injected, err := inject(appPod(map[string]string{AnnotationElection: "web"}), testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func FuzzHandle(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the handler accepted a pod it cannot decode again: %v", err)
 		}
-		want, injectErr := Inject(decoded, testSettings())
+		want, injectErr := inject(decoded, testSettings())
 		if injectErr != nil {
 			if resp.Allowed || resp.Result.Message != injectErr.Error() {
 				t.Fatalf("Inject refused the pod with %q, the handler answered allowed=%v %q", injectErr, resp.Allowed, resp.Result.Message)

@@ -33,27 +33,22 @@ const (
 // mark it as one the kubelet refreshes.
 const tokenExpirationSeconds = 3607
 
-// Inject returns a copy of pod with the elector sidecar added, as its
-// annotations ask. It never modifies pod. A pod without elector annotations,
+// inject returns a copy of pod with the elector sidecar added, as its
+// annotations ask, with settings s that passed Settings.Validate (NewHandler
+// checks them once, at start-up). It never modifies pod. A pod without elector annotations,
 // or one injected before (the webhook may be reinvoked), comes back as an
 // unchanged copy.
 //
 // Everything is checked before anything is changed, and all problems are
 // returned at once: a pod is either refused with every reason, or given a
 // sidecar that can start.
-func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
+func inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	out := pod.DeepCopy()
 	if !wantsInjection(pod.Annotations) || alreadyInjected(pod) {
 		return out, nil
 	}
 
-	// 1. Settings are validated at start-up too; checking them again keeps
-	// Inject safe to call on its own.
-	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("injector settings are invalid, fix the injector's flags: %w", err)
-	}
-
-	// 2. Check the annotations and the pod, collecting every error.
+	// 1. Check the annotations and the pod, collecting every error.
 	o, err := ParseOptions(pod.Annotations, s)
 	errs := []error{err}
 	errs = append(errs, checkReservedNames(pod)...)
@@ -68,14 +63,14 @@ func Inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 		return nil, err
 	}
 
-	// 3. A StatefulSet's pod comes back under its own name: its elector
+	// 2. A StatefulSet's pod comes back under its own name: its elector
 	// waits for it rather than hand over to a pod that the same rollout
 	// replaces next.
 	if _, set := pod.Annotations[AnnotationReturnWait]; !set && ownedByStatefulSet(pod) {
 		o.ReturnWait = o.ttl()
 	}
 
-	// 4. Add the sidecar, its volume, and the marks of an injected pod.
+	// 3. Add the sidecar, its volume, and the marks of an injected pod.
 	if guaranteed(pod) {
 		o.guarantee()
 	}

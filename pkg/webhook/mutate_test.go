@@ -52,7 +52,7 @@ func TestInjectGolden(t *testing.T) {
 			pod := readPod(t, in)
 			before := pod.DeepCopy()
 
-			got, err := Inject(pod, testSettings())
+			got, err := inject(pod, testSettings())
 			if err != nil {
 				t.Fatalf("Inject: %v", err)
 			}
@@ -65,7 +65,7 @@ func TestInjectGolden(t *testing.T) {
 				}
 			}
 			// The API server may call the webhook again on its own output.
-			again, err := Inject(got, testSettings())
+			again, err := inject(got, testSettings())
 			if err != nil {
 				t.Fatalf("Inject on its own output: %v", err)
 			}
@@ -90,7 +90,7 @@ func TestInjectGolden(t *testing.T) {
 			}
 			// Line by line, so that the diff reads like the file's.
 			if diff := cmp.Diff(strings.Split(string(want), "\n"), strings.Split(string(out), "\n")); diff != "" {
-				t.Errorf("Inject(%s) differs from %s (-want +got):\n%s\nIf the change is intended, run go test ./pkg/webhook -update and review the diff.", in, golden, diff)
+				t.Errorf("inject(%s) differs from %s (-want +got):\n%s\nIf the change is intended, run go test ./pkg/webhook -update and review the diff.", in, golden, diff)
 			}
 		})
 	}
@@ -189,7 +189,7 @@ func TestInjectMarksVersionAndImage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := appPod(tt.annotations)
-			out, err := Inject(pod, s)
+			out, err := inject(pod, s)
 			if err != nil {
 				t.Fatalf("Inject: %v", err)
 			}
@@ -503,12 +503,6 @@ func TestInjectErrors(t *testing.T) {
 			modify:      func(p *corev1.Pod) { p.Annotations["controller.kubernetes.io/pod-deletion-cost"] = "-10" },
 			want:        `annotation elector.vapor.io/pod-deletion-cost: the pod already has the annotation controller.kubernetes.io/pod-deletion-cost, which the elector would overwrite on the leader's pod and remove on the others; remove one of the two`,
 		},
-		{
-			name:        "invalid settings",
-			annotations: withElection(),
-			settings:    func(s *Settings) { s.ElectorImage = "" },
-			want:        `injector settings are invalid, fix the injector's flags: elector image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -520,7 +514,7 @@ func TestInjectErrors(t *testing.T) {
 			if tt.settings != nil {
 				tt.settings(&s)
 			}
-			got, err := Inject(pod, s)
+			got, err := inject(pod, s)
 			if err == nil {
 				t.Fatalf("Inject succeeded, want error %q; pod:\n%v", tt.want, got)
 			}
@@ -651,7 +645,7 @@ func FuzzInject(f *testing.F) {
 		before := pod.DeepCopy()
 		var out *corev1.Pod
 		var err error
-		within(t, "Inject", func() { out, err = Inject(pod, testSettings()) })
+		within(t, "Inject", func() { out, err = inject(pod, testSettings()) })
 		if !equality.Semantic.DeepEqual(before, pod) {
 			t.Fatal("Inject modified its input")
 		}
@@ -694,7 +688,7 @@ func FuzzInject(f *testing.F) {
 			}
 		}
 		var again *corev1.Pod
-		within(t, "Inject of an injected pod", func() { again, err = Inject(out, testSettings()) })
+		within(t, "Inject of an injected pod", func() { again, err = inject(out, testSettings()) })
 		if err != nil {
 			t.Fatalf("Inject of its own output: %v", err)
 		}

@@ -94,7 +94,7 @@ func TestPodBudget(t *testing.T) {
 			if got := guaranteed(pod); got != tt.qos {
 				t.Errorf("guaranteed(pod) = %v, want %v", got, tt.qos)
 			}
-			out, err := Inject(pod, testSettings())
+			out, err := inject(pod, testSettings())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -78,17 +78,21 @@ func DefaultSettings() Settings {
 }
 
 // Validate checks the settings once, at start-up, so that a bad flag stops
-// the injector instead of being reported on every pod it sees.
+// the injector instead of being reported on every pod it sees. Each error
+// names the injector's flag for the setting.
 func (s Settings) Validate() error {
 	var errs []error
+	fail := func(flag, format string, args ...any) {
+		errs = append(errs, &election.FieldError{Flag: flag, Err: fmt.Errorf(format, args...)})
+	}
 	if err := validateImage(s.ElectorImage); err != nil {
-		errs = append(errs, fmt.Errorf("elector image: %w", err))
+		fail("elector-image", "%w", err)
 	}
 	if s.InjectorVersion == "" {
 		errs = append(errs, errors.New("injector version: empty; set it to the injector's build version (example: v1.2.0)"))
 	}
 	if s.Port < 1 || s.Port > 65535 {
-		errs = append(errs, fmt.Errorf("port %d is not a port number in 1-65535 (example: 4040)", s.Port))
+		fail("port", "%d is not a port number in 1-65535 (example: 4040)", s.Port)
 	}
 	if s.TTL != 0 {
 		if err := validateTTL(s.TTL); err != nil {
@@ -96,40 +100,38 @@ func (s Settings) Validate() error {
 		}
 	}
 	if len(s.AllowedLockTypes) == 0 {
-		errs = append(errs, errors.New("allowed lock types: none; allow at least one (example: leases,configmaps)"))
+		fail("allowed-lock-types", "empty; allow at least one lock type (example: leases,configmaps)")
 	}
 	for _, t := range s.AllowedLockTypes {
 		if _, err := election.ParseLockType(string(t)); err != nil {
-			errs = append(errs, fmt.Errorf("allowed lock types: %w", err))
+			fail("allowed-lock-types", "%w", err)
 		}
 	}
 	if _, err := election.ParseLockType(string(s.lockType())); err != nil {
-		errs = append(errs, fmt.Errorf("lock type: %w", err))
+		fail("lock-type", "%w", err)
 	} else if len(s.AllowedLockTypes) > 0 && !s.lockTypeAllowed(s.lockType()) {
-		errs = append(errs, fmt.Errorf("lock type %s is not one of the allowed lock types %s; allow it, or choose one of them",
-			s.lockType(), joinLockTypes(s.AllowedLockTypes)))
+		fail("lock-type", "%s is not one of -allowed-lock-types %s; add it to -allowed-lock-types, or set -lock-type to one of them",
+			s.lockType(), joinLockTypes(s.AllowedLockTypes))
 	}
 	for _, q := range []struct {
-		name    string
+		flag    string
 		q       resource.Quantity
 		example string
 	}{
-		{"cpu request", s.CPURequest, "10m"},
-		{"memory request", s.MemoryRequest, "24Mi"},
-		{"cpu limit", s.CPULimit, "100m"},
-		{"memory limit", s.MemoryLimit, "64Mi"},
+		{"cpu-request", s.CPURequest, "10m"},
+		{"memory-request", s.MemoryRequest, "24Mi"},
+		{"cpu-limit", s.CPULimit, "100m"},
+		{"memory-limit", s.MemoryLimit, "64Mi"},
 	} {
 		if q.q.Sign() < 0 {
-			errs = append(errs, fmt.Errorf("%s %s must not be negative (example: %s)", q.name, q.q.String(), q.example))
+			fail(q.flag, "%s must not be negative (example: %s)", q.q.String(), q.example)
 		}
 	}
 	if !s.CPULimit.IsZero() && s.CPURequest.Cmp(s.CPULimit) > 0 {
-		errs = append(errs, fmt.Errorf("cpu request %s is above the cpu limit %s; raise the limit or set it to 0 for none",
-			s.CPURequest.String(), s.CPULimit.String()))
+		fail("cpu-request", "%s is above -cpu-limit %s; raise the limit, or set it to 0 for none", s.CPURequest.String(), s.CPULimit.String())
 	}
 	if !s.MemoryLimit.IsZero() && s.MemoryRequest.Cmp(s.MemoryLimit) > 0 {
-		errs = append(errs, fmt.Errorf("memory request %s is above the memory limit %s; raise the limit or set it to 0 for none",
-			s.MemoryRequest.String(), s.MemoryLimit.String()))
+		fail("memory-request", "%s is above -memory-limit %s; raise the limit, or set it to 0 for none", s.MemoryRequest.String(), s.MemoryLimit.String())
 	}
 	return errors.Join(errs...)
 }

@@ -27,7 +27,7 @@ func TestSettingsValidate(t *testing.T) {
 		{
 			name:   "no image",
 			modify: func(s *Settings) { s.ElectorImage = "" },
-			want:   `elector image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
+			want:   `-elector-image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)`,
 		},
 		{
 			name:   "no injector version",
@@ -37,7 +37,7 @@ func TestSettingsValidate(t *testing.T) {
 		{
 			name:   "port 0",
 			modify: func(s *Settings) { s.Port = 0 },
-			want:   `port 0 is not a port number in 1-65535 (example: 4040)`,
+			want:   `-port: 0 is not a port number in 1-65535 (example: 4040)`,
 		},
 		{
 			name:   "ttl too short",
@@ -47,48 +47,48 @@ func TestSettingsValidate(t *testing.T) {
 		{
 			name:   "bad lock type",
 			modify: func(s *Settings) { s.LockType = "etcd" },
-			want:   `lock type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`,
+			want:   `-lock-type: "etcd" is not a lock type (valid: leases, configmaps, endpoints)`,
 		},
 		{
 			name:   "lock type not allowed",
 			modify: func(s *Settings) { s.LockType = "endpoints" },
-			want:   `lock type endpoints is not one of the allowed lock types leases,configmaps; allow it, or choose one of them`,
+			want:   `-lock-type: endpoints is not one of -allowed-lock-types leases,configmaps; add it to -allowed-lock-types, or set -lock-type to one of them`,
 		},
 		{
 			name:   "default lock type not allowed",
 			modify: func(s *Settings) { s.AllowedLockTypes = []election.LockType{"configmaps"} },
-			want:   `lock type leases is not one of the allowed lock types configmaps; allow it, or choose one of them`,
+			want:   `-lock-type: leases is not one of -allowed-lock-types configmaps; add it to -allowed-lock-types, or set -lock-type to one of them`,
 		},
 		{
 			name:   "no allowed lock types",
 			modify: func(s *Settings) { s.AllowedLockTypes = nil },
-			want:   `allowed lock types: none; allow at least one (example: leases,configmaps)`,
+			want:   `-allowed-lock-types: empty; allow at least one lock type (example: leases,configmaps)`,
 		},
 		{
 			name:   "bad allowed lock type",
 			modify: func(s *Settings) { s.AllowedLockTypes = []election.LockType{"leases", "secrets"} },
-			want:   `allowed lock types: "secrets" is not a lock type (valid: leases, configmaps, endpoints)`,
+			want:   `-allowed-lock-types: "secrets" is not a lock type (valid: leases, configmaps, endpoints)`,
 		},
 		{
 			name:   "cpu request above limit",
 			modify: func(s *Settings) { s.CPURequest = resource.MustParse("1") },
-			want:   `cpu request 1 is above the cpu limit 100m; raise the limit or set it to 0 for none`,
+			want:   `-cpu-request: 1 is above -cpu-limit 100m; raise the limit, or set it to 0 for none`,
 		},
 		{
 			name:   "negative cpu",
 			modify: func(s *Settings) { s.CPURequest = resource.MustParse("-1m") },
-			want:   `cpu request -1m must not be negative (example: 10m)`,
+			want:   `-cpu-request: -1m must not be negative (example: 10m)`,
 		},
 		{
 			name:   "request above limit",
 			modify: func(s *Settings) { s.MemoryRequest = resource.MustParse("128Mi") },
-			want:   `memory request 128Mi is above the memory limit 64Mi; raise the limit or set it to 0 for none`,
+			want:   `-memory-request: 128Mi is above -memory-limit 64Mi; raise the limit, or set it to 0 for none`,
 		},
 		{
 			name:   "several",
 			modify: func(s *Settings) { s.ElectorImage = ""; s.Port = 70000 },
-			want: `elector image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)` + "\n" +
-				`port 70000 is not a port number in 1-65535 (example: 4040)`,
+			want: `-elector-image: "" must be a non-empty image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)` + "\n" +
+				`-port: 70000 is not a port number in 1-65535 (example: 4040)`,
 		},
 	}
 	for _, tt := range tests {
