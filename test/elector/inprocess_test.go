@@ -41,6 +41,16 @@ func (m *member) close() {
 	})
 }
 
+// run starts the member's Run; stop, or cancel, ends it.
+func (m *member) run() {
+	var ctx context.Context
+	ctx, m.cancel = context.WithCancel(context.Background())
+	go func() {
+		m.err = m.e.Run(ctx)
+		close(m.done)
+	}()
+}
+
 // stop ends the member's Run (a leader releases the lock) and its server.
 func (m *member) stop(t *testing.T) {
 	t.Helper()
@@ -92,12 +102,7 @@ func TestInProcess(t *testing.T) {
 		m.addr = l.Addr().String()
 		m.srv = election.NewServer(m.e, metrics)
 		go func() { _ = m.srv.Serve(l) }()
-		var ctx context.Context
-		ctx, m.cancel = context.WithCancel(context.Background())
-		go func() {
-			m.err = m.e.Run(ctx)
-			close(m.done)
-		}()
+		m.run()
 		t.Cleanup(func() {
 			m.cancel()
 			<-m.done

@@ -23,13 +23,7 @@ import (
 // -leader-service, each with its own IP unless ips names one.
 func routedSetup(t *testing.T, ids []string, ips map[string]string) (string, *watcher, *routing.Log, map[string]string, []*participant) {
 	t.Helper()
-	ns := env.Namespace(t)
-	createLeaderService(t, ns)
-	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(routes.Close)
+	ns, routes := routedNamespace(t)
 	w := newWatcher(t, std.gap())
 	ipOf := map[string]string{}
 	var ps []*participant
@@ -38,8 +32,7 @@ func routedSetup(t *testing.T, ids []string, ips map[string]string) (string, *wa
 		if ip, ok := ips[id]; ok {
 			ipOf[id] = ip
 		}
-		ps = append(ps, w.start(id, adminKubeconfig, electionArgs(ns, std,
-			"-leader-service="+leaderServiceName, "-pod-name=pod-"+id, "-pod-ip="+ipOf[id])...))
+		ps = append(ps, w.start(id, adminKubeconfig, routedArgs(ns, id, ipOf[id])...))
 	}
 	return ns, w, routes, ipOf, ps
 }
@@ -159,8 +152,7 @@ func TestLeaderServiceSharedPodIP(t *testing.T) {
 	ns, w, routes, ipOf, ps := routedSetup(t, []string{"a"}, nil)
 	a := w.waitLeader(settle, ps...)
 	eventually(t, settle, routesTo(t, ns, ipOf[a.id]))
-	b := w.start("b", adminKubeconfig, electionArgs(ns, std,
-		"-leader-service="+leaderServiceName, "-pod-name=pod-b", "-pod-ip="+ipOf[a.id])...)
+	b := w.start("b", adminKubeconfig, routedArgs(ns, "b", ipOf[a.id])...)
 	// b's start-up withdrawal runs at once; a's resync repairs it within
 	// a TTL.
 	time.Sleep(std.ttl + 2*time.Second)
@@ -189,8 +181,7 @@ func TestLeaderServiceBadPodIP(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			ns := env.Namespace(t)
 			createLeaderService(t, ns)
-			code, out := runElector(t, append(electionArgs(ns, std,
-				"-leader-service="+leaderServiceName, "-pod-name=pod-a", "-pod-ip="+ip), "-id=a", "-kubeconfig="+adminKubeconfig)...)
+			code, out := runElector(t, append(routedArgs(ns, "a", ip), "-id=a", "-kubeconfig="+adminKubeconfig)...)
 			if code == -1 {
 				s, err := env.Client.DiscoveryV1().EndpointSlices(ns).Get(ctxFor(t, apiTimeout), leaderServiceName, metav1.GetOptions{})
 				var eps any = err
@@ -320,7 +311,7 @@ func TestLeaderServiceAddressFamily(t *testing.T) {
 	a := w.waitLeader(settle, ps...)
 	eventually(t, settle, routesTo(t, ns, ipOf["a"]))
 	ipOf["b"] = "fd00::2"
-	b := w.start("b", adminKubeconfig, electionArgs(ns, std, "-leader-service="+leaderServiceName, "-pod-name=pod-b", "-pod-ip="+ipOf["b"])...)
+	b := w.start("b", adminKubeconfig, routedArgs(ns, "b", ipOf["b"])...)
 	if _, err := a.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +334,7 @@ func TestLeaderServiceAddressFamily(t *testing.T) {
 func TestLeaderServiceServiceMissingAtStart(t *testing.T) {
 	ns := env.Namespace(t)
 	w := newWatcher(t, std.gap())
-	a := w.start("a", adminKubeconfig, electionArgs(ns, std, "-leader-service="+leaderServiceName, "-pod-name=pod-a", "-pod-ip=10.6.0.1")...)
+	a := w.start("a", adminKubeconfig, routedArgs(ns, "a", "10.6.0.1")...)
 	w.waitLeader(settle, a)
 	eventually(t, settle, func() error {
 		if !strings.Contains(a.Logs(), "service leader not found: create it with no selector") {

@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/vapor-ware/k8s-elector/internal/routing"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -152,12 +151,7 @@ func startRoutedMember(t *testing.T, ns, id, ip string, ic *interceptor, edit fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ctx context.Context
-	ctx, m.cancel = context.WithCancel(context.Background())
-	go func() {
-		m.err = m.e.Run(ctx)
-		close(m.done)
-	}()
+	m.run()
 	t.Cleanup(func() {
 		m.cancel()
 		<-m.done
@@ -168,16 +162,6 @@ func startRoutedMember(t *testing.T, ns, id, ip string, ic *interceptor, edit fu
 	return m, logs
 }
 
-func waitListed(t *testing.T, routes *routing.Log, ip string) {
-	t.Helper()
-	eventually(t, settle, func() error {
-		if got := routes.Listed(); got != ip {
-			return fmt.Errorf("the slice lists %q, want %s", got, ip)
-		}
-		return nil
-	})
-}
-
 // TestLeaderServiceLateCreate checks "the previous holder's in-flight write may
 // land after the lock changed hands, but never after the new holder's own
 // listing". A write over an existing slice is a compare-and-swap, but one
@@ -186,13 +170,7 @@ func waitListed(t *testing.T, routes *routing.Log, ip string) {
 // lands whenever the slice is missing again, even after b listed itself;
 // so a missing slice is made empty, and listed by an update.
 func TestLeaderServiceLateCreate(t *testing.T) {
-	ns := env.Namespace(t)
-	createLeaderService(t, ns)
-	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(routes.Close)
+	ns, routes := routedNamespace(t)
 	ipOf := map[string]string{"a": "10.4.0.1", "b": "10.4.0.2"}
 	ic := &interceptor{match: func(r *http.Request) bool {
 		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/endpointslices")
@@ -247,13 +225,7 @@ func TestLeaderServiceLateCreate(t *testing.T) {
 // Service hangs must not hold the withdrawal before the release past its
 // deadline (it is given up for the withdrawal).
 func TestLeaderServiceReleaseOutrunsASlowRead(t *testing.T) {
-	ns := env.Namespace(t)
-	createLeaderService(t, ns)
-	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(routes.Close)
+	ns, routes := routedNamespace(t)
 	ipOf := map[string]string{"a": "10.5.0.1", "b": "10.5.0.2"}
 	// A slow answer to the leader's resync read of its Service.
 	ic := &interceptor{hang: true, match: func(r *http.Request) bool {

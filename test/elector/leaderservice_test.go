@@ -37,6 +37,37 @@ func createLeaderService(t *testing.T, ns string) *corev1.Service {
 	return svc
 }
 
+// routedNamespace makes a namespace with the Service leaderServiceName,
+// and watches its slice and the election's lock until the test ends.
+func routedNamespace(t *testing.T) (string, *routing.Log) {
+	t.Helper()
+	ns := env.Namespace(t)
+	createLeaderService(t, ns)
+	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(routes.Close)
+	return ns, routes
+}
+
+// routedArgs are the args of participant id of the election in ns, run
+// with -leader-service and ip as its pod's IP.
+func routedArgs(ns, id, ip string) []string {
+	return electionArgs(ns, std, "-leader-service="+leaderServiceName, "-pod-name=pod-"+id, "-pod-ip="+ip)
+}
+
+// waitListed waits for the slice to list ip alone.
+func waitListed(t *testing.T, routes *routing.Log, ip string) {
+	t.Helper()
+	eventually(t, settle, func() error {
+		if got := routes.Listed(); got != ip {
+			return fmt.Errorf("the slice lists %q, want %s", got, ip)
+		}
+		return nil
+	})
+}
+
 // TestLeaderService hands over 100 times among three participants with
 // -leader-service (each leader shut down with SIGTERM, a new participant
 // started in its place), and checks every version of the EndpointSlice,
@@ -48,13 +79,7 @@ func createLeaderService(t *testing.T, ns string) *corev1.Service {
 // beside how long the handover took (the lock released to the lock taken),
 // as the test's watches received them.
 func TestLeaderService(t *testing.T) {
-	ns := env.Namespace(t)
-	createLeaderService(t, ns)
-	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(routes.Close)
+	ns, routes := routedNamespace(t)
 	w := newWatcher(t, std.gap())
 	ipOf := map[string]string{}
 	n := 0
@@ -62,17 +87,7 @@ func TestLeaderService(t *testing.T) {
 		n++
 		id := fmt.Sprintf("p%d", n)
 		ipOf[id] = fmt.Sprintf("10.1.%d.%d", n/250, n%250+1)
-		return w.start(id, adminKubeconfig, electionArgs(ns, std,
-			"-leader-service="+leaderServiceName, "-pod-name=pod-"+id, "-pod-ip="+ipOf[id])...)
-	}
-	waitListed := func(p *participant) {
-		t.Helper()
-		eventually(t, settle, func() error {
-			if got := routes.Listed(); got != ipOf[p.id] {
-				return fmt.Errorf("the slice lists %q, want %s's %s", got, p.id, ipOf[p.id])
-			}
-			return nil
-		})
+		return w.start(id, adminKubeconfig, routedArgs(ns, id, ipOf[id])...)
 	}
 
 	rounds := 100
@@ -82,7 +97,7 @@ func TestLeaderService(t *testing.T) {
 	ps := []*participant{start(), start(), start()}
 	leader := w.waitLeader(settle, ps...)
 	for range rounds {
-		waitListed(leader)
+		waitListed(t, routes, ipOf[leader.id])
 		if _, err := leader.stop(t, syscall.SIGTERM); err != nil {
 			t.Fatalf("leader %s exited with %v after SIGTERM, want status 0", leader.id, err)
 		}
@@ -92,7 +107,7 @@ func TestLeaderService(t *testing.T) {
 		ps = append(slices.DeleteFunc(ps, func(p *participant) bool { return p == leader }), start())
 		leader = w.waitLeader(settle, ps...)
 	}
-	waitListed(leader)
+	waitListed(t, routes, ipOf[leader.id])
 	routes.Close()
 	r := routes.Check(ipOf)
 	for _, v := range r.Violations {
@@ -111,20 +126,13 @@ func TestLeaderService(t *testing.T) {
 // address stays. Every version is checked against the lock as in
 // TestLeaderService.
 func TestLeaderServiceRepair(t *testing.T) {
-	ns := env.Namespace(t)
-	createLeaderService(t, ns)
-	routes, err := routing.Watch(ctxFor(t, 10*settle), env.Client, ns, leaderServiceName, electionName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(routes.Close)
+	ns, routes := routedNamespace(t)
 	w := newWatcher(t, std.gap())
 	ipOf := map[string]string{}
 	var ps []*participant
 	for i, id := range []string{"a", "b", "c"} {
 		ipOf[id] = fmt.Sprintf("10.2.0.%d", i+1)
-		ps = append(ps, w.start(id, adminKubeconfig, electionArgs(ns, std,
-			"-leader-service="+leaderServiceName, "-pod-name=pod-"+id, "-pod-ip="+ipOf[id])...))
+		ps = append(ps, w.start(id, adminKubeconfig, routedArgs(ns, id, ipOf[id])...))
 	}
 	endpointSlices := env.Client.DiscoveryV1().EndpointSlices(ns)
 	waitSlice := func(what string, ok func(*discoveryv1.EndpointSlice) bool) {
