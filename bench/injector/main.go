@@ -12,21 +12,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -38,11 +34,8 @@ import (
 )
 
 const (
-	injectorNamespace = "k8s-elector-system"
-	injectorAccount   = "k8s-elector-injector"
-	certSecret        = "k8s-elector-injector-cert"
-	benchNamespace    = "bench"
-	benchAccount      = "app" // the app pods' service account
+	benchNamespace = "bench"
+	benchAccount   = "app" // the app pods' service account
 )
 
 func main() {
@@ -68,8 +61,7 @@ type bench struct {
 	dir       string
 	env       *controlplane.Env
 	client    kubernetes.Interface
-	injector  *exec.Cmd
-	done      chan struct{}
+	injector  *controlplane.Injector
 	// metricsPort serves the injector's /metrics.
 	metricsPort int
 
@@ -103,7 +95,7 @@ func (b *bench) run(pairs, burst, plain, injected, workers int) (err error) {
 	if err := b.startInjector(ctx); err != nil {
 		return err
 	}
-	defer b.stopInjector()
+	defer func() { err = errors.Join(err, b.injector.Stop()) }()
 	idle, err := b.rss()
 	if err != nil {
 		return err
@@ -169,8 +161,8 @@ func (b *bench) run(pairs, burst, plain, injected, workers int) (err error) {
 		row{"injector Go heap in use, then (go_memstats_heap_inuse_bytes)", mib(int64(heap)), "", ""},
 	)
 	select {
-	case <-b.done:
-		return fmt.Errorf("the injector exited during the run; its log ends:\n%s", b.tail(20))
+	case <-b.injector.Done():
+		return fmt.Errorf("the injector exited during the run; its log ends:\n%s", b.injector.Tail(20))
 	default:
 	}
 
@@ -182,22 +174,12 @@ func (b *bench) run(pairs, burst, plain, injected, workers int) (err error) {
 	return w.Flush()
 }
 
-// startInjector installs config/default without the injector's Deployment,
-// Service and PodDisruptionBudget, its webhook pointed at a local URL, and
-// runs the binary with the Deployment's args as the injector's service
-// account. Only what must differ on one machine is changed: the ports, the
-// certificate folder, and localhost as a name in the certificate.
+// startInjector installs config/default and runs the injector as its
+// Deployment would (controlplane.StartInjector), with its metrics served
+// for the run to read.
 func (b *bench) startInjector(ctx context.Context) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	probe, err := freePort()
-	if err != nil {
-		return err
-	}
-	b.metricsPort, err = freePort()
-	if err != nil {
+	var err error
+	if b.metricsPort, err = controlplane.FreePort(); err != nil {
 		return err
 	}
 	rendered, err := render.Render(filepath.Join(b.root, "config/default"), "", "")
@@ -208,59 +190,14 @@ func (b *bench) startInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
-	if err != nil {
-		return err
-	}
-	if err := b.env.Apply(ctx, b.env.Config, keep, false); err != nil {
-		return err
-	}
-
-	certDir := filepath.Join(b.dir, "certs")
-	if err := os.MkdirAll(certDir, 0o700); err != nil {
-		return err
-	}
-	token, err := b.token(ctx)
-	if err != nil {
-		return err
-	}
-	kc, err := controlplane.Kubeconfig(b.env.Config, token)
-	if err != nil {
-		return err
-	}
-	kubeconfig := filepath.Join(b.dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		return err
-	}
-	args = controlplane.SetFlags(args, map[string]string{
-		"-kubeconfig":                kubeconfig,
-		"-cert-dns-names":            "localhost",
-		"-cert-dir":                  certDir,
-		"-webhook-port":              strconv.Itoa(port),
-		"-metrics-bind-address":      fmt.Sprintf("127.0.0.1:%d", b.metricsPort),
-		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probe),
+	b.injector, err = b.env.StartInjector(ctx, controlplane.InjectorOptions{
+		Bin: b.bin, Dir: b.dir, Objs: objs,
+		Flags: map[string]string{"-metrics-bind-address": fmt.Sprintf("127.0.0.1:%d", b.metricsPort)},
 	})
-
-	logFile, err := os.Create(filepath.Join(b.dir, "injector.log"))
 	if err != nil {
 		return err
 	}
-	b.injector = exec.Command(b.bin, args...)
-	// The Deployment gives its namespace through the downward API.
-	b.injector.Env = []string{"PATH=" + os.Getenv("PATH"), "POD_NAMESPACE=" + injectorNamespace}
-	b.injector.Stdout, b.injector.Stderr = logFile, logFile
-	if err := b.injector.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start %s: %w", b.bin, err)
-	}
-	b.done = make(chan struct{})
-	go func() {
-		_ = b.injector.Wait()
-		logFile.Close()
-		close(b.done)
-	}()
-	say("started the injector (pid %d): %s", b.injector.Process.Pid, strings.Join(args, " "))
-	go b.env.MountSecret(ctx, injectorNamespace, certSecret, certDir)
+	say("started the injector (pid %d): %s", b.injector.Cmd.Process.Pid, strings.Join(b.injector.Args, " "))
 
 	// Ready, and the API server trusts its certificate: an annotated pod
 	// comes back injected.
@@ -279,35 +216,14 @@ func (b *bench) startInjector(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-b.done:
-			return fmt.Errorf("the injector exited; its log ends:\n%s", b.tail(20))
+		case <-b.injector.Done():
+			return fmt.Errorf("the injector exited; its log ends:\n%s", b.injector.Tail(20))
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no pod injected within 60s: %w; the injector's log ends:\n%s", err, b.tail(20))
+			return fmt.Errorf("no pod injected within 60s: %w; the injector's log ends:\n%s", err, b.injector.Tail(20))
 		}
 		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// token is a token of the injector's service account, as the kubelet
-// would mount.
-func (b *bench) token(ctx context.Context) (string, error) {
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
-	resp, err := b.client.CoreV1().ServiceAccounts(injectorNamespace).CreateToken(ctx, injectorAccount, req, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("a token for %s/%s: %w", injectorNamespace, injectorAccount, err)
-	}
-	return resp.Status.Token, nil
-}
-
-func (b *bench) stopInjector() {
-	_ = b.injector.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
-		_ = b.injector.Process.Kill()
-		<-b.done
 	}
 }
 
@@ -473,7 +389,7 @@ func (b *bench) rss() (int64, error) { return b.procStatus("VmRSS:") }
 
 // procStatus reads a size field of the injector's /proc/PID/status.
 func (b *bench) procStatus(field string) (int64, error) {
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.injector.Process.Pid))
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.injector.Cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}
@@ -483,7 +399,7 @@ func (b *bench) procStatus(field string) (int64, error) {
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, b.injector.Process.Pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, b.injector.Cmd.Process.Pid)
 }
 
 // metric reads one unlabelled sample from the injector's /metrics.
@@ -500,31 +416,6 @@ func (b *bench) metric(name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in the injector's /metrics", name)
-}
-
-// tail returns the last n lines of the injector's log.
-func (b *bench) tail(n int) string {
-	f, err := os.Open(filepath.Join(b.dir, "injector.log"))
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func say(format string, args ...any) {

@@ -13,13 +13,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,9 +44,7 @@ type Options struct {
 }
 
 const (
-	injectorNamespace = "k8s-elector-system"
-	injectorAccount   = "k8s-elector-injector"
-	demoNamespace     = "demo"
+	demoNamespace = "demo"
 	// sampleService is the Service of config/samples/injected whose
 	// endpoint the leader keeps (-leader-service).
 	sampleService = "example-leader"
@@ -82,7 +77,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		// The processes first: the API server waits for its clients'
 		// open watches before it exits.
 		stopRunner()
-		d.stopProcesses()
+		err = errors.Join(err, d.stopInjector())
 		err = errors.Join(err, d.env.Stop())
 		if err == nil {
 			d.say("stopped everything the demo started; goodbye")
@@ -142,14 +137,7 @@ type demo struct {
 	// the Deployment was rolled.
 	handedOver, rolled bool
 
-	mu    sync.Mutex
-	procs []*process
-}
-
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
+	injector *controlplane.Injector
 }
 
 // print writes to the demo's output: the pod runner says what it does from
@@ -201,17 +189,9 @@ func (d *demo) adminKubeconfig() error {
 }
 
 // installInjector applies config/default's namespace, RBAC and webhook
-// configuration (the webhook pointed at the local injector instead of its
+// configuration (the webhooks pointed at the local injector instead of its
 // Service) and starts the injector with its own service account's token.
 func (d *demo) installInjector(ctx context.Context) error {
-	port, err := podrunner.FreePort()
-	if err != nil {
-		return err
-	}
-	probePort, err := podrunner.FreePort()
-	if err != nil {
-		return err
-	}
 	rendered, err := render.Render(filepath.Join(d.opts.Root, "config/default"), "", "")
 	if err != nil {
 		return err
@@ -220,67 +200,15 @@ func (d *demo) installInjector(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The injector runs here as a local process, not as pods, with the
-	// args config/default gives its container.
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
+	d.say("installing config/default and starting the injector as service account %s/%s; waiting for its certificates",
+		controlplane.InjectorNamespace, controlplane.InjectorAccount)
+	inj, err := d.env.StartInjector(ctx, controlplane.InjectorOptions{Bin: filepath.Join(d.opts.Bin, "injector"), Dir: d.dir, Objs: objs})
 	if err != nil {
 		return err
 	}
-	d.say("installing config/default: %s", kinds(keep))
-	if err := d.apply(ctx, keep); err != nil {
-		return err
-	}
-
-	token, err := podrunner.Token(ctx, d.env.Client, injectorNamespace, injectorAccount, nil)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := d.kubeconfig("injector", token)
-	if err != nil {
-		return err
-	}
-	certDir := filepath.Join(d.dir, "injector-certs")
-	// Only what must differ on one machine changes: the listeners, the
-	// certificate folder, localhost in the certificate, and the credentials.
-	args = controlplane.SetFlags(args, map[string]string{
-		"-kubeconfig":                kubeconfig,
-		"-namespace":                 injectorNamespace,
-		"-cert-dns-names":            "localhost",
-		"-cert-dir":                  certDir,
-		"-webhook-port":              fmt.Sprint(port),
-		"-metrics-bind-address":      "0",
-		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probePort),
-	})
-	p, err := d.start("injector", filepath.Join(d.opts.Bin, "injector"), nil, args...)
-	if err != nil {
-		return err
-	}
-	d.say("started the injector (pid %d) as service account %s/%s; waiting for its certificates", p.cmd.Process.Pid, injectorNamespace, injectorAccount)
-	go d.env.MountSecret(ctx, injectorNamespace, "k8s-elector-injector-cert", certDir)
-	err = waitFor(ctx, 60*time.Second, "the injector to be ready", func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if err != nil {
-		return fmt.Errorf("%w; the injector's log ends:\n%s", err, d.tail("injector", 20))
-	}
+	d.injector = inj
+	d.say("the injector (pid %d) is ready: %s", inj.Cmd.Process.Pid, kinds(inj.Objs))
 	return nil
-}
-
-// tail returns the last n lines of a process's log.
-func (d *demo) tail(name string, n int) string {
-	raw, _ := os.ReadFile(filepath.Join(d.dir, name+".log"))
-	var lines []string
-	for line := range strings.SplitSeq(strings.TrimSpace(string(raw)), "\n") {
-		if !strings.Contains(line, "check failed") {
-			lines = append(lines, line)
-		}
-	}
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // applySample creates config/samples/injected in the demo namespace.
@@ -442,67 +370,17 @@ func status(addr string) (election.Status, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-// start runs a binary, its output into a log file, and keeps it for
-// stopProcesses.
-func (d *demo) start(name, bin string, env []string, args ...string) (*process, error) {
-	logFile, err := os.Create(filepath.Join(d.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: a Ctrl-C in the terminal reaches the demo,
-	// which stops each process in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	d.mu.Lock()
-	d.procs = append(d.procs, p)
-	d.mu.Unlock()
-	return p, nil
-}
-
-// stopProcesses sends SIGTERM to everything started, waits, and kills what
-// is left after five seconds.
-func (d *demo) stopProcesses() {
-	d.mu.Lock()
-	procs := slices.Clone(d.procs)
-	d.mu.Unlock()
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	deadline := time.After(5 * time.Second)
-	for _, p := range procs {
-		select {
-		case <-p.done:
-		case <-deadline:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-}
-
-func (d *demo) kubeconfig(name, token string) (string, error) {
-	raw, err := controlplane.Kubeconfig(d.env.Config, token)
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(d.dir, name+".kubeconfig")
-	return path, os.WriteFile(path, raw, 0o600)
-}
-
 // apply server-side applies objects as the demo's admin.
 func (d *demo) apply(ctx context.Context, objs []*unstructured.Unstructured) error {
 	return d.env.Apply(ctx, d.env.Config, objs, false)
+}
+
+// stopInjector stops the injector, once it runs.
+func (d *demo) stopInjector() error {
+	if d.injector == nil {
+		return nil
+	}
+	return d.injector.Stop()
 }
 
 func kinds(objs []*unstructured.Unstructured) string {

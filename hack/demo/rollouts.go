@@ -85,8 +85,7 @@ func MeasureRollouts(ctx context.Context, opts Options, shapes []Shape, n int, o
 		return nil, err
 	}
 	defer func() {
-		d.stopProcesses()
-		err = errors.Join(err, d.env.Stop())
+		err = errors.Join(err, d.stopInjector(), d.env.Stop())
 	}()
 	if err := d.installInjector(ctx); err != nil {
 		return nil, err

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -252,7 +251,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
 		return err
 	}
-	port, err := FreePort()
+	port, err := controlplane.FreePort()
 	if err != nil {
 		return err
 	}
@@ -420,14 +419,4 @@ func Token(ctx context.Context, client kubernetes.Interface, ns, account string,
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// FreePort is a TCP port on 127.0.0.1 that nothing listens on now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

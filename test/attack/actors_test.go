@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -54,7 +55,7 @@ func tokenConfig(token string) *rest.Config {
 // injectorClient acts as the injector's service account.
 func injectorClient(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	token, err := tokenRequest(ctxFor(t, 10*time.Second), injectorNamespace, injectorAccount, nil)
+	token, err := tokenRequest(ctxFor(t, 10*time.Second), controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func deleteMissing(old, next []*unstructured.Unstructured) error {
 // ValidatingAdmissionPolicies, by name.
 func shipped(kind string) map[string]*unstructured.Unstructured {
 	out := map[string]*unstructured.Unstructured{}
-	for _, o := range current.objs {
+	for _, o := range current.Objs {
 		if o.GetKind() == kind {
 			out[o.GetName()] = o
 		}

@@ -56,7 +56,7 @@ func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, err := freePort()
+	port, err := controlplane.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

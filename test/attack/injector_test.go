@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -69,15 +70,15 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 	t.Run("legitimate", func(t *testing.T) {
 		// The running injector renews the same Lease: retry a conflict.
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			l, err := env.Client.CoordinationV1().Leases(injectorNamespace).Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
+			l, err := env.Client.CoordinationV1().Leases(controlplane.InjectorNamespace).Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
-			_, err = inj.CoordinationV1().Leases(injectorNamespace).Update(ctx, l, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+			_, err = inj.CoordinationV1().Leases(controlplane.InjectorNamespace).Update(ctx, l, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		})
 		allowed(t, "the injector renewing its leader Lease (dry run)", err)
-		_, err = inj.CoreV1().Secrets(injectorNamespace).Get(ctx, "k8s-elector-injector-cert", metav1.GetOptions{})
+		_, err = inj.CoreV1().Secrets(controlplane.InjectorNamespace).Get(ctx, "k8s-elector-injector-cert", metav1.GetOptions{})
 		allowed(t, "the injector reading its certificate Secret", err)
 		_, err = inj.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
 		allowed(t, "the injector reading its webhook configuration", err)
@@ -167,7 +168,7 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			_, err := inj.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 				ObjectMeta: metav1.ObjectMeta{Name: "escalate-" + a.ns},
 				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace}},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: controlplane.InjectorAccount, Namespace: controlplane.InjectorNamespace}},
 			}, metav1.CreateOptions{})
 			return err
 		}, []refusal{byRBAC("create", "clusterrolebindings")}},
@@ -175,7 +176,7 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			_, err := inj.RbacV1().RoleBindings("kube-system").Create(ctx, &rbacv1.RoleBinding{
 				ObjectMeta: metav1.ObjectMeta{Name: "escalate-" + a.ns},
 				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace}},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: controlplane.InjectorAccount, Namespace: controlplane.InjectorNamespace}},
 			}, metav1.CreateOptions{})
 			return err
 		}, []refusal{byEscalation, anyPolicy}},
@@ -184,7 +185,7 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			rb.Subjects = append(rb.Subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: injectorAccount, Namespace: injectorNamespace})
+			rb.Subjects = append(rb.Subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: controlplane.InjectorAccount, Namespace: controlplane.InjectorNamespace})
 			_, err = inj.RbacV1().RoleBindings(a.ns).Update(ctx, rb, metav1.UpdateOptions{})
 			return err
 		}, []refusal{byEscalation, anyPolicy}},

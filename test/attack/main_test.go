@@ -15,18 +15,13 @@ package attack
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -35,8 +30,6 @@ import (
 
 // Where config/ installs the injector.
 const (
-	injectorNamespace = "k8s-elector-system"
-	injectorAccount   = "k8s-elector-injector"
 	// webhookName is the injection webhook of config/webhook.
 	webhookName = "inject.elector.vapor.io"
 	// sliceWebhookName is its check of electors' EndpointSlice writes.
@@ -99,7 +92,7 @@ func run(m *testing.M) int {
 	// The processes first: the API server waits for its clients' open
 	// watches before it exits.
 	defer func() {
-		if err := current.stop(); err != nil {
+		if err := current.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}()
@@ -109,12 +102,8 @@ func run(m *testing.M) int {
 // injector is the injector binary running as a local process against the
 // objects of one rendering of config/.
 type injector struct {
-	dir    string
-	objs   []*unstructured.Unstructured
-	args   []string
-	cmd    *exec.Cmd
-	done   chan struct{}
-	cancel context.CancelFunc
+	*controlplane.Injector
+	dir string
 	// component is the config/ component rendered with config/default, if
 	// any; flags are the flags set beside config/default's.
 	component string
@@ -127,124 +116,15 @@ type injector struct {
 // once the injector is ready: its certificate in place and trusted by the
 // webhook configuration, and its webhook serving.
 func startInjector(dir, component string, flags map[string]string) (*injector, error) {
-	ctx := context.Background()
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	probePort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	objs, err := renderConfig(dir, component)
 	if err != nil {
 		return nil, err
 	}
-	keep, args, err := controlplane.LocalInjector(objs, fmt.Sprintf("https://localhost:%d", port))
+	i, err := env.StartInjector(context.Background(), controlplane.InjectorOptions{Bin: filepath.Join(bin, "injector"), Dir: dir, Objs: objs, Flags: flags})
 	if err != nil {
 		return nil, err
 	}
-	if err := env.Apply(ctx, env.Config, keep, false); err != nil {
-		return nil, err
-	}
-	token, err := tokenRequest(ctx, injectorNamespace, injectorAccount, nil)
-	if err != nil {
-		return nil, err
-	}
-	kubeconfig := filepath.Join(dir, "injector.kubeconfig")
-	raw, err := controlplane.Kubeconfig(env.Config, token)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		return nil, err
-	}
-	certDir := filepath.Join(dir, "injector-certs")
-	values := map[string]string{
-		"-kubeconfig":                kubeconfig,
-		"-namespace":                 injectorNamespace,
-		"-cert-dns-names":            "localhost",
-		"-cert-dir":                  certDir,
-		"-webhook-port":              fmt.Sprint(port),
-		"-metrics-bind-address":      "0",
-		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probePort),
-	}
-	for k, v := range flags {
-		values[k] = v
-	}
-	args = controlplane.SetFlags(args, values)
-
-	logFile, err := os.Create(filepath.Join(dir, "injector.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(bin, "injector"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	mountCtx, cancel := context.WithCancel(ctx)
-	i := &injector{dir: dir, objs: keep, args: args, cmd: cmd, done: make(chan struct{}), cancel: cancel, component: component, flags: flags}
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(i.done)
-	}()
-	// The kubelet's part: the certificate Secret, as a volume.
-	go env.MountSecret(mountCtx, injectorNamespace, "k8s-elector-injector-cert", certDir)
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-i.done:
-			cancel()
-			return nil, fmt.Errorf("the injector exited: %s", i.logTail())
-		default:
-		}
-		if ready(probePort) {
-			return i, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.Join(fmt.Errorf("the injector was not ready within 60s: %s", i.logTail()), i.stop())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func ready(port int) bool {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func (i *injector) logTail() string {
-	raw, _ := os.ReadFile(filepath.Join(i.dir, "injector.log"))
-	const max = 4000
-	if len(raw) > max {
-		raw = raw[len(raw)-max:]
-	}
-	return string(raw)
-}
-
-// stop ends the injector as the kubelet would: SIGTERM, then SIGKILL after
-// its Deployment's grace period.
-func (i *injector) stop() error {
-	defer i.cancel()
-	_ = i.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-i.done:
-		return nil
-	case <-time.After(40 * time.Second):
-		_ = i.cmd.Process.Kill()
-		<-i.done
-		return errors.New("the injector did not stop within 40s of SIGTERM")
-	}
+	return &injector{Injector: i, dir: dir, component: component, flags: flags}, nil
 }
 
 // useInjector replaces the running injector with one of config/default plus
@@ -254,18 +134,18 @@ func (i *injector) stop() error {
 func useInjector(t *testing.T, component string, flags map[string]string) {
 	t.Helper()
 	old := current
-	if err := old.stop(); err != nil {
+	if err := old.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Registered first, so that the default injector is back even when
 	// the other one does not start.
 	t.Cleanup(func() {
 		if t.Failed() && current != old {
-			t.Logf("injector (%s %v) log ends:\n%s", component, flags, current.logTail())
+			t.Logf("injector (%s %v) log ends:\n%s", component, flags, current.Tail(40))
 		}
 		prev := current
 		if prev != old {
-			if err := prev.stop(); err != nil {
+			if err := prev.Stop(); err != nil {
 				t.Error(err)
 			}
 		}
@@ -274,7 +154,7 @@ func useInjector(t *testing.T, component string, flags map[string]string) {
 			t.Fatalf("restarting the default injector: %v", err)
 		}
 		current = back
-		if err := deleteMissing(prev.objs, back.objs); err != nil {
+		if err := deleteMissing(prev.Objs, back.Objs); err != nil {
 			t.Error(err)
 		}
 	})
@@ -283,16 +163,7 @@ func useInjector(t *testing.T, component string, flags map[string]string) {
 		t.Fatal(err)
 	}
 	current = next
-	if err := deleteMissing(old.objs, next.objs); err != nil {
+	if err := deleteMissing(old.Objs, next.Objs); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

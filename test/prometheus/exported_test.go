@@ -21,13 +21,11 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
-	"github.com/vapor-ware/k8s-elector/internal/podrunner"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -194,43 +192,19 @@ func electorMetrics(t *testing.T, env *controlplane.Env, bin string) func() (sna
 // an admission request.
 func injectorMetrics(t *testing.T, env *controlplane.Env, bin string) func() (snapshot, error) {
 	ctx := context.Background()
-	webhookPort, probePort, metricsPort := freePort(t), freePort(t), freePort(t)
-	keep, args, err := controlplane.LocalInjector(render(t, false), fmt.Sprintf("https://localhost:%d", webhookPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Apply(ctx, env.Config, keep, false); err != nil {
-		t.Fatal(err)
-	}
-	expiry := int64(3600)
-	tok, err := env.Client.CoreV1().ServiceAccounts(systemNamespace).CreateToken(ctx, "k8s-elector-injector",
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := controlplane.Kubeconfig(env.Config, tok.Status.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	kubeconfig, certDir := filepath.Join(dir, "injector.kubeconfig"), filepath.Join(dir, "certs")
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args = controlplane.SetFlags(args, map[string]string{
-		"-kubeconfig":                kubeconfig,
-		"-namespace":                 systemNamespace,
-		"-cert-dns-names":            "localhost",
-		"-cert-dir":                  certDir,
-		"-webhook-port":              fmt.Sprint(webhookPort),
-		"-metrics-bind-address":      fmt.Sprintf("127.0.0.1:%d", metricsPort),
-		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probePort),
+	metricsPort := freePort(t)
+	inj, err := env.StartInjector(ctx, controlplane.InjectorOptions{
+		Bin: filepath.Join(bin, "injector"), Dir: t.TempDir(), Objs: render(t, false),
+		Flags: map[string]string{"-metrics-bind-address": fmt.Sprintf("127.0.0.1:%d", metricsPort)},
 	})
-	start(t, "injector", filepath.Join(bin, "injector"), args...)
-	// The kubelet's part: the certificate Secret, as a volume.
-	mountCtx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	go env.MountSecret(mountCtx, systemNamespace, "k8s-elector-injector-cert", certDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := inj.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 
 	return func() (snapshot, error) {
 		// An annotated pod, created once the webhook serves: the API server
@@ -339,7 +313,7 @@ func poll(d time.Duration, f func() (snapshot, error)) (snapshot, error) {
 // freePort is a TCP port nothing listens on now.
 func freePort(t *testing.T) int {
 	t.Helper()
-	port, err := podrunner.FreePort()
+	port, err := controlplane.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,185 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// The injector's namespace, account and certificate Secret, as
+// config/default installs them.
+const (
+	InjectorNamespace  = "k8s-elector-system"
+	InjectorAccount    = "k8s-elector-injector"
+	InjectorCertSecret = "k8s-elector-injector-cert"
+)
+
+// InjectorOptions say how to run the injector as a local process.
+type InjectorOptions struct {
+	// Bin is the injector binary.
+	Bin string
+	// Dir holds its kubeconfig, certificates and log.
+	Dir string
+	// Objs are the rendered objects of config/default (with any
+	// components): all but the injector's Deployment, Service and
+	// PodDisruptionBudget are applied, the webhooks pointed at the local
+	// process, and the Deployment's args are the process's.
+	Objs []*unstructured.Unstructured
+	// Flags are set beside the Deployment's args: "-name": "value".
+	Flags map[string]string
+}
+
+// Injector is the injector running as a local process.
+type Injector struct {
+	Cmd *exec.Cmd
+	// Args are the process's args; Objs what was applied.
+	Args []string
+	Objs []*unstructured.Unstructured
+	// ProbeAddr serves /readyz; LogPath is the process's log.
+	ProbeAddr string
+	LogPath   string
+
+	done      chan struct{}
+	stopMount context.CancelFunc
+}
+
+// StartInjector applies o.Objs and starts the injector as config/default's
+// Deployment runs it, with a token of its own service account, its
+// certificate Secret mounted into its certificate folder (the kubelet's
+// part), and only what must differ on one machine changed: its listeners,
+// that folder, localhost in its certificate, and its credentials. It
+// returns once /readyz answers.
+func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, error) {
+	webhookPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	probePort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	keep, args, err := LocalInjector(o.Objs, fmt.Sprintf("https://localhost:%d", webhookPort))
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Apply(ctx, e.Config, keep, false); err != nil {
+		return nil, err
+	}
+	tr, err := e.Client.CoreV1().ServiceAccounts(InjectorNamespace).CreateToken(ctx, InjectorAccount,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("a token of %s/%s: %w", InjectorNamespace, InjectorAccount, err)
+	}
+	raw, err := Kubeconfig(e.Config, tr.Status.Token)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig, certDir := filepath.Join(o.Dir, "injector.kubeconfig"), filepath.Join(o.Dir, "injector-certs")
+	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
+		return nil, err
+	}
+	flags := map[string]string{
+		"-kubeconfig":                kubeconfig,
+		"-namespace":                 InjectorNamespace,
+		"-cert-dns-names":            "localhost",
+		"-cert-dir":                  certDir,
+		"-webhook-port":              fmt.Sprint(webhookPort),
+		"-metrics-bind-address":      "0",
+		"-health-probe-bind-address": fmt.Sprintf("127.0.0.1:%d", probePort),
+	}
+	for k, v := range o.Flags {
+		flags[k] = v
+	}
+	args = SetFlags(args, flags)
+
+	i := &Injector{Args: args, Objs: keep, ProbeAddr: flags["-health-probe-bind-address"], LogPath: filepath.Join(o.Dir, "injector.log"), done: make(chan struct{})}
+	logFile, err := os.Create(i.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	i.Cmd = exec.Command(o.Bin, args...)
+	i.Cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	i.Cmd.Stdout, i.Cmd.Stderr = logFile, logFile
+	// Its own process group: a Ctrl-C in a terminal reaches the program
+	// that started it, which stops it in its turn.
+	i.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := i.Cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", o.Bin, err)
+	}
+	go func() {
+		_ = i.Cmd.Wait()
+		logFile.Close()
+		close(i.done)
+	}()
+	var mountCtx context.Context
+	mountCtx, i.stopMount = context.WithCancel(context.Background())
+	go e.MountSecret(mountCtx, InjectorNamespace, InjectorCertSecret, certDir)
+
+	client := http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-i.done:
+			i.stopMount()
+			return nil, fmt.Errorf("the injector exited; its log ends:\n%s", i.Tail(20))
+		default:
+		}
+		if resp, err := client.Get("http://" + i.ProbeAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return i, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, errors.Join(fmt.Errorf("the injector was not ready within 60s; its log ends:\n%s", i.Tail(20)), i.Stop())
+		}
+	}
+}
+
+// Done is closed when the process has exited.
+func (i *Injector) Done() <-chan struct{} { return i.done }
+
+// Stop ends the injector as the kubelet would: SIGTERM, then SIGKILL after
+// its Deployment's grace period.
+func (i *Injector) Stop() error {
+	defer i.stopMount()
+	_ = i.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-i.done:
+		return nil
+	case <-time.After(40 * time.Second):
+		_ = i.Cmd.Process.Kill()
+		<-i.done
+		return errors.New("the injector did not stop within 40s of SIGTERM")
+	}
+}
+
+// Tail is the last n lines of the injector's log.
+func (i *Injector) Tail(n int) string {
+	raw, _ := os.ReadFile(i.LogPath)
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// FreePort is a TCP port free on loopback now, for a local process to
+// listen on: every process here shares one network.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
