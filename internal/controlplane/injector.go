@@ -104,7 +104,10 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 	}
 	args = SetFlags(args, flags)
 
-	i := &Injector{Args: args, Objs: keep, ProbeAddr: flags["-health-probe-bind-address"], LogPath: filepath.Join(o.Dir, "injector.log"), done: make(chan struct{})}
+	i := &Injector{
+		Args: args, Objs: keep, ProbeAddr: flags["-health-probe-bind-address"],
+		LogPath: filepath.Join(o.Dir, "injector.log"), done: make(chan struct{}),
+	}
 	logFile, err := os.Create(i.LogPath)
 	if err != nil {
 		return nil, err
