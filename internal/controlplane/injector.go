@@ -14,8 +14,10 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 )
 
 // The injector's namespace, account and certificate Secret, as
@@ -77,12 +79,11 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 	if err := e.Apply(ctx, e.Config, keep, false); err != nil {
 		return nil, err
 	}
-	tr, err := e.Client.CoreV1().ServiceAccounts(InjectorNamespace).CreateToken(ctx, InjectorAccount,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}, metav1.CreateOptions{})
+	token, err := Token(ctx, e.Client, InjectorNamespace, InjectorAccount, nil)
 	if err != nil {
-		return nil, fmt.Errorf("a token of %s/%s: %w", InjectorNamespace, InjectorAccount, err)
+		return nil, err
 	}
-	raw, err := Kubeconfig(e.Config, tr.Status.Token)
+	raw, err := Kubeconfig(e.Config, token)
 	if err != nil {
 		return nil, err
 	}
@@ -185,4 +186,29 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Token asks the TokenRequest API for an hour's token of the service
+// account, bound to pod when given, as the kubelet does for a projected
+// token. It retries for 30 seconds while the account does not exist yet.
+func Token(ctx context.Context, client kubernetes.Interface, ns, account string, pod *corev1.Pod) (string, error) {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
+	if pod != nil {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, req, metav1.CreateOptions{})
+		if err == nil {
+			return tr.Status.Token, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("token of service account %s/%s: %w", ns, account, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

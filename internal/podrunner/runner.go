@@ -30,7 +30,6 @@ import (
 	"syscall"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -239,7 +238,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	if account == "" {
 		account = "default"
 	}
-	token, err := Token(ctx, r.Client, pod.Namespace, account, pod)
+	token, err := controlplane.Token(ctx, r.Client, pod.Namespace, account, pod)
 	if err != nil {
 		return err
 	}
@@ -394,29 +393,4 @@ func Environ(pod *corev1.Pod, c *corev1.Container) []string {
 		env = append(env, e.Name+"="+v)
 	}
 	return env
-}
-
-// Token asks the TokenRequest API for an hour's token of the service
-// account, bound to pod when given, as the kubelet does for a projected
-// token. It retries for 30 seconds while the account does not exist yet.
-func Token(ctx context.Context, client kubernetes.Interface, ns, account string, pod *corev1.Pod) (string, error) {
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
-	if pod != nil {
-		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, account, req, metav1.CreateOptions{})
-		if err == nil {
-			return tr.Status.Token, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("token of service account %s/%s: %w", ns, account, err)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -78,7 +78,7 @@ func TestInjectorTokenIsNoMasterKey(t *testing.T) {
 			return err
 		})
 		allowed(t, "the injector renewing its leader Lease (dry run)", err)
-		_, err = inj.CoreV1().Secrets(controlplane.InjectorNamespace).Get(ctx, "k8s-elector-injector-cert", metav1.GetOptions{})
+		_, err = inj.CoreV1().Secrets(controlplane.InjectorNamespace).Get(ctx, controlplane.InjectorCertSecret, metav1.GetOptions{})
 		allowed(t, "the injector reading its certificate Secret", err)
 		_, err = inj.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "k8s-elector-injector", metav1.GetOptions{})
 		allowed(t, "the injector reading its webhook configuration", err)
