@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/vapor-ware/k8s-elector/internal/cli"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -32,19 +33,6 @@ var version = "dev"
 
 // serviceAccountNamespace is where a pod finds its own namespace.
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-// Exit codes: 2 for a command line that cannot work, 1 for a failure later.
-const (
-	exitUsage = 2
-	exitError = 1
-)
-
-// usageError is bad input: it is printed as one line and exits 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
 	setGCPercent(os.LookupEnv)
@@ -74,22 +62,14 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "elector: %v\n", err)
-		if errors.As(err, new(usageError)) {
-			return exitUsage
-		}
-		return exitError
+		return cli.Fail(stderr, "elector", err)
 	}
 	if opts.version {
 		fmt.Fprintln(stderr, "elector", version)
 		return 0
 	}
 	if err := opts.run(stderr); err != nil {
-		fmt.Fprintf(stderr, "elector: %v\n", err)
-		if errors.As(err, new(usageError)) {
-			return exitUsage
-		}
-		return exitError
+		return cli.Fail(stderr, "elector", err)
 	}
 	return 0
 }
@@ -176,14 +156,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 			election.EnvPrefix, election.EnvPrefix, election.EnvPrefix)
 		fmt.Fprintf(fs.Output(), "Upstream k8s-elector's klog flags (-%s) are accepted and ignored.\n", strings.Join(klogNames, ", -"))
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected argument %q: flags are given as -name=value", fs.Arg(0))
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
 	}
 
 	set := map[string]bool{}
@@ -193,7 +167,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		env := election.EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !set[f.Name] && envErr == nil {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = usagef("%s: %q: %v", env, v, err)
+				envErr = cli.Usagef("%s: %q: %v", env, v, err)
 			}
 			set[f.Name] = true
 		}
@@ -221,7 +195,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	if o.cfg.ID == "" {
 		host, err := os.Hostname()
 		if err != nil {
-			return nil, usagef("-%s: not set, and the hostname cannot be read: %v", election.FlagID, err)
+			return nil, cli.Usagef("-%s: not set, and the hostname cannot be read: %v", election.FlagID, err)
 		}
 		o.cfg.ID = host
 	}
@@ -251,17 +225,18 @@ func (o *options) validate() error {
 	// Config reads a zero period or threshold as its default; on the
 	// command line, which shows the defaults, 0 is a value, and a wrong one.
 	if o.cfg.AppHealthPeriod < election.MinAppHealthPeriod {
-		return usagef("-%s: %s is under the minimum %s (example: %s)",
+		return cli.Usagef("-%s: %s is under the minimum %s (example: %s)",
 			election.FlagAppHealthPeriod, o.cfg.AppHealthPeriod, election.MinAppHealthPeriod, election.DefaultAppHealthPeriod)
 	}
 	if o.cfg.AppHealthThreshold < 1 {
-		return usagef("-%s: %d must be at least 1 (example: %d)", election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
+		return cli.Usagef("-%s: %d must be at least 1 (example: %d)",
+			election.FlagAppHealthThreshold, o.cfg.AppHealthThreshold, election.DefaultAppHealthThreshold)
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
-		return usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)
+		return cli.Usagef("-%s: %q is not a log format (valid: text, json)", election.FlagLogFormat, o.logFormat)
 	}
 	if err := o.cfg.Validate(); err != nil {
-		return usageError{err.Error()}
+		return cli.Usage(err)
 	}
 	return nil
 }
@@ -334,17 +309,17 @@ func defaultNamespace() string {
 func (o *options) restConfig() (*rest.Config, error) {
 	if o.kubeconfig != "" {
 		if _, err := os.Stat(o.kubeconfig); err != nil {
-			return nil, usagef("-%s: %v", election.FlagKubeconfig, err)
+			return nil, cli.Usagef("-%s: %v", election.FlagKubeconfig, err)
 		}
 		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return nil, usagef("-%s: %q is not a usable kubeconfig: %v", election.FlagKubeconfig, o.kubeconfig, err)
+			return nil, cli.Usagef("-%s: %q is not a usable kubeconfig: %v", election.FlagKubeconfig, o.kubeconfig, err)
 		}
 		return cfg, nil
 	}
 	cfg, err := rest.InClusterConfig()
 	if errors.Is(err, rest.ErrNotInCluster) {
-		return nil, usagef("-%s: not set, and not running in a cluster: give a kubeconfig (example: -%s=$HOME/.kube/config)",
+		return nil, cli.Usagef("-%s: not set, and not running in a cluster: give a kubeconfig (example: -%s=$HOME/.kube/config)",
 			election.FlagKubeconfig, election.FlagKubeconfig)
 	}
 	if err != nil {
@@ -378,12 +353,12 @@ func (o *options) run(stderr io.Writer) error {
 	}
 	elector, err := election.New(o.cfg, clients, log, metrics)
 	if err != nil {
-		return usageError{err.Error()}
+		return cli.Usage(err)
 	}
 	if o.httpAddr != "" {
 		l, err := election.Listen(o.httpAddr)
 		if err != nil {
-			return usagef("-%s: %v", election.FlagHTTP, err)
+			return cli.Usagef("-%s: %v", election.FlagHTTP, err)
 		}
 		server = election.NewServer(elector, metrics)
 		go func() {
@@ -403,7 +378,7 @@ func (o *options) run(stderr io.Writer) error {
 		log.Info("shutting down; a second signal exits at once", "signal", sig.String())
 		cancel()
 		<-signals
-		os.Exit(exitError)
+		os.Exit(cli.ExitError)
 	}()
 
 	err = elector.Run(ctx)

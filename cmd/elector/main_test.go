@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vapor-ware/k8s-elector/internal/cli"
 )
 
 // TestBadInput checks that every command line that cannot work exits 2
@@ -62,8 +64,8 @@ func TestBadInput(t *testing.T) {
 			var stderr bytes.Buffer
 			code := run(tt.args, &stderr)
 			out := stderr.String()
-			if code != exitUsage {
-				t.Errorf("exit status = %d, want %d; output:\n%s", code, exitUsage, out)
+			if code != cli.ExitUsage {
+				t.Errorf("exit status = %d, want %d; output:\n%s", code, cli.ExitUsage, out)
 			}
 			if !strings.Contains(out, tt.want) {
 				t.Errorf("output = %q, want it to contain %q", out, tt.want)

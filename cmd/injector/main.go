@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/vapor-ware/k8s-elector/internal/cli"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -26,19 +27,6 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...". The
 // default elector image is the one of the same release.
 var version = "dev"
-
-// Exit codes: 2 for a command line that cannot work, 1 for a failure later.
-const (
-	exitUsage = 2
-	exitError = 1
-)
-
-// usageError is bad input: it is printed as one line and exits 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 // Certificate management modes of -cert-management.
 const (
@@ -86,11 +74,7 @@ func run(args []string, stderr io.Writer) int {
 		err = o.run(ctrl.SetupSignalHandler())
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "injector: %v\n", err)
-		if errors.As(err, new(usageError)) {
-			return exitUsage
-		}
-		return exitError
+		return cli.Fail(stderr, "injector", err)
 	}
 	return 0
 }
@@ -148,14 +132,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		"Elect a leader among the injector's replicas to run the RBAC reconciler; needed with more than one replica.")
 	fs.IntVar(&o.verbosity, "v", 0, "The log verbosity.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected argument %q: flags are given as -name=value", fs.Arg(0))
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
 	}
 	if o.version {
 		return o, nil
@@ -173,23 +151,23 @@ func (o *options) validate(port int) error {
 	s := o.settings
 	switch {
 	case s.ElectorImage == "" || strings.ContainsAny(s.ElectorImage, " \t\n"):
-		return usagef("-elector-image: %q must be an image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)", s.ElectorImage)
+		return cli.Usagef("-elector-image: %q must be an image reference without whitespace (example: ghcr.io/vapor-ware/k8s-elector:v1.0.0)", s.ElectorImage)
 	case port < 1 || port > 65535:
-		return usagef("-port: %d is not a port number in 1-65535 (example: 4040)", port)
+		return cli.Usagef("-port: %d is not a port number in 1-65535 (example: 4040)", port)
 	case o.webhookPort < 1 || o.webhookPort > 65535:
-		return usagef("-webhook-port: %d is not a port number in 1-65535 (example: 9443)", o.webhookPort)
+		return cli.Usagef("-webhook-port: %d is not a port number in 1-65535 (example: 9443)", o.webhookPort)
 	case o.namespace == "":
-		return usagef("-namespace: not set: set it, or $%s from the downward API (fieldPath: metadata.namespace)", election.EnvPodNamespace)
+		return cli.Usagef("-namespace: not set: set it, or $%s from the downward API (fieldPath: metadata.namespace)", election.EnvPodNamespace)
 	case o.nativeSidecar != "auto" && o.nativeSidecar != "true" && o.nativeSidecar != "false":
-		return usagef("-native-sidecars: %q must be auto, true or false", o.nativeSidecar)
+		return cli.Usagef("-native-sidecars: %q must be auto, true or false", o.nativeSidecar)
 	case o.certManagement != certsSelf && o.certManagement != certsExternal:
-		return usagef("-cert-management: %q must be self or external", o.certManagement)
+		return cli.Usagef("-cert-management: %q must be self or external", o.certManagement)
 	case o.certManagement == certsSelf && (o.certSecret == "" || o.webhookConfig == "" || o.webhookService == ""):
-		return usagef("-cert-management=self needs -cert-secret, -webhook-configuration and -webhook-service")
+		return cli.Usagef("-cert-management=self needs -cert-secret, -webhook-configuration and -webhook-service")
 	}
 	// The settings' own check names the flags.
 	if err := s.Validate(); err != nil {
-		return usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return cli.Usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
 }

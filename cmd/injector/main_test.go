@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/vapor-ware/k8s-elector/internal/cli"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -42,8 +43,8 @@ func TestBadFlags(t *testing.T) {
 			t.Setenv("POD_NAMESPACE", "k8s-elector-system")
 			var stderr bytes.Buffer
 			code := run(tt.args, &stderr)
-			if code != exitUsage {
-				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
+			if code != cli.ExitUsage {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, cli.ExitUsage, stderr.String())
 			}
 			last := strings.TrimSpace(stderr.String())
 			if i := strings.LastIndex(last, "\n"); i >= 0 {

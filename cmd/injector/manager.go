@@ -31,6 +31,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/vapor-ware/k8s-elector/internal/cli"
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -52,7 +53,7 @@ func (o *options) run(ctx context.Context) error {
 	}
 	handler, err := webhook.NewHandler(o.settings)
 	if err != nil {
-		return usageError{err.Error()}
+		return cli.Usage(err)
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -162,7 +163,7 @@ func (o *options) restConfig() (*rest.Config, error) {
 	if o.kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return nil, usagef("-kubeconfig: %v", err)
+			return nil, cli.Usagef("-kubeconfig: %v", err)
 		}
 		return cfg, nil
 	}
