@@ -1,15 +1,19 @@
-// Package controlplane starts the local control plane (etcd, kube-apiserver and,
-// when asked, kube-controller-manager) that the integration tests, the demo,
-// the benchmarks and the chaos harness run against, and injects the faults of
-// the control plane itself: kube-apiserver frozen or restarted, etcd
-// restarted. The binaries are built from source by `make envtest` and found
-// through KUBEBUILDER_ASSETS.
+// Package controlplane is the local cluster that the integration tests, the
+// demo, the benchmarks and the chaos harness run against. It starts the
+// control plane (etcd, kube-apiserver and, when asked,
+// kube-controller-manager) and injects its faults: kube-apiserver frozen or
+// restarted, etcd restarted. It applies manifests, mints service-account
+// tokens, mounts Secrets, runs the injector as config/default would, and
+// runs electors as local processes and asks them who leads (process.go).
+// The binaries are built from source by `make envtest` and found through
+// KUBEBUILDER_ASSETS.
 package controlplane
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,9 +53,8 @@ type Env struct {
 	Config *rest.Config
 	Client kubernetes.Interface
 
-	kcm     *exec.Cmd
-	kcmDone chan struct{} // closed once kcm has exited
-	dir     string
+	kcm *Process
+	dir string
 
 	output bool
 	logDir string
@@ -134,33 +137,20 @@ func (e *Env) startControllerManager(assets string, output bool) error {
 		"--concurrent-deployment-syncs=2",
 		"--concurrent-replicaset-syncs=2",
 	)
+	var out io.Writer
 	if output {
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		out = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start kube-controller-manager: %w", err)
-	}
-	done := make(chan struct{})
-	e.kcm, e.kcmDone = cmd, done
-	go func() {
-		// Its exit status is no news: Stop interrupts it, or kills it.
-		_ = cmd.Wait()
-		close(done)
-	}()
-	return nil
+	// Its exit status is no news: Stop interrupts it, or kills it.
+	e.kcm, err = Run(cmd, out, nil)
+	return err
 }
 
 // Stop stops everything Start started and waits for the processes to exit.
 func (e *Env) Stop() error {
 	var errs []error
 	if e.kcm != nil {
-		_ = e.kcm.Process.Signal(os.Interrupt)
-		select {
-		case <-e.kcmDone:
-		case <-time.After(10 * time.Second):
-			_ = e.kcm.Process.Kill()
-			<-e.kcmDone
-		}
+		_ = e.kcm.Stop(os.Interrupt, 10*time.Second)
 		e.kcm = nil
 	}
 	if e.dir != "" {

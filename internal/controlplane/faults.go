@@ -53,8 +53,7 @@ type process struct {
 
 	mu     sync.Mutex
 	pid    int
-	own    *exec.Cmd     // nil until the Env started the process itself
-	done   chan struct{} // closed when own exited
+	own    *Process // nil until the Env started the process itself
 	frozen bool
 	starts int
 }
@@ -109,13 +108,13 @@ func (p *process) kill() (time.Time, error) {
 	p.mu.Lock()
 	killed := time.Now()
 	err := syscall.Kill(p.pid, syscall.SIGKILL)
-	pid, own, done := p.pid, p.own, p.done
+	pid, own := p.pid, p.own
 	p.mu.Unlock()
 	if err != nil {
 		return killed, fmt.Errorf("SIGKILL %s (pid %d): %w", p.name, pid, err)
 	}
 	if own != nil {
-		<-done
+		<-own.Done()
 	}
 	// envtest reaps the process it started; a zombie holds no port, but
 	// wait for it to go so that no second process of the name is seen.
@@ -147,25 +146,23 @@ func (p *process) start() (<-chan struct{}, string, error) {
 		where = "no log: set Options.LogDir to keep it"
 	}
 	cmd := exec.Command(p.args[0], p.args[1:]...)
-	cmd.Stdout, cmd.Stderr = out, out
 	// The process must not outlive the program that restarted it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	own, err := Run(cmd, out, nil)
+	if err != nil {
 		if logFile != nil {
 			logFile.Close()
 		}
 		return nil, "", fmt.Errorf("start %s again: %w", p.name, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		if logFile != nil {
+	if logFile != nil {
+		go func() {
+			<-own.Done()
 			logFile.Close()
-		}
-		close(done)
-	}()
-	p.pid, p.own, p.done, p.frozen = cmd.Process.Pid, cmd, done, false
-	return done, where, nil
+		}()
+	}
+	p.pid, p.own, p.frozen = cmd.Process.Pid, own, false
+	return own.Done(), where, nil
 }
 
 // restart kills the process and starts it again; up reports whether the
@@ -217,17 +214,10 @@ func (p *process) restart(ctx context.Context, up, ready func(context.Context) b
 func (p *process) stop() {
 	p.mu.Lock()
 	_ = syscall.Kill(p.pid, syscall.SIGCONT)
-	own, done := p.own, p.done
+	own := p.own
 	p.mu.Unlock()
-	if own == nil {
-		return
-	}
-	_ = own.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = own.Process.Kill()
-		<-done
+	if own != nil {
+		_ = own.Stop(syscall.SIGTERM, 10*time.Second)
 	}
 }
 

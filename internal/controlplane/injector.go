@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
@@ -45,7 +45,7 @@ type InjectorOptions struct {
 
 // Injector is the injector running as a local process.
 type Injector struct {
-	Cmd *exec.Cmd
+	*Process
 	// Args are the process's args; Objs what was applied.
 	Args []string
 	Objs []*unstructured.Unstructured
@@ -53,7 +53,6 @@ type Injector struct {
 	ProbeAddr string
 	LogPath   string
 
-	done      chan struct{}
 	stopMount context.CancelFunc
 }
 
@@ -107,26 +106,24 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 
 	i := &Injector{
 		Args: args, Objs: keep, ProbeAddr: flags["-health-probe-bind-address"],
-		LogPath: filepath.Join(o.Dir, "injector.log"), done: make(chan struct{}),
+		LogPath: filepath.Join(o.Dir, "injector.log"),
 	}
 	logFile, err := os.Create(i.LogPath)
 	if err != nil {
 		return nil, err
 	}
-	i.Cmd = exec.Command(o.Bin, args...)
-	i.Cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	i.Cmd.Stdout, i.Cmd.Stderr = logFile, logFile
+	cmd := exec.Command(o.Bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	// Its own process group: a Ctrl-C in a terminal reaches the program
 	// that started it, which stops it in its turn.
-	i.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := i.Cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if i.Process, err = Run(cmd, logFile, nil); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", o.Bin, err)
+		return nil, err
 	}
 	go func() {
-		_ = i.Cmd.Wait()
+		<-i.Done()
 		logFile.Close()
-		close(i.done)
 	}()
 	var mountCtx context.Context
 	mountCtx, i.stopMount = context.WithCancel(context.Background())
@@ -134,11 +131,9 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 
 	client := http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		select {
-		case <-i.done:
+		if i.Exited() {
 			i.stopMount()
-			return nil, fmt.Errorf("the injector exited; its log ends:\n%s", i.Tail(20))
-		default:
+			return nil, fmt.Errorf("the injector exited (%v); its log ends:\n%s", i.Err(), i.Tail(20))
 		}
 		if resp, err := client.Get("http://" + i.ProbeAddr + "/readyz"); err == nil {
 			resp.Body.Close()
@@ -152,29 +147,11 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 	}
 }
 
-// Done is closed when the process has exited.
-func (i *Injector) Done() <-chan struct{} { return i.done }
-
 // Stop ends the injector as the kubelet would: SIGTERM, then SIGKILL after
 // its Deployment's grace period.
 func (i *Injector) Stop() error {
 	defer i.stopMount()
-	_ = i.Cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-i.done:
-		return nil
-	case <-time.After(40 * time.Second):
-		_ = i.Cmd.Process.Kill()
-		<-i.done
-		return errors.New("the injector did not stop within 40s of SIGTERM")
-	}
-}
-
-// Tail is the last n lines of the injector's log.
-func (i *Injector) Tail(n int) string {
-	raw, _ := os.ReadFile(i.LogPath)
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return i.Process.Stop(syscall.SIGTERM, 40*time.Second)
 }
 
 // FreePort is a TCP port free on loopback now, for a local process to
@@ -190,7 +167,9 @@ func FreePort() (int, error) {
 
 // Token asks the TokenRequest API for an hour's token of the service
 // account, bound to pod when given, as the kubelet does for a projected
-// token. It retries for 30 seconds while the account does not exist yet.
+// token. It retries for 30 seconds while the account does not exist yet
+// or the API server does not answer; a request the API server refuses
+// (forbidden, invalid) fails at once.
 func Token(ctx context.Context, client kubernetes.Interface, ns, account string, pod *corev1.Pod) (string, error) {
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
 	if pod != nil {
@@ -202,7 +181,7 @@ func Token(ctx context.Context, client kubernetes.Interface, ns, account string,
 		if err == nil {
 			return tr.Status.Token, nil
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 			return "", fmt.Errorf("token of service account %s/%s: %w", ns, account, err)
 		}
 		select {

@@ -85,14 +85,15 @@ type Pod struct {
 	Addr string
 	// Labels are the pod's labels when its sidecar started.
 	Labels map[string]string
+	// LogPath is the elector's log.
+	LogPath string
 
-	cmd      *exec.Cmd
-	done     chan struct{}
+	proc     *controlplane.Process
 	stopping bool
 }
 
 // Done is closed when the sidecar's process has exited.
-func (p *Pod) Done() <-chan struct{} { return p.done }
+func (p *Pod) Done() <-chan struct{} { return p.proc.Done() }
 
 // Running lists the pods whose sidecar runs and has not been told to stop,
 // by name.
@@ -233,26 +234,45 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 			return fmt.Errorf("give the pod its IP: %w", err)
 		}
 	}
-	env := Environ(pod, c)
+	p, err := StartSidecar(ctx, r.Client, r.Config, r.Elector, r.Dir, pod, c)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.pods[pod.UID] = p
+	r.mu.Unlock()
+	r.logf("pod %s: started its elector (pid %d) as service account %s/%s on %s",
+		pod.Name, p.proc.Cmd.Process.Pid, pod.Namespace, pod.Spec.ServiceAccountName, p.Addr)
+	r.wg.Go(func() { r.markReady(ctx, pod, p) })
+	return nil
+}
+
+// StartSidecar starts c, the elector container of pod, as the kubelet
+// would: the elector binary with exactly c's args and environment (the
+// downward API filled in) and a token of the pod's service account bound
+// to the pod. Only -http is remapped, to a free loopback port: every pod
+// here shares one network. Its kubeconfig and log are kept in dir.
+func StartSidecar(ctx context.Context, client kubernetes.Interface, cfg *rest.Config, elector, dir string,
+	pod *corev1.Pod, c *corev1.Container) (*Pod, error) {
 	account := pod.Spec.ServiceAccountName
 	if account == "" {
 		account = "default"
 	}
-	token, err := controlplane.Token(ctx, r.Client, pod.Namespace, account, pod)
+	token, err := controlplane.Token(ctx, client, pod.Namespace, account, pod)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	raw, err := controlplane.Kubeconfig(r.Config, token)
+	raw, err := controlplane.Kubeconfig(cfg, token)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	kubeconfig := filepath.Join(r.Dir, pod.Name+".kubeconfig")
+	kubeconfig := filepath.Join(dir, pod.Name+".kubeconfig")
 	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		return err
+		return nil, err
 	}
 	port, err := controlplane.FreePort()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	args := []string{"-" + election.FlagKubeconfig + "=" + kubeconfig}
 	for _, a := range c.Args {
@@ -261,33 +281,31 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 		}
 		args = append(args, a)
 	}
-	logFile, err := os.Create(filepath.Join(r.Dir, pod.Name+".log"))
+	p := &Pod{Name: pod.Name, UID: pod.UID, Addr: fmt.Sprintf("127.0.0.1:%d", port), Labels: pod.Labels,
+		LogPath: filepath.Join(dir, pod.Name+".log")}
+	logFile, err := os.Create(p.LogPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cmd := exec.Command(r.Elector, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd := exec.Command(elector, args...)
+	cmd.Env = Environ(pod, c)
 	// Its own process group: a Ctrl-C in the terminal reaches the program
-	// that runs the runner, which stops each process in order.
+	// that started it, which stops each process in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if p.proc, err = controlplane.Run(cmd, logFile, nil); err != nil {
 		logFile.Close()
-		return fmt.Errorf("start %s: %w", r.Elector, err)
+		return nil, err
 	}
-	p := &Pod{Name: pod.Name, UID: pod.UID, Addr: fmt.Sprintf("127.0.0.1:%d", port), Labels: pod.Labels, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		_ = cmd.Wait()
+		<-p.Done()
 		logFile.Close()
-		close(p.done)
 	}()
-	r.mu.Lock()
-	r.pods[pod.UID] = p
-	r.mu.Unlock()
-	r.logf("pod %s: started its elector (pid %d) as service account %s/%s on %s", pod.Name, cmd.Process.Pid, pod.Namespace, account, p.Addr)
-	r.wg.Go(func() { r.markReady(ctx, pod, p) })
-	return nil
+	return p, nil
 }
+
+// Stop sends the sidecar SIGTERM, as the kubelet does when its pod is
+// deleted, and waits for it to exit; after grace it kills it.
+func (p *Pod) Stop(grace time.Duration) error { return p.proc.Stop(syscall.SIGTERM, grace) }
 
 // markReady probes the elector's /readyz every 100 ms and marks the pod
 // Running and Ready at its first 200.
@@ -297,7 +315,7 @@ func (r *Runner) markReady(ctx context.Context, pod *corev1.Pod, p *Pod) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-p.done:
+		case <-p.Done():
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -340,17 +358,16 @@ func (r *Runner) stop(p *Pod, grace time.Duration) {
 	p.stopping = true
 	r.mu.Unlock()
 	if !already {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.proc.Signal(syscall.SIGTERM)
 		r.logf("pod %s: deleted; sent its elector SIGTERM", p.Name)
 	}
 	if grace <= 0 {
 		grace = time.Second
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.proc.Kill()
 	}
 	r.mu.Lock()
 	delete(r.pods, p.UID)
