@@ -101,12 +101,12 @@ func (c *checker) watch(p *participant) {
 			select {
 			case <-c.ctx.Done():
 				return
-			case <-p.done:
+			case <-p.Done():
 				p.mu.Lock()
 				ended := p.ended
 				p.mu.Unlock()
 				if ended.IsZero() {
-					c.report("%s exited on its own: %v; log %s:\n%s", p.id, p.exitErr, p.logPath, p.Tail())
+					c.report("%s exited on its own: %v; log %s:\n%s", p.id, p.Err(), p.logPath, p.Tail(30))
 				}
 				return
 			case now := <-tick.C:
@@ -207,7 +207,7 @@ func (c *checker) poll(p *participant) {
 	}
 	defer closeConn()
 	failures := 0
-	for c.ctx.Err() == nil && p.alive() {
+	for c.ctx.Err() == nil && !p.Exited() {
 		if conn == nil {
 			var err error
 			if conn, err = net.DialTimeout("tcp", p.addr, time.Second); err != nil {
@@ -253,10 +253,10 @@ func (c *checker) failed(p *participant, sent, got time.Time, err error, failure
 	p.mu.Unlock()
 	if *failures >= 2 && !excused && c.ctx.Err() == nil {
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(50 * time.Millisecond):
 			// Still alive 50 ms later: it should have answered.
-			if p.alive() {
+			if !p.Exited() {
 				p.mu.Lock()
 				p.unanswered++
 				p.mu.Unlock()

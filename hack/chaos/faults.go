@@ -259,7 +259,7 @@ func stoppedAfter(p *participant, t0 time.Time) (time.Time, bool) {
 		return t0, true
 	case !cur.endTo.IsZero():
 		return cur.endTo, true
-	case !p.alive():
+	case p.Exited():
 		return cur.lastTo, true
 	}
 	return time.Time{}, false
@@ -483,32 +483,39 @@ func (h *harness) garbage(es *electionState, rng *rand.Rand) func(context.Contex
 		raw, _ := json.Marshal(election.Record{HolderIdentity: holder, LeaseDurationSeconds: dur, RenewTime: metav1.Time{Time: renewed}})
 		variant, value, lease = "foreign holder", string(raw), time.Duration(dur)*time.Second
 	}
-	annotate := func(m *metav1.ObjectMeta) {
-		if m.Annotations == nil {
-			m.Annotations = map[string]string{}
-		}
-		m.Annotations[election.LeaderAnnotation] = value
-	}
 	return func(ctx context.Context) (string, time.Duration, error) {
+		var err error
 		if es.lock == election.LockEndpoints {
-			endpoints := h.cp.admin.CoreV1().Endpoints(es.namespace)
-			ep, err := endpoints.Get(ctx, es.name, metav1.GetOptions{})
-			if err != nil {
-				return "", 0, err
-			}
-			annotate(&ep.ObjectMeta)
-			_, err = endpoints.Update(ctx, ep, metav1.UpdateOptions{})
-			return variant, lease, err
+			err = annotateLock(ctx, h.cp.admin.CoreV1().Endpoints(es.namespace), es.name, value)
+		} else {
+			err = annotateLock(ctx, h.cp.admin.CoreV1().ConfigMaps(es.namespace), es.name, value)
 		}
-		configMaps := h.cp.admin.CoreV1().ConfigMaps(es.namespace)
-		cm, err := configMaps.Get(ctx, es.name, metav1.GetOptions{})
-		if err != nil {
-			return "", 0, err
-		}
-		annotate(&cm.ObjectMeta)
-		_, err = configMaps.Update(ctx, cm, metav1.UpdateOptions{})
 		return variant, lease, err
 	}
+}
+
+// lockClient is what annotateLock needs of a typed client: the Endpoints'
+// or the ConfigMaps'.
+type lockClient[T metav1.Object] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+// annotateLock reads the lock object name with c and writes it back with
+// value as its leader annotation.
+func annotateLock[T metav1.Object](ctx context.Context, c lockClient[T], name, value string) error {
+	obj, err := c.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[election.LeaderAnnotation] = value
+	obj.SetAnnotations(annotations)
+	_, err = c.Update(ctx, obj, metav1.UpdateOptions{})
+	return err
 }
 
 // globalFault injects a fault on every election at once and measures it in

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"syscall"
 	"time"
@@ -139,11 +135,9 @@ type participant struct {
 	id      string
 	e       *electionState
 	noWatch bool
-	cmd     *exec.Cmd
+	*controlplane.Process
 	addr    string
 	relay   *relay
-	done    chan struct{}
-	exitErr error
 	logPath string
 
 	mu sync.Mutex
@@ -154,7 +148,6 @@ type participant struct {
 	// the lock, and the next may lead at once.
 	released time.Time
 	freezes  []freeze
-	tail     []string // the last lines of its log
 
 	// Written by the checker.
 	terms      []term
@@ -169,8 +162,6 @@ type participant struct {
 // thread was seen stopped, resumed just before SIGCONT was sent (zero while
 // still stopped).
 type freeze struct{ signalled, stopped, resumed time.Time }
-
-var listening = regexp.MustCompile(`msg="serving leader state".*address=(\S+)`)
 
 // startParticipant runs the elector through a relay of its own.
 func startParticipant(ctx context.Context, bin, logDir string, cp *cluster, es *electionState, noWatch bool) (*participant, error) {
@@ -207,91 +198,32 @@ func startParticipant(ctx context.Context, bin, logDir string, cp *cluster, es *
 		r.Close()
 		return nil, err
 	}
-	p := &participant{id: id, e: es, noWatch: noWatch, relay: r, done: make(chan struct{}), logPath: filepath.Join(logDir, id+".log")}
+	p := &participant{id: id, e: es, noWatch: noWatch, relay: r, logPath: filepath.Join(logDir, id+".log")}
 	logFile, err := os.Create(p.logPath)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	p.cmd = exec.Command(bin, append([]string{
+	cmd := exec.Command(bin, append([]string{
 		"-election=" + es.name, "-namespace=" + es.namespace, "-lock-type=" + string(es.lock),
 		"-ttl=" + es.ttl.String(), "-id=" + id, "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-v=1"}, routed...)...)
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := p.cmd.StderrPipe()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.Process, p.addr, err = controlplane.StartElector(ctx, cmd, logFile, nil, 20*time.Second)
 	if err != nil {
 		r.Close()
 		logFile.Close()
-		return nil, err
+		return nil, fmt.Errorf("elector %s: %w", id, err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		r.Close()
-		logFile.Close()
-		return nil, fmt.Errorf("start elector %s: %w", id, err)
-	}
-	addr := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logFile, line)
-			p.mu.Lock()
-			p.tail = append(p.tail, line)
-			if len(p.tail) > 30 {
-				p.tail = p.tail[1:]
-			}
-			p.mu.Unlock()
-			if m := listening.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(logFile, stderr)
-		p.exitErr = p.cmd.Wait()
+		<-p.Done()
 		logFile.Close()
 		r.Close()
-		close(p.done)
 	}()
-	select {
-	case p.addr = <-addr:
-	case <-p.done:
-		return nil, fmt.Errorf("elector %s exited before serving: %v\n%s", id, p.exitErr, p.Tail())
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return nil, fmt.Errorf("elector %s did not serve within 20s", id)
-	case <-ctx.Done():
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return nil, ctx.Err()
-	}
 	es.mu.Lock()
 	es.members = append(es.members, p)
 	es.mu.Unlock()
 	return p, nil
-}
-
-// Tail is the end of the participant's log.
-func (p *participant) Tail() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var b bytes.Buffer
-	for _, l := range p.tail {
-		b.WriteString("    " + l + "\n")
-	}
-	return b.String()
-}
-
-func (p *participant) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
 }
 
 // running: alive, not asked to end, not stopped. Only running
@@ -299,7 +231,7 @@ func (p *participant) alive() bool {
 func (p *participant) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.alive() && p.ended.IsZero() && (len(p.freezes) == 0 || !p.freezes[len(p.freezes)-1].resumed.IsZero())
+	return !p.Exited() && p.ended.IsZero() && (len(p.freezes) == 0 || !p.freezes[len(p.freezes)-1].resumed.IsZero())
 }
 
 // end sends SIGKILL or SIGTERM.
@@ -313,7 +245,7 @@ func (p *participant) end(sig syscall.Signal) time.Time {
 		}
 	}
 	p.mu.Unlock()
-	_ = p.cmd.Process.Signal(sig)
+	_ = p.Cmd.Process.Signal(sig)
 	return now
 }
 
@@ -324,19 +256,13 @@ func (p *participant) stop() (time.Time, error) {
 	p.mu.Lock()
 	p.freezes = append(p.freezes, freeze{signalled: signalled})
 	p.mu.Unlock()
-	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		return signalled, err
+	if err := p.Freeze(5 * time.Second); err != nil {
+		return signalled, fmt.Errorf("%s: %w", p.id, err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if allStopped(p.cmd.Process.Pid) {
-			now := time.Now()
-			p.mu.Lock()
-			p.freezes[len(p.freezes)-1].stopped = now
-			p.mu.Unlock()
-			return signalled, nil
-		}
-	}
-	return signalled, fmt.Errorf("%s not stopped 5s after SIGSTOP", p.id)
+	p.mu.Lock()
+	p.freezes[len(p.freezes)-1].stopped = time.Now()
+	p.mu.Unlock()
+	return signalled, nil
 }
 
 // cont sends SIGCONT and returns the instant just before it was sent.
@@ -347,32 +273,13 @@ func (p *participant) cont() time.Time {
 		p.freezes[n-1].resumed = now
 	}
 	p.mu.Unlock()
-	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.Cmd.Process.Signal(syscall.SIGCONT)
 	return now
-}
-
-// allStopped reports whether every thread of pid is in the stopped state.
-func allStopped(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, t := range tasks {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
-		if err != nil {
-			return false
-		}
-		i := bytes.LastIndexByte(raw, ')')
-		if i < 0 || i+2 >= len(raw) || (raw[i+2] != 'T' && raw[i+2] != 't') {
-			return false
-		}
-	}
-	return true
 }
 
 // kill ends the process at the end of the run.
 func (p *participant) kill() {
 	p.end(syscall.SIGKILL)
-	_ = p.cmd.Process.Signal(syscall.SIGCONT)
-	<-p.done
+	_ = p.Cmd.Process.Signal(syscall.SIGCONT)
+	<-p.Done()
 }

@@ -143,50 +143,41 @@ func (r *relay) drop(l *link) {
 
 // Cut starts a network fault of mode.
 func (r *relay) Cut(mode cutMode) {
-	r.mu.Lock()
-	r.cut, r.mode = true, mode
-	var closing []*link
-	for l := range r.conns {
+	r.update(func() { r.cut, r.mode = true, mode }, func(l *link) bool {
 		if mode == reset {
-			closing = append(closing, l)
-		} else {
-			l.held = true
+			return true
 		}
-	}
-	r.mu.Unlock()
-	for _, l := range closing {
-		r.drop(l)
-	}
+		l.held = true
+		return false
+	})
 }
 
 // Restore ends the fault: connections that were held are closed, new ones
 // are forwarded.
 func (r *relay) Restore() {
+	r.update(func() { r.cut = false }, func(l *link) bool { return l.held })
+}
+
+// Close stops the relay and closes every connection.
+func (r *relay) Close() {
+	r.update(func() { r.closed = true }, func(*link) bool { return true })
+	r.ln.Close()
+}
+
+// update changes the relay's state with set, then calls visit on every
+// connection, both under the lock, so that no connection slips between the
+// two; it then closes the connections for which visit returned true.
+func (r *relay) update(set func(), visit func(*link) bool) {
 	r.mu.Lock()
-	r.cut = false
+	set()
 	var closing []*link
 	for l := range r.conns {
-		if l.held {
+		if visit(l) {
 			closing = append(closing, l)
 		}
 	}
 	r.mu.Unlock()
 	for _, l := range closing {
-		r.drop(l)
-	}
-}
-
-// Close stops the relay and closes every connection.
-func (r *relay) Close() {
-	r.mu.Lock()
-	r.closed = true
-	links := make([]*link, 0, len(r.conns))
-	for l := range r.conns {
-		links = append(links, l)
-	}
-	r.mu.Unlock()
-	r.ln.Close()
-	for _, l := range links {
 		r.drop(l)
 	}
 }
