@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -267,6 +266,22 @@ func (b *bench) footprint(bins []string, steady time.Duration) ([]row, error) {
 	return rows, nil
 }
 
+// handovers ends the leader with sig n times, its replacement named
+// prefix0, prefix1, ..., and returns the times to a new leader, fastest
+// first.
+func (b *bench) handovers(sig syscall.Signal, prefix string, n int) ([]time.Duration, error) {
+	var times []time.Duration
+	for i := range n {
+		d, err := b.handover(sig, fmt.Sprintf("%s%d", prefix, i))
+		if err != nil {
+			return nil, err
+		}
+		times = append(times, d)
+	}
+	slices.Sort(times)
+	return times, nil
+}
+
 // elections times handovers and failovers and counts the API requests of
 // an election, as bench.bin runs it.
 func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row, error) {
@@ -293,15 +308,10 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 			return nil, err
 		}
 	}
-	var times []time.Duration
-	for i := range handovers {
-		d, err := b.handover(syscall.SIGTERM, fmt.Sprintf("h%d", i))
-		if err != nil {
-			return nil, err
-		}
-		times = append(times, d)
+	times, err := b.handovers(syscall.SIGTERM, "h", handovers)
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(times)
 	p99 := times[(len(times)*99-1)/100]
 	fmt.Fprintf(os.Stderr, "bench: handovers, fastest to slowest: %v\n", times)
 	rows = append(rows,
@@ -319,15 +329,9 @@ func (b *bench) elections(handovers, failovers int, steady time.Duration) ([]row
 	rows = append(rows, health...)
 
 	fmt.Fprintf(os.Stderr, "bench: %d crash failovers\n", failovers)
-	times = times[:0]
-	for i := range failovers {
-		d, err := b.handover(syscall.SIGKILL, fmt.Sprintf("k%d", i))
-		if err != nil {
-			return nil, err
-		}
-		times = append(times, d)
+	if times, err = b.handovers(syscall.SIGKILL, "k", failovers); err != nil {
+		return nil, err
 	}
-	slices.Sort(times)
 	bound := 10*time.Second + 10*time.Second/6
 	rows = append(rows,
 		row{name: "crash failover, max (SIGKILL to new leader)",
@@ -381,10 +385,9 @@ func verdict(ok bool) string {
 }
 
 type proc struct {
+	*controlplane.Process
 	id   string
-	cmd  *exec.Cmd
 	addr string
-	done chan struct{}
 }
 
 type bench struct {
@@ -398,35 +401,13 @@ type bench struct {
 	terms, epochsUp int
 }
 
-var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
-
 // start runs bin as participant id of electionName.
 func (b *bench) start(bin, id, electionName string, extra ...string) (*proc, error) {
 	args := append([]string{"-election=" + electionName, "-id=" + id, "-kubeconfig=" + b.kubeconfig, "-http=127.0.0.1:0", "-namespace=default"}, extra...)
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{id: id, cmd: cmd, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	select {
-	case p.addr = <-addr:
-	case <-time.After(10 * time.Second):
-		return nil, fmt.Errorf("participant %s did not serve", id)
+	p := &proc{id: id}
+	var err error
+	if p.Process, p.addr, err = controlplane.StartElector(context.Background(), exec.Command(bin, args...), nil, nil, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("participant %s: %w", id, err)
 	}
 	b.mu.Lock()
 	b.procs = append(b.procs, p)
@@ -437,29 +418,20 @@ func (b *bench) start(bin, id, electionName string, extra ...string) (*proc, err
 func (b *bench) live() []*proc {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []*proc
-	for _, p := range b.procs {
-		select {
-		case <-p.done:
-		default:
-			out = append(out, p)
-		}
-	}
-	return out
+	return slices.DeleteFunc(slices.Clone(b.procs), func(p *proc) bool { return p.Exited() })
 }
 
 func (b *bench) stopAll() {
 	for _, p := range b.live() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 	}
 }
 
 // stop ends participants gracefully and waits for them.
 func (b *bench) stop(procs []*proc) {
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
+		_ = p.Signal(syscall.SIGTERM)
+		<-p.Done()
 	}
 }
 
@@ -470,13 +442,7 @@ var client = &http.Client{Timeout: time.Second, Transport: &http.Transport{MaxId
 var streamClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 func status(p *proc) (election.Status, error) {
-	var st election.Status
-	resp, err := client.Get("http://" + p.addr + "/")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return controlplane.ElectorStatus(context.Background(), client, p.addr)
 }
 
 // waitLeader returns the participant of procs that says it leads.
@@ -518,7 +484,7 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	if b.probe == probePoll {
 		took, err = pollNewLeader(leader, others, sig)
 	} else {
-		took, err = watchNewLeader(others, func() error { return leader.cmd.Process.Signal(sig) })
+		took, err = watchNewLeader(others, func() error { return leader.Signal(sig) })
 	}
 	if err != nil {
 		return 0, err
@@ -535,7 +501,7 @@ func (b *bench) handover(sig syscall.Signal, replacement string) (time.Duration,
 	if now.Epoch > was.Epoch {
 		b.epochsUp++
 	}
-	<-leader.done
+	<-leader.Done()
 	if _, err := b.start(b.bin, replacement, "handover"); err != nil {
 		return 0, err
 	}
@@ -569,23 +535,21 @@ func watchNewLeader(others []*proc, trigger func() error) (time.Duration, error)
 	// Buffered, so that no reader waits on it; cancel ends their streams.
 	first := make(chan lead, len(others))
 	for _, p := range others {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+election.PathWatch, nil)
-		if err != nil {
-			return 0, err
-		}
-		resp, err := streamClient.Do(req)
+		w, err := controlplane.WatchElector(ctx, streamClient, p.addr)
 		if err != nil {
 			return 0, fmt.Errorf("watch %s: %w", p.id, err)
 		}
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
+		defer w.Close()
 		// The stream's first event is the status as it stands.
-		if err := nextStatus(sc, nil); err != nil {
+		if _, err := w.Next(); err != nil {
 			return 0, fmt.Errorf("watch %s: %w", p.id, err)
 		}
 		go func() {
-			var st election.Status
-			for nextStatus(sc, &st) == nil {
+			for {
+				st, err := w.Next()
+				if err != nil {
+					return
+				}
 				if st.IsLeader {
 					first <- lead{p, time.Now()}
 					return
@@ -609,29 +573,11 @@ func watchNewLeader(others []*proc, trigger func() error) (time.Duration, error)
 	}
 }
 
-// nextStatus reads the next event of a /watch stream into st (nil: skip it).
-func nextStatus(sc *bufio.Scanner, st *election.Status) error {
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if st == nil {
-			return nil
-		}
-		return json.Unmarshal([]byte(data), st)
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	return errors.New("stream ended")
-}
-
 // pollNewLeader signals leader and times until one of others answers GET /
 // that it leads, polling every one of them every millisecond.
 func pollNewLeader(leader *proc, others []*proc, sig syscall.Signal) (time.Duration, error) {
 	start := time.Now()
-	if err := leader.cmd.Process.Signal(sig); err != nil {
+	if err := leader.Signal(sig); err != nil {
 		return 0, err
 	}
 	for time.Since(start) < 30*time.Second {
@@ -724,7 +670,7 @@ func maxMemory(procs []*proc) (memory, error) {
 
 // memoryOf reads VmRSS, RssFile and RssAnon of one participant.
 func memoryOf(p *proc) (memory, error) {
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
 	if err != nil {
 		return memory{}, err
 	}
@@ -742,7 +688,7 @@ func memoryOf(p *proc) (memory, error) {
 		}
 	}
 	if len(fields) > 0 {
-		return memory{}, fmt.Errorf("participant %s: no %v in /proc/%d/status", p.id, slices.Sorted(maps.Keys(fields)), p.cmd.Process.Pid)
+		return memory{}, fmt.Errorf("participant %s: no %v in /proc/%d/status", p.id, slices.Sorted(maps.Keys(fields)), p.Cmd.Process.Pid)
 	}
 	return m, nil
 }

@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -28,17 +25,13 @@ type electionSetup struct {
 
 // elector is one participant: a real elector process.
 type elector struct {
+	*controlplane.Process
 	election int // index into the elections
 	id       string
-	cmd      *exec.Cmd
-	done     chan struct{}
 
 	mu   sync.Mutex
-	addr string   // its GET / address, once it logged it
-	tail []string // the last lines of its log
+	addr string // its GET / address, once it logged it
 }
-
-var listening = regexp.MustCompile(`msg="serving leader state".*address=(\S+)`)
 
 // startElector starts a participant with the elector's default timings,
 // serving GET / on a port of its own. It does not wait for the process to
@@ -53,47 +46,41 @@ func startElector(bin, logDir, namespace string, index int, e electionSetup, id 
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	// Electors do not outlive the program, however it ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	var logFile io.WriteCloser = nopCloser{io.Discard}
+	var logFile *os.File
+	var log io.Writer // nil: no log kept
 	if logDir != "" {
 		cmd.Args = append(cmd.Args, "-v=1")
+		var err error
 		if logFile, err = os.Create(filepath.Join(logDir, id+".log")); err != nil {
 			return nil, err
 		}
+		log = logFile
 	}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start elector %s: %w", id, err)
-	}
-	p := &elector{election: index, id: id, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logFile, line)
+	p := &elector{election: index, id: id}
+	proc, err := controlplane.Run(cmd, log, func(line string) {
+		if addr, ok := controlplane.ServingAddress(line); ok {
 			p.mu.Lock()
-			if m := listening.FindStringSubmatch(line); m != nil && p.addr == "" {
-				p.addr = m[1]
-			}
-			p.tail = append(p.tail, line)
-			if len(p.tail) > 20 {
-				p.tail = p.tail[1:]
+			if p.addr == "" {
+				p.addr = addr
 			}
 			p.mu.Unlock()
 		}
-		_ = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
+	})
+	if err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
+		return nil, fmt.Errorf("elector %s: %w", id, err)
+	}
+	p.Process = proc
+	if logFile != nil {
+		go func() {
+			<-proc.Done()
+			logFile.Close()
+		}()
+	}
 	return p, nil
 }
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
 
 func (p *elector) address() string {
 	p.mu.Lock()
@@ -103,20 +90,10 @@ func (p *elector) address() string {
 
 // exited reports whether the process has ended, with the end of its log.
 func (p *elector) exited() (bool, string) {
-	select {
-	case <-p.done:
-	default:
+	if !p.Exited() {
 		return false, ""
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return true, fmt.Sprintf("elector %s exited (%v):\n    %s", p.id, p.cmd.ProcessState, strings.Join(p.tail, "\n    "))
-}
-
-// stop kills the process and waits for it.
-func (p *elector) stop() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
+	return true, fmt.Sprintf("elector %s exited (%v):\n%s", p.id, p.Err(), p.Tail(20))
 }
 
 // statusClient asks every participant GET / over a kept-alive connection of
@@ -128,22 +105,11 @@ var statusClient = &http.Client{
 
 // status asks a participant GET /; ok is false when it does not serve yet
 // or does not answer.
-func (p *elector) status(ctx context.Context) (st election.Status, ok bool) {
+func (p *elector) status(ctx context.Context) (election.Status, bool) {
 	addr := p.address()
 	if addr == "" {
-		return st, false
+		return election.Status{}, false
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
-	if err != nil {
-		return st, false
-	}
-	resp, err := statusClient.Do(req)
-	if err != nil {
-		return st, false
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return st, false
-	}
-	return st, true
+	st, err := controlplane.ElectorStatus(ctx, statusClient, addr)
+	return st, err == nil
 }

@@ -70,7 +70,7 @@ func measure(ctx context.Context, o options, sz size) (r result, err error) {
 	start := time.Now()
 	defer func() {
 		for _, p := range m.electors {
-			p.stop()
+			p.Kill()
 		}
 	}()
 	// Participant j of every election before participant j+1 of any, as
@@ -113,7 +113,7 @@ func measure(ctx context.Context, o options, sz size) (r result, err error) {
 
 	var sizes []int64
 	for _, p := range m.electors {
-		n, err := rss(p.cmd.Process.Pid)
+		n, err := rss(p.Cmd.Process.Pid)
 		if err != nil {
 			return r, fmt.Errorf("elector %s: %w", p.id, err)
 		}
@@ -319,7 +319,7 @@ func (m *measurement) snapshot(ctx context.Context) (snapshot, error) {
 		return s, fmt.Errorf("etcd: %w", err)
 	}
 	for _, p := range m.electors {
-		cpu, err := cpuSeconds(p.cmd.Process.Pid)
+		cpu, err := cpuSeconds(p.Cmd.Process.Pid)
 		if err != nil {
 			return s, fmt.Errorf("elector %s: %w", p.id, err)
 		}

@@ -13,15 +13,23 @@ const clockTicks = 100
 
 // cpuSeconds is the CPU time (user + system) that process pid has used.
 func cpuSeconds(pid int) (float64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	ticks, err := readProc(pid, "stat", parseStatTicks)
+	return float64(ticks) / clockTicks, err
+}
+
+// readProc parses /proc/PID/file with parse.
+func readProc[T any](pid int, file string, parse func(string) (T, error)) (T, error) {
+	path := fmt.Sprintf("/proc/%d/%s", pid, file)
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return 0, err
+		var zero T
+		return zero, err
 	}
-	ticks, err := parseStatTicks(string(raw))
+	v, err := parse(string(raw))
 	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		return v, fmt.Errorf("%s: %w", path, err)
 	}
-	return float64(ticks) / clockTicks, nil
+	return v, nil
 }
 
 // parseStatTicks adds utime and stime, fields 14 and 15 of a
@@ -50,17 +58,7 @@ func parseStatTicks(stat string) (int64, error) {
 }
 
 // rss is the resident memory of process pid, in bytes.
-func rss(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	n, err := parseVmRSS(string(raw))
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
-	}
-	return n, nil
-}
+func rss(pid int) (int64, error) { return readProc(pid, "status", parseVmRSS) }
 
 // parseVmRSS reads the "VmRSS:   1234 kB" line of /proc/PID/status.
 func parseVmRSS(status string) (int64, error) {
