@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -20,21 +19,6 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
-
-// tokenRequest mints a token of the service account ns/sa from the
-// TokenRequest API; bound to pod when given, as the kubelet mints the token
-// of a pod's projected volume.
-func tokenRequest(ctx context.Context, ns, sa string, pod *corev1.Pod) (string, error) {
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
-	if pod != nil {
-		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-	}
-	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token of %s/%s: %w", ns, sa, err)
-	}
-	return tr.Status.Token, nil
-}
 
 // clientFor talks to the API server with token and nothing else.
 func clientFor(t *testing.T, token string) kubernetes.Interface {
@@ -55,7 +39,7 @@ func tokenConfig(token string) *rest.Config {
 // injectorClient acts as the injector's service account.
 func injectorClient(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	token, err := tokenRequest(ctxFor(t, 10*time.Second), controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctxFor(t, 10*time.Second), env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +79,7 @@ func newApp(t *testing.T) *app {
 	if _, err := env.Client.RbacV1().RoleBindings(a.ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	token, err := tokenRequest(ctx, a.ns, "deployer", nil)
+	token, err := controlplane.Token(ctx, env.Client, a.ns, "deployer", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +128,7 @@ const electorUserAgent = "k8s-elector"
 func (a *app) elector(pod *corev1.Pod) kubernetes.Interface {
 	a.t.Helper()
 	sa := pod.Spec.ServiceAccountName
-	token, err := tokenRequest(ctxFor(a.t, 10*time.Second), a.ns, sa, pod)
+	token, err := controlplane.Token(ctxFor(a.t, 10*time.Second), env.Client, a.ns, sa, pod)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -37,7 +38,7 @@ func TestDeletionCostIsTheOnlyPodWrite(t *testing.T) {
 	batch := a.pod("web-batch", "web", map[string]string{webhook.AnnotationElection: "batch"})
 	plain := a.pod("plain-0", "plain", map[string]string{webhook.AnnotationElection: "plain"})
 	asWeb0, asWeb1, asBatch, asPlain := a.elector(web0), a.elector(web1), a.elector(batch), a.elector(plain)
-	unbound, err := tokenRequest(ctx, a.ns, "web", nil)
+	unbound, err := controlplane.Token(ctx, env.Client, a.ns, "web", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,11 @@
 package attack
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,69 +22,30 @@ import (
 // sidecar is the elector of one pod, run as a local process the way the
 // kubelet would run its container.
 type sidecar struct {
+	*podrunner.Pod
 	pod  string
 	addr string
 	log  string // the elector's log file
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 // runSidecar starts the elector binary with exactly the args and
 // environment the injector wrote into pod, the downward API filled in,
-// and a token of the pod's service account bound to the pod. Only the
-// HTTP port is remapped: every "pod" here shares one network.
+// and a token of the pod's service account bound to the pod.
 func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 	t.Helper()
 	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		t.Fatalf("pod %s has no %s container", pod.Name, webhook.ContainerName)
 	}
-	environ := podrunner.Environ(pod, c)
-	token, err := tokenRequest(ctxFor(t, 10*time.Second), pod.Namespace, pod.Spec.ServiceAccountName, pod)
+	p, err := podrunner.StartSidecar(ctxFor(t, 10*time.Second), env.Client, env.Config, filepath.Join(bin, "elector"), t.TempDir(), pod, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := controlplane.Kubeconfig(env.Config, token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port, err := controlplane.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-" + election.FlagKubeconfig + "=" + kubeconfig}
-	for _, a := range c.Args {
-		if strings.HasPrefix(a, "-"+election.FlagHTTP+"=") {
-			a = fmt.Sprintf("-%s=127.0.0.1:%d", election.FlagHTTP, port)
-		}
-		args = append(args, a)
-	}
-	logPath := filepath.Join(dir, "elector.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(bin, "elector"), args...)
-	cmd.Env = environ
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &sidecar{pod: pod.Name, addr: fmt.Sprintf("127.0.0.1:%d", port), log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(s.done)
-	}()
+	s := &sidecar{Pod: p, pod: pod.Name, addr: p.Addr, log: p.LogPath}
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
-			log, _ := os.ReadFile(logPath)
+			log, _ := os.ReadFile(s.log)
 			t.Logf("elector of %s (%s):\n%s", pod.Name, strings.Join(c.Args, " "), log)
 		}
 	})
@@ -96,25 +54,10 @@ func runSidecar(t *testing.T, pod *corev1.Pod) *sidecar {
 
 // stop sends SIGTERM, as the kubelet does when a pod is deleted, and waits
 // for the elector to exit.
-func (s *sidecar) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *sidecar) stop() { _ = s.Stop(20 * time.Second) }
 
 func (s *sidecar) status() (election.Status, error) {
-	var st election.Status
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + s.addr + election.PathStatus)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return controlplane.ElectorStatus(context.Background(), nil, s.addr)
 }
 
 // leader waits until exactly one of the sidecars leads, and returns it.

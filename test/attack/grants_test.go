@@ -13,6 +13,7 @@ import (
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -132,7 +133,7 @@ func TestGrantsEndWithThePods(t *testing.T) {
 	if err := env.Client.CoreV1().Pods(a.ns).Delete(ctx, "web-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
-	token, err := tokenRequest(ctx, a.ns, "web", nil)
+	token, err := controlplane.Token(ctx, env.Client, a.ns, "web", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -192,7 +193,7 @@ func TestDeletionCostWhateverThePatch(t *testing.T) {
 
 	t.Run("token bound to a pod of another account", func(t *testing.T) {
 		p := a.get("plain-0")
-		_, err := tokenRequest(ctx, a.ns, "web", p)
+		_, err := controlplane.Token(ctx, env.Client, a.ns, "web", p)
 		if err == nil {
 			t.Errorf("ATTACK SUCCEEDED: a token of web bound to plain-0 (runs as plain)")
 		} else {

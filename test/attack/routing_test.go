@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -170,7 +171,7 @@ func TestLeaderServiceRoutesOnlyToItsOwnPod(t *testing.T) {
 	a.barrier()
 
 	asWeb0, asWeb1, asBatch := a.elector(pods["web-0"]), a.elector(pods["web-1"]), a.elector(pods["web-batch"])
-	unbound, err := tokenRequest(ctx, a.ns, "web", nil)
+	unbound, err := controlplane.Token(ctx, env.Client, a.ns, "web", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -145,7 +146,7 @@ func TestInProcess(t *testing.T) {
 					return
 				default:
 				}
-				if st, err := getStatus(context.Background(), httpClient, m.addr); err == nil && st.Node != m.id {
+				if st, err := controlplane.ElectorStatus(context.Background(), httpClient, m.addr); err == nil && st.Node != m.id {
 					mu.Lock()
 					violations = append(violations, fmt.Sprintf("GET / on %s answered node %q", m.id, st.Node))
 					mu.Unlock()

@@ -139,7 +139,7 @@ func TestLeaderServiceSliceEditsRepaired(t *testing.T) {
 			eventually(t, 3*std.ttl+loadSlack, routesTo(t, ns, ip))
 		})
 	}
-	if !leader.alive() {
+	if leader.Exited() {
 		t.Errorf("leader %s exited:\n%s", leader.id, leader.Logs())
 	}
 }
@@ -255,7 +255,7 @@ func TestLeaderServiceServiceChanges(t *testing.T) {
 				}
 			}
 			eventually(t, 2*std.ttl+12*time.Second, routesTo(t, ns, ipOf[leader.id]))
-			if !leader.alive() {
+			if leader.Exited() {
 				t.Fatalf("leader exited:\n%s", leader.Logs())
 			}
 		})

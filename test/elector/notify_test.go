@@ -1,7 +1,6 @@
 package elector
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
@@ -139,8 +139,7 @@ type watchLog struct {
 func recordWatch(t *testing.T, p *participant) *watchLog {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+election.PathWatch, nil)
-	resp, err := http.DefaultClient.Do(req)
+	w, err := controlplane.WatchElector(ctx, nil, p.addr)
 	if err != nil {
 		cancel()
 		t.Fatalf("GET /watch on %s: %v", p.id, err)
@@ -148,13 +147,11 @@ func recordWatch(t *testing.T, p *participant) *watchLog {
 	l := &watchLog{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			var st election.Status
-			if !ok || json.Unmarshal([]byte(data), &st) != nil {
-				continue
+		defer w.Close()
+		for {
+			st, err := w.Next()
+			if err != nil {
+				break
 			}
 			l.mu.Lock()
 			l.events = append(l.events, seen{at: time.Now(), s: stateOf(st)})
@@ -175,7 +172,7 @@ func recordWatch(t *testing.T, p *participant) *watchLog {
 // and when it ended.
 func (l *watchLog) close(t *testing.T, p *participant) ([]seen, time.Time) {
 	t.Helper()
-	if p.alive() {
+	if !p.Exited() {
 		l.cancel()
 	}
 	select {
@@ -402,7 +399,7 @@ func TestNotifyRetries(t *testing.T) {
 	}, false)
 	a := w.start("a", adminKubeconfig, electionArgs(ns, std, r.arg())...)
 	w.waitLeader(settle, a)
-	st, err := getStatus(context.Background(), httpClient, a.addr)
+	st, err := controlplane.ElectorStatus(context.Background(), httpClient, a.addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,8 @@ package elector
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,17 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vapor-ware/k8s-elector/pkg/election"
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // participant is one elector process.
 type participant struct {
+	*controlplane.Process
 	id      string
-	cmd     *exec.Cmd
 	addr    string
 	started time.Time
-	done    chan struct{}
-	exit    error
 
 	mu   sync.Mutex
 	logs bytes.Buffer
@@ -48,21 +40,10 @@ type participant struct {
 // SIGCONT that ended it (resumed is just before it was sent).
 type freeze struct{ stopped, resumed time.Time }
 
-var listening = regexp.MustCompile(`"?msg"?[=:]"serving leader state".*"?address"?[=:]"?([0-9.:\[\]]+)`)
-
 func (p *participant) Logs() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.logs.String()
-}
-
-func (p *participant) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
 }
 
 // frozen reports whether the process is stopped now.
@@ -133,7 +114,7 @@ func (p *participant) signal(t *testing.T, sig syscall.Signal) {
 		}
 	}
 	p.mu.Unlock()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		t.Fatalf("signal %s to %s: %v", sig, p.id, err)
 	}
 }
@@ -145,32 +126,19 @@ func (p *participant) stop(t *testing.T, sig syscall.Signal) (time.Time, error) 
 	sent := time.Now()
 	p.signal(t, sig)
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(10*time.Second + loadSlack):
 		t.Fatalf("%s did not exit within %s of %s", p.id, 10*time.Second+loadSlack, sig)
 	}
-	return sent, p.exit
+	return sent, p.Err()
 }
 
 // freeze stops the process (SIGSTOP) and returns once it is stopped, with
 // when it was seen stopped.
 func (p *participant) freeze(t *testing.T) time.Time {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stat := filepath.Join("/proc", fmt.Sprint(p.cmd.Process.Pid), "stat")
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile(stat)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && b[i+2] == 'T' {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not stopped 5s after SIGSTOP", p.id)
-		}
+	if err := p.Freeze(5 * time.Second); err != nil {
+		t.Fatalf("%s: %v", p.id, err)
 	}
 	now := time.Now()
 	p.mu.Lock()
@@ -187,7 +155,7 @@ func (p *participant) thaw(t *testing.T) time.Time {
 	now := time.Now()
 	p.freezes[len(p.freezes)-1].resumed = now
 	p.mu.Unlock()
-	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := p.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	return now
@@ -205,23 +173,6 @@ func (p *participant) get(path string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-func getStatus(ctx context.Context, c *http.Client, addr string) (election.Status, error) {
-	var st election.Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET / = %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 // metric reads one sample of /metrics, by its name with labels, as text.

@@ -1,19 +1,18 @@
 package elector
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 )
 
 // sample is one answer of a participant to GET /: it describes some instant
@@ -70,60 +69,32 @@ func (w *watcher) startEnv(env []string, id, kubeconfig string, args ...string) 
 	// A data race ends a race-built elector at once, which the watcher
 	// reports as an unexpected exit.
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "GORACE=halt_on_error=1"}, env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &participant{id: id, cmd: cmd, done: make(chan struct{})}
-	p.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start elector %s: %v", id, err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			if strings.Contains(line, `released the lock`) && !strings.Contains(line, `shutting down`) {
-				p.releasedLock = append(p.releasedLock, time.Now())
-			}
-			p.mu.Unlock()
-			if m := listening.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
+	p := &participant{id: id, started: time.Now()}
+	proc, addr, err := controlplane.StartElector(context.Background(), cmd, nil, func(line string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.logs.WriteString(line + "\n")
+		if strings.Contains(line, `released the lock`) && !strings.Contains(line, `shutting down`) {
+			p.releasedLock = append(p.releasedLock, time.Now())
 		}
-		_, _ = io.Copy(io.Discard, stderr)
-		p.exit = cmd.Wait()
-		close(p.done)
-	}()
+	}, 2*settle)
+	if err != nil {
+		t.Fatalf("elector %s: %v\nits whole log:\n%s", id, err, p.Logs())
+	}
+	p.Process, p.addr = proc, addr
 	t.Cleanup(func() {
 		p.mu.Lock()
 		if p.ended.IsZero() {
 			p.ended = time.Now()
 		}
 		p.mu.Unlock()
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 		if strings.Contains(p.Logs(), "WARNING: DATA RACE") {
 			t.Errorf("data race in elector %s:\n%s", id, p.Logs())
 		} else if t.Failed() {
 			t.Logf("logs of %s:\n%s", id, p.Logs())
 		}
 	})
-	select {
-	case p.addr = <-addr:
-	case <-p.done:
-		t.Fatalf("elector %s exited before serving: %v\n%s", id, p.exit, p.Logs())
-	case <-time.After(2 * settle):
-		t.Fatalf("elector %s did not serve within %s:\n%s", id, 2*settle, p.Logs())
-	}
 	w.mu.Lock()
 	w.ps = append(w.ps, p)
 	w.mu.Unlock()
@@ -151,20 +122,20 @@ func (w *watcher) poll(p *participant) {
 		select {
 		case <-w.ctx.Done():
 			return
-		case <-p.done:
+		case <-p.Done():
 			if !p.mayEnd(time.Now()) {
-				w.failf("%s exited while it should run: %v\n%s", p.id, p.exit, p.Logs())
+				w.failf("%s exited while it should run: %v\n%s", p.id, p.Err(), p.Logs())
 			}
 			return
 		default:
 		}
 		sent := time.Now()
-		st, err := getStatus(w.ctx, client, p.addr)
+		st, err := controlplane.ElectorStatus(w.ctx, client, p.addr)
 		got := time.Now()
 		if err != nil {
 			if w.ctx.Err() != nil || p.mayEnd(got) {
 				select {
-				case <-p.done:
+				case <-p.Done():
 				case <-w.ctx.Done():
 				case <-time.After(10 * time.Millisecond):
 				}
@@ -370,7 +341,7 @@ func (w *watcher) freeze(p *participant) time.Time {
 		defer w.wg.Done()
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 		sent := time.Now()
-		st, err := getStatus(w.ctx, client, p.addr)
+		st, err := controlplane.ElectorStatus(w.ctx, client, p.addr)
 		got := time.Now()
 		if err != nil {
 			if w.ctx.Err() == nil && !p.mayEnd(got) {
@@ -476,7 +447,7 @@ func (w *watcher) waitLeader(timeout time.Duration, ps ...*participant) *partici
 		n, fresh := 0, true
 		names := map[string]bool{}
 		for _, p := range ps {
-			if !p.alive() || p.frozen() || p.mayEnd(time.Now()) {
+			if p.Exited() || p.frozen() || p.mayEnd(time.Now()) {
 				continue
 			}
 			s, ok := w.latest(p, since)

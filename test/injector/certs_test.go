@@ -1,17 +1,14 @@
 package injector
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
 
@@ -253,12 +251,11 @@ func createInjected(t *testing.T, ns, name string) *corev1.Pod {
 	return pod
 }
 
+// process is the injector run by a test, its log kept whole.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	mu   sync.Mutex
-	buf  strings.Builder
+	*controlplane.Process
+	mu  sync.Mutex
+	buf strings.Builder
 }
 
 func (p *process) logs() string {
@@ -270,43 +267,29 @@ func (p *process) logs() string {
 // terminate sends SIGTERM and checks that the injector exits cleanly.
 func (p *process) terminate(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Errorf("after SIGTERM the injector exited with %v", p.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the injector did not exit within 30s of SIGTERM")
+	if err := p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Error(err)
+	} else if p.Err() != nil {
+		t.Errorf("after SIGTERM the injector exited with %v", p.Err())
 	}
 }
 
 func startInjector(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(injectorBin, args...), done: make(chan struct{})}
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	stderr, err := p.cmd.StderrPipe()
+	p := &process{}
+	cmd := exec.Command(injectorBin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var err error
+	p.Process, err = controlplane.Run(cmd, nil, func(line string) {
+		p.mu.Lock()
+		p.buf.WriteString(line + "\n")
+		p.mu.Unlock()
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.buf.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 		if t.Failed() {
 			t.Logf("injector logs:\n%s", p.logs())
 		}
@@ -314,14 +297,12 @@ func startInjector(t *testing.T, args ...string) *process {
 	return p
 }
 
+// freePort is a TCP port nothing listens on now.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := controlplane.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	n, _ := strconv.Atoi(port)
-	return n
+	return port
 }

@@ -1,14 +1,10 @@
 package injector
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
@@ -551,8 +548,6 @@ func (cr countingReader) Get(ctx context.Context, key client.ObjectKey, obj clie
 	return cr.Reader.Get(ctx, key, obj, opts...)
 }
 
-var listening = regexp.MustCompile(`msg="serving leader state" address=(\S+)`)
-
 // startElector runs the elector binary, with extra flags, and returns the
 // address of its HTTP API.
 func startElector(t *testing.T, kubeconfig, ns, name string, extra ...string) string {
@@ -561,52 +556,21 @@ func startElector(t *testing.T, kubeconfig, ns, name string, extra ...string) st
 		"-id=test", "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-ttl=3s"}, extra...)
 	cmd := exec.Command(electorBin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	stderr, err := cmd.StderrPipe()
+	p, addr, err := controlplane.StartElector(context.Background(), cmd, nil, nil, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	addr := make(chan string, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-scanned
-		_ = cmd.Wait()
+		p.Kill()
 		if t.Failed() {
-			t.Logf("elector logs:\n%s", logs.String())
+			t.Logf("elector log ends:\n%s", p.Tail(50))
 		}
 	})
-	select {
-	case a := <-addr:
-		return a
-	case <-time.After(20 * time.Second):
-		t.Fatal("the elector did not serve within 20s")
-		return ""
-	}
+	return addr
 }
 
 func status(addr string) (election.Status, error) {
-	var st election.Status
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + addr + election.PathStatus)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return controlplane.ElectorStatus(context.Background(), nil, addr)
 }
 
 // waitForPolicies waits until the API server enforces the policies of

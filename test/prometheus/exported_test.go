@@ -267,33 +267,17 @@ func value(families snapshot, name, labels string) float64 {
 // its output is logged if the test fails.
 func start(t *testing.T, name, path string, args ...string) {
 	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	p, err := controlplane.Run(exec.Command(path, args...), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(45 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+		if err := p.Stop(syscall.SIGTERM, 45*time.Second); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			out, _ := os.ReadFile(log.Name())
-			t.Logf("%s's output:\n%s", name, out)
+			t.Logf("%s's output ends:\n%s", name, p.Tail(50))
 		}
-		log.Close()
 	})
 }
 
