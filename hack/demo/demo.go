@@ -7,11 +7,9 @@ package demo
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,11 +190,7 @@ func (d *demo) adminKubeconfig() error {
 // configuration (the webhooks pointed at the local injector instead of its
 // Service) and starts the injector with its own service account's token.
 func (d *demo) installInjector(ctx context.Context) error {
-	rendered, err := render.Render(filepath.Join(d.opts.Root, "config/default"), "", "")
-	if err != nil {
-		return err
-	}
-	objs, err := controlplane.Decode([]byte(rendered))
+	objs, err := d.kustomize("config/default")
 	if err != nil {
 		return err
 	}
@@ -217,11 +211,7 @@ func (d *demo) applySample(ctx context.Context) error {
 	if _, err := d.env.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	rendered, err := render.Render(filepath.Join(d.opts.Root, "config/samples/injected"), "", "")
-	if err != nil {
-		return err
-	}
-	objs, err := controlplane.Decode([]byte(rendered))
+	objs, err := d.kustomize("config/samples/injected")
 	if err != nil {
 		return err
 	}
@@ -230,6 +220,16 @@ func (d *demo) applySample(ctx context.Context) error {
 	}
 	d.say("applying config/samples/injected to namespace %s: %s", demoNamespace, kinds(objs))
 	return d.apply(ctx, objs)
+}
+
+// kustomize builds the kustomization in dir, a folder of the repository,
+// into its objects.
+func (d *demo) kustomize(dir string) ([]*unstructured.Unstructured, error) {
+	rendered, err := render.Render(filepath.Join(d.opts.Root, dir), "", "")
+	if err != nil {
+		return nil, err
+	}
+	return controlplane.Decode([]byte(rendered))
 }
 
 // injectedPods waits for n pods of the sample with the elector injected.
@@ -357,17 +357,6 @@ func (d *demo) show(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-func status(addr string) (election.Status, error) {
-	var st election.Status
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 // apply server-side applies objects as the demo's admin.

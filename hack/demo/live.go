@@ -1,12 +1,9 @@
 package demo
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/internal/podrunner"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
@@ -239,34 +237,21 @@ func (e *electors) follow(ctx context.Context, el *elector) {
 // stream reads one GET /watch stream: a "data: <status>" event at once,
 // then one on every change.
 func (e *electors) stream(ctx context.Context, el *elector) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+el.pod.Addr+election.PathWatch, nil)
+	w, err := controlplane.WatchElector(ctx, nil, el.pod.Addr)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", req.URL, resp.Status)
-	}
-	lines := bufio.NewScanner(resp.Body)
-	for lines.Scan() {
-		data, ok := strings.CutPrefix(lines.Text(), "data: ")
-		if !ok {
-			continue // a heartbeat comment, or the blank line that ends an event
-		}
-		var st election.Status
-		if err := json.Unmarshal([]byte(data), &st); err != nil {
-			return fmt.Errorf("GET %s: %w", req.URL, err)
+	defer w.Close()
+	for {
+		st, err := w.Next()
+		if err != nil {
+			return err
 		}
 		e.mu.Lock()
 		el.status, el.seen = st, true
 		e.mu.Unlock()
 		e.notify()
 	}
-	return lines.Err()
 }
 
 func (e *electors) notify() {

@@ -171,7 +171,7 @@ func runnerLeads(runner *podrunner.Runner) func(string) bool {
 	return func(pod string) bool {
 		for _, p := range runner.Running() {
 			if p.Name == pod {
-				st, err := status(p.Addr)
+				st, err := controlplane.ElectorStatus(context.Background(), nil, p.Addr)
 				return err == nil && st.IsLeader
 			}
 		}
