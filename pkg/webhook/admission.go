@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -54,12 +55,7 @@ var podKind = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
 //     then applies the webhook's failurePolicy, and the injector keeps serving.
 func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	log := logf.FromContext(ctx)
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error(fmt.Errorf("%v", r), "Injector panicked", "stack", string(debug.Stack()))
-			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("elector injector: internal error: %v", r))
-		}
-	}()
+	defer recoverInternal(log, "Injector panicked", &resp)
 
 	// A pod's containers cannot change after creation; patching any other
 	// operation would only get the request refused by the API server.
@@ -95,6 +91,16 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admis
 		Patch:     patch,
 		PatchType: ptr.To(admissionv1.PatchTypeJSONPatch),
 	}}
+}
+
+// recoverInternal, deferred by a handler, turns a panic into an error 500
+// in *resp, and logs it as msg with its stack: the API server then applies
+// the webhook's failure policy, and the injector keeps serving.
+func recoverInternal(log logr.Logger, msg string, resp *admission.Response) {
+	if r := recover(); r != nil {
+		log.Error(fmt.Errorf("%v", r), msg, "stack", string(debug.Stack()))
+		*resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("elector injector: internal error: %v", r))
+	}
 }
 
 // patchOp is one JSON patch (RFC 6902) operation.

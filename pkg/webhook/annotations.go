@@ -294,12 +294,16 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 			case AnnotationPodDeletionCost:
 				o.PodDeletionCost = v == "true"
 			}
-		case AnnotationAppHealthURL:
-			if err := election.ValidateAppHealthURL(v); err != nil {
+		case AnnotationAppHealthURL, AnnotationNotifyURL:
+			validate, field := election.ValidateAppHealthURL, &o.AppHealthURL
+			if a.Key == AnnotationNotifyURL {
+				validate, field = election.ValidateNotifyURL, &o.NotifyURL
+			}
+			if err := validate(v); err != nil {
 				fail(a.Key, "%w", err)
 				break
 			}
-			o.AppHealthURL = v
+			*field = v
 		case AnnotationAppHealthPeriod:
 			d, err := time.ParseDuration(v)
 			switch {
@@ -317,12 +321,6 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 				break
 			}
 			o.ReturnWait = d
-		case AnnotationNotifyURL:
-			if err := election.ValidateNotifyURL(v); err != nil {
-				fail(a.Key, "%w", err)
-				break
-			}
-			o.NotifyURL = v
 		case AnnotationLeaderService:
 			// A Service's name, which the EndpointSlice shares.
 			if msgs := validation.IsDNS1035Label(v); len(msgs) > 0 {

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -432,12 +431,7 @@ const cacheWait = time.Second
 // API server then refuses the write: the failure policy is Fail).
 func (h *EndpointSliceHandler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	log := logf.FromContext(ctx)
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error(fmt.Errorf("%v", r), "EndpointSlice webhook panicked", "stack", string(debug.Stack()))
-			resp = admission.Errored(http.StatusInternalServerError, fmt.Errorf("elector injector: internal error: %v", r))
-		}
-	}()
+	defer recoverInternal(log, "EndpointSlice webhook panicked", &resp)
 	w, err := decodeSliceWrite(req)
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the EndpointSlice: %w", err))
