@@ -158,7 +158,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.elector.Ready() {
-		writeText(w, http.StatusServiceUnavailable, "the API server has not answered recently")
+		writeText(w, http.StatusServiceUnavailable, "the election loop is not running")
 		return
 	}
 	writeText(w, http.StatusOK, "ok")
