@@ -64,8 +64,8 @@ func main() {
 type row struct{ name, value, baseline, goal, verdict string }
 
 // handoverParticipants take part in the election whose graceful handovers
-// are timed: the more followers, the more of them race for the released
-// lock.
+// are timed: the newest of them, named successor, takes the released lock;
+// the others only after a quarter of a retry period.
 const handoverParticipants = 10
 
 // statusConns are the numbers of connections that load GET / at once: the

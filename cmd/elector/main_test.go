@@ -204,7 +204,8 @@ func TestSmallDependencies(t *testing.T) {
 		"k8s.io/client-go/kubernetes",
 		"k8s.io/client-go/tools/leaderelection",
 		// Its generated code is a fifth of the binary: pkg/election declares
-		// the four core objects it uses.
+		// the core objects it uses (ConfigMap, Endpoints, Pod, Event,
+		// Service).
 		"k8s.io/api/core/v1",
 		"sigs.k8s.io/controller-runtime",
 		"github.com/prometheus/client_golang",

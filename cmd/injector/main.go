@@ -1,6 +1,7 @@
-// Command injector is the elector's mutating admission webhook: it adds the
-// elector sidecar to pods that ask for it by annotation, and keeps a Role and
-// RoleBinding for their service accounts.
+// Command injector is the elector's admission webhooks: it adds the elector
+// sidecar to pods that ask for it by annotation, checks electors'
+// EndpointSlice writes, and keeps a Role and RoleBinding for their service
+// accounts.
 package main
 
 import (

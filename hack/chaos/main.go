@@ -103,8 +103,8 @@ func (o options) replay() string {
 		o.bin, o.duration, o.elections, o.maxSize, o.minPerKind, o.pollPeriod, o.seed)
 }
 
-// The range of ttls the topology spreads over: the elector's least, and the
-// most the issue asks for.
+// The range of ttls the topology spreads over: the elector's least and its
+// default.
 const (
 	minTTL = 2 * time.Second
 	maxTTL = 10 * time.Second

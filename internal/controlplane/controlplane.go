@@ -90,8 +90,8 @@ func Start(opts Options) (*Env, error) {
 		AttachControlPlaneOutput: opts.Output,
 		ControlPlaneStopTimeout:  10 * time.Second,
 	}, output: opts.Output, logDir: opts.LogDir}
-	// Watch caches and fast shutdown keep the tests quick; nothing here
-	// depends on the defaults these change.
+	// A fast shutdown (no shutdown delay) keeps the tests quick; nothing
+	// here depends on the default it changes.
 	api := e.Env.ControlPlane.GetAPIServer()
 	api.Configure().Set("shutdown-delay-duration", "0s")
 	e.Config, err = e.Env.Start()

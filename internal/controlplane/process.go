@@ -185,9 +185,9 @@ func ServingAddress(line string) (string, bool) {
 }
 
 // StartElector starts cmd, an elector, as Run does, and waits until its
-// log says where it serves GET /, for at most wait. An elector that exits
-// first, does not serve in time or outlives ctx is killed, and the error
-// carries the end of its log.
+// log says where it serves GET /, for at most wait. One that does not serve
+// in time or outlives ctx is killed; the error for one that exited first or
+// did not serve in time carries the end of its log.
 func StartElector(ctx context.Context, cmd *exec.Cmd, log io.Writer, line func(string), wait time.Duration) (*Process, string, error) {
 	addr := make(chan string, 1)
 	p, err := Run(cmd, log, func(l string) {

@@ -3,8 +3,8 @@
 // in etcd's order: the slice never lists two addresses, lists an address
 // only while its participant holds the lock, and no longer lists a leader
 // when it releases the lock. It times each handover of the lock and the
-// time the Service had no endpoint around it. The tests and the benchmark
-// use it on the local control plane.
+// time the Service had no endpoint around it. The tests, the benchmark
+// and the chaos harness use it on the local control plane.
 package routing
 
 import (

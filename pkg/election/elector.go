@@ -22,7 +22,7 @@ const releaseTimeout = 750 * time.Millisecond
 // Elector is one participant in an election. Create it with New and start it
 // with Run; Status may be called at any time from any goroutine.
 //
-// Two rules keep two participants from leading at once, whatever the API
+// Four rules keep two participants from leading at once, whatever the API
 // server, the network or the other participants do:
 //   - A follower times a lease from its own observation of the last change
 //     of the record, on its monotonic clock, and waits at least its own TTL
@@ -251,8 +251,9 @@ func (e *Elector) follow(ctx context.Context) bool {
 }
 
 // tryAcquire takes the lock if it is free. Otherwise it says how long to
-// wait before the lease can have expired. It makes no request while the
-// lease it observed is still running.
+// wait before the lease can have expired. It makes no request to take the
+// lock while the lease it observed is still running; meanwhile it may name
+// itself successor (see propose).
 func (e *Elector) tryAcquire(ctx context.Context) (bool, time.Duration) {
 	if !e.appHealthy() {
 		// It takes nothing until its application answers healthy, which
@@ -482,13 +483,14 @@ func (e *Elector) newRecord(prev Record, now time.Time, create bool) Record {
 	return rec
 }
 
-// lead renews the lock every retry period until ctx is done (then it
-// releases it), a renewal fails past the renew deadline, or the lock is
-// seen to be lost (then it steps down).
+// lead renews the lock every retry period until ctx is done or its
+// application turns unhealthy (then it releases it), a renewal fails past
+// the renew deadline, or the lock is seen to be lost (then it steps down).
 //
 // Every wake-up (a timer, a new version of the lock, ctx) judges all that
 // may be due, from the clock and the state, in one order: a shutdown, the
-// renew deadline, a lost lock, the claim, the renewal. Which wake-up came
+// application's health, the renew deadline, a lost lock, the claim, the
+// renewal. Which wake-up came
 // first never matters, so a seeded participant does the same in every run
 // even when two of them fall on one instant.
 func (e *Elector) lead(ctx context.Context) {
@@ -961,9 +963,9 @@ func (e *Elector) appHealthChanged(healthy bool, why string) {
 	e.notify()
 }
 
-// observe records a version of the lock from a watch event. An event older
-// than what was already observed (it arrived after the answer to a later
-// write) is dropped.
+// observe records a version of the lock from a watch event or a write's
+// answer. A version older than what was already observed (an event that
+// arrived after the answer to a later write) is dropped.
 func (e *Elector) observe(obs *observation) {
 	e.mu.Lock()
 	prev := e.observed
@@ -975,7 +977,7 @@ func (e *Elector) observe(obs *observation) {
 }
 
 // observeNewest records a version of the lock known to be the newest: a
-// read, or a write's answer. observedAt moves when the version changes:
+// read, or what observe found no older than the last. observedAt moves when the version changes:
 // that is the moment a lease is timed from.
 func (e *Elector) observeNewest(obs *observation) {
 	e.mu.Lock()

@@ -21,8 +21,8 @@ import (
 //
 // They are written in the Prometheus text format by hand rather than with
 // the Prometheus client library: that library and the protobuf runtime it
-// brings are a megabyte of a binary meant to be a small sidecar, for five
-// metrics.
+// brings are a megabyte of a binary meant to be a small sidecar, for a
+// dozen metrics.
 type Metrics struct {
 	mu sync.Mutex
 	// info labels elector_info: the election, this participant's ID and

@@ -12,18 +12,18 @@ import (
 
 // The newest participant leads next.
 //
-// When a leader releases the lock, every follower used to race for it, and
-// in a rolling update the race was as likely to go to an old pod, about to
-// be replaced in turn, as to a new one: leadership hopped from old pod to
-// old pod before it landed on a new one, an outage for a leader-only
-// workload at each hop. So the followers keep a successor named on the
+// Without a successor, every follower races for a released lock, and in a
+// rolling update the race is as likely to go to an old pod, about to be
+// replaced in turn, as to a new one: leadership hops from old pod to old
+// pod before it lands on a new one, an outage for a leader-only workload at
+// each hop. So the followers keep a successor named on the
 // lock object: the participant that joined last (the newest pod of a
 // rollout), in AnnotationSuccessor. A follower newer than the one named
 // writes itself there, with a compare-and-swap that changes nothing else,
 // just after it sees the leader renew; the leader renews over it.
 //
 // After a release, the named successor takes the lock at once; the others
-// give it successorGrace first, and race as before if it has not. A
+// give it successorGrace first, and race for it if it has not. A
 // successor that is gone costs a handover that grace. One racer instead of
 // all of them also makes the handover itself faster: the API server
 // answers one write, not one per follower.
@@ -36,7 +36,7 @@ import (
 // shuts down, as "return/<wait ms>/<id>", and the others leave the lock to
 // it for that wait (at most their TTL, a crash's failover): one handover,
 // to the same name in its new pod, after a gap of the pod's restart. If it
-// is not back by then (scaled down, say), they race as before.
+// is not back by then (scaled down, say), they race for the lock.
 //
 // None of this touches safety: a successor takes a released lock with the
 // same compare-and-swap as anyone, and a proposal is a write of the lock
@@ -62,8 +62,8 @@ type candidate struct {
 }
 
 // returnPrefix starts the AnnotationSuccessor value of a leader that left
-// to come back. Electors from before it read no successor there, and race
-// for the lock at once as they always did.
+// to come back. Electors of releases before it read no successor there, and
+// race for the lock at once.
 const returnPrefix = "return/"
 
 func (c candidate) String() string {
@@ -214,8 +214,9 @@ func (e *Elector) propose(ctx context.Context, obs *observation, now time.Time) 
 		e.observe(got)
 	case apierrors.IsForbidden(err):
 		// An admission policy from before the successor annotation, or an
-		// API server that has just restarted: the election runs as before,
-		// every follower racing after a release, and it tries again later.
+		// API server that has just restarted: the election runs without a
+		// successor, every follower racing after a release, and it tries
+		// again later.
 		e.mu.Lock()
 		e.proposeOffUntil = now.Add(proposeAgainAfter)
 		e.mu.Unlock()

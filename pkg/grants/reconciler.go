@@ -52,7 +52,8 @@ const (
 // Reconciler keeps, in each namespace with injected pods, one Role and
 // RoleBinding per service account that runs an elector, granting that
 // account exactly its own lock objects (see DesiredRole), and a RoleBinding
-// to PodLabelClusterRole for an account whose electors label their pod.
+// to PodLabelClusterRole for an account whose electors label or annotate
+// their pod (-pod-label or -pod-deletion-cost).
 // Requests are namespaces.
 //
 // What an account is granted follows only from the command lines of its

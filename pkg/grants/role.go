@@ -1,7 +1,9 @@
 // Package grants gives the service account of each injected pod the rights
 // its elector needs, and no more: a Role and RoleBinding per service
 // account, naming the account's own lock objects, computed from what the
-// pods' elector containers run (see ElectorOf).
+// pods' elector containers run (see ElectorOf). It also trims the
+// injector's pod cache (CacheByObject) and counts from it the pods an older
+// injector injected (OutdatedPods).
 package grants
 
 import (
@@ -32,10 +34,11 @@ const LegacyName = "k8s-elector"
 
 // PodLabelClusterRole is the shipped ClusterRole (config/rbac) with pods
 // get and patch, and the MarkerRestrictedVerb marker, bound to the service
-// accounts of electors that label their pod. The injector holds "bind" on
-// it rather than pods patch itself; the ValidatingAdmissionPolicy
-// k8s-elector-pod-label narrows what its holders may patch to the labels
-// and elections of their markers.
+// accounts of electors that label or annotate their pod (-pod-label or
+// -pod-deletion-cost). The injector holds "bind" on it rather than pods
+// patch itself; the ValidatingAdmissionPolicy k8s-elector-pod-label narrows
+// what its holders may patch to the labels and elections of their markers,
+// and the pod's own deletion cost.
 const PodLabelClusterRole = "k8s-elector-pod-label"
 
 // Marker rights. RBAC never checks them for a real request: no API serves

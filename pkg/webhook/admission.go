@@ -25,8 +25,8 @@ import (
 )
 
 // Handler is the injector's mutating admission webhook for pods: it decodes
-// the pod, hands it to Inject, and turns the result into an admission
-// response. All the decisions are Inject's. Create it with NewHandler.
+// the pod, hands it to inject, and turns the result into an admission
+// response. All the decisions are inject's. Create it with NewHandler.
 type Handler struct {
 	settings Settings
 }
@@ -128,13 +128,13 @@ func decodePod(req admission.Request) (*corev1.Pod, error) {
 }
 
 // injectionPatch returns the JSON patch that turns pod, as the API server
-// sent it, into injected, Inject's result. Inject stays the only place that
-// decides what a pod gets: the patch is read off the few places Inject
+// sent it, into injected, inject's result. inject stays the only place that
+// decides what a pod gets: the patch is read off the few places inject
 // changes (a sidecar inserted among the init containers or appended to the
 // containers, a volume appended, the service account named, the pod-level
-// resources replaced, an annotation and a label set). It is much cheaper than diffing the whole pod
+// resources replaced, three annotations and a label set). It is much cheaper than diffing the whole pod
 // as JSON, which was most of the handler's time. TestHandlePatches applies
-// the patch to the raw request and checks that it gives Inject's pod.
+// the patch to the raw request and checks that it gives inject's pod.
 func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
 	containerName := func(c corev1.Container) string { return c.Name }
 	var patches []patchOp
@@ -159,8 +159,8 @@ func injectionPatch(pod, injected *corev1.Pod) ([]patchOp, error) {
 
 // listPatch returns the operations that turn the list before into after,
 // where after is before with items inserted at one index (its start, its
-// end, or anywhere between), the way Inject grows a list. Items are told
-// apart by name; Inject refuses a pod that already uses the name of an item
+// end, or anywhere between), the way inject grows a list. Items are told
+// apart by name; inject refuses a pod that already uses the name of an item
 // it adds, so the inserted items start at the first name that differs.
 // Anything else is an error rather than a wrong patch.
 func listPatch[T any](path string, before, after []T, name func(T) string) ([]patchOp, error) {

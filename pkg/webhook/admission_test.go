@@ -56,8 +56,8 @@ func newTestHandler(t *testing.T) *Handler {
 }
 
 // TestHandlePatches checks that the patch, applied to the request as the API
-// server would, gives exactly Inject's pod: the handler builds the patch from
-// the few places Inject changes, so any other change would be lost here.
+// server would, gives exactly inject's pod: the handler builds the patch from
+// the few places inject changes, so any other change would be lost here.
 func TestHandlePatches(t *testing.T) {
 	tests := map[string]*corev1.Pod{
 		// No labels, volumes, init containers or service account: each is
@@ -115,7 +115,7 @@ func TestHandlePatches(t *testing.T) {
 	for name, pod := range tests {
 		t.Run(name, func(t *testing.T) {
 			req := podRequest(t, pod)
-			// Inject sees the pod as the handler decodes it from the request.
+			// inject sees the pod as the handler decodes it from the request.
 			var sent corev1.Pod
 			if err := json.Unmarshal(req.Object.Raw, &sent); err != nil {
 				t.Fatal(err)
@@ -136,7 +136,7 @@ func TestHandlePatches(t *testing.T) {
 			ops := resp.Patch
 			if cmp.Equal(&sent, want) {
 				if len(ops) != 0 || resp.PatchType != nil {
-					t.Fatalf("Inject left the pod unchanged, but the response patches it: %s", ops)
+					t.Fatalf("inject left the pod unchanged, but the response patches it: %s", ops)
 				}
 				return
 			}
@@ -156,7 +156,7 @@ func TestHandlePatches(t *testing.T) {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(want, &got); diff != "" {
-				t.Errorf("patched pod differs from Inject's (-want +got):\n%s\npatch: %s", diff, ops)
+				t.Errorf("patched pod differs from inject's (-want +got):\n%s\npatch: %s", diff, ops)
 			}
 		})
 	}
@@ -402,7 +402,7 @@ func TestHandleEveryPort(t *testing.T) {
 
 // FuzzHandle: the handler answers every request promptly and never with an
 // internal error, and the patch it returns, applied to the request's JSON
-// as the API server applies it, gives exactly Inject's pod.
+// as the API server applies it, gives exactly inject's pod.
 //
 //	go test -run '^$' -fuzz FuzzHandle -fuzztime 5m ./pkg/webhook/
 func FuzzHandle(f *testing.F) {
@@ -452,12 +452,12 @@ func FuzzHandle(f *testing.F) {
 		want, injectErr := inject(decoded, testSettings())
 		if injectErr != nil {
 			if resp.Allowed || resp.Result.Message != injectErr.Error() {
-				t.Fatalf("Inject refused the pod with %q, the handler answered allowed=%v %q", injectErr, resp.Allowed, resp.Result.Message)
+				t.Fatalf("inject refused the pod with %q, the handler answered allowed=%v %q", injectErr, resp.Allowed, resp.Result.Message)
 			}
 			return
 		}
 		if !resp.Allowed {
-			t.Fatalf("Inject accepted the pod, the handler denied it: %q", resp.Result.Message)
+			t.Fatalf("inject accepted the pod, the handler denied it: %q", resp.Result.Message)
 		}
 		got := decoded
 		if len(resp.Patch) > 0 {
@@ -476,9 +476,9 @@ func FuzzHandle(f *testing.F) {
 		}
 		if !equality.Semantic.DeepEqual(want, got) {
 			if len(sent) < 64<<10 {
-				t.Fatalf("patched pod differs from Inject's (-want +got):\n%s\npatch: %s", cmp.Diff(want, got), resp.Patch)
+				t.Fatalf("patched pod differs from inject's (-want +got):\n%s\npatch: %s", cmp.Diff(want, got), resp.Patch)
 			}
-			t.Fatal("patched pod differs from Inject's")
+			t.Fatal("patched pod differs from inject's")
 		}
 	})
 }

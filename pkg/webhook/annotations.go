@@ -51,7 +51,7 @@ const (
 	// AnnotationInjectorVersion and AnnotationInjectedImage are written by
 	// the injector, never by users: the injector's version and the image of
 	// the sidecar it added, so that the pods injected by an older release
-	// can be found and rolled. Inject overwrites what a pod sets itself.
+	// can be found and rolled. inject overwrites what a pod sets itself.
 	AnnotationInjectorVersion = AnnotationPrefix + "injector-version"
 	AnnotationInjectedImage   = AnnotationPrefix + "injected-image"
 
@@ -79,8 +79,8 @@ var Annotations = []Annotation{
 		"Lock object kind: leases, configmaps or endpoints, if the injector's `-allowed-lock-types` allows it (by default leases and configmaps) " +
 			"(default: the injector's, else leases)."},
 	{AnnotationImage, "ghcr.io/vapor-ware/k8s-elector:v1.0.0", "Elector image (default: the injector's)."},
-	{AnnotationCPU, "10m", "CPU request of the sidecar (default: 10m). Also raises the CPU limit when larger than it."},
-	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: 24Mi). Also raises the memory limit when larger than it."},
+	{AnnotationCPU, "10m", "CPU request of the sidecar (default: the injector's, 10m). Also raises the CPU limit when larger than it."},
+	{AnnotationMemory, "32Mi", "Memory request of the sidecar (default: the injector's, 24Mi). Also raises the memory limit when larger than it."},
 	{AnnotationCPULimit, "200m", "CPU limit of the sidecar, 0 for none (default: the injector's, 100m). Must not be below the CPU request."},
 	{AnnotationMemoryLimit, "128Mi", "Memory limit of the sidecar, 0 for none (default: the injector's, 64Mi). Must not be below the memory request."},
 	{AnnotationNativeSidecar, "false",
@@ -168,7 +168,7 @@ type Options struct {
 	// set, with the pod's IP in $POD_IP.
 	LeaderService string
 	// ReturnWait is the elector's -return-wait, passed only when non-zero.
-	// Inject sets it to the TTL for a StatefulSet's pod, unless the
+	// inject sets it to the TTL for a StatefulSet's pod, unless the
 	// annotation says otherwise.
 	ReturnWait time.Duration
 }

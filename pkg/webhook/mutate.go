@@ -110,7 +110,7 @@ func inject(pod *corev1.Pod, s Settings) (*corev1.Pod, error) {
 	return out, nil
 }
 
-// alreadyInjected reports whether the pod went through Inject before. Both
+// alreadyInjected reports whether the pod went through inject before. Both
 // marks are required: the status annotation alone may have been copied from
 // another pod's manifest, and the sidecar would then be missing.
 func alreadyInjected(pod *corev1.Pod) bool {

@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.injected.yaml from Inject's output")
+var update = flag.Bool("update", false, "rewrite testdata/*.injected.yaml from inject's output")
 
 // testSettings are the settings every test injects with.
 func testSettings() Settings {
@@ -39,7 +39,7 @@ func TestInjectGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pods that Inject must return as they came.
+	// Pods that inject must return as they came.
 	unchanged := map[string]bool{"already-injected": true, "no-annotation": true}
 	ran := 0
 	for _, in := range inputs {
@@ -54,23 +54,23 @@ func TestInjectGolden(t *testing.T) {
 
 			got, err := inject(pod, testSettings())
 			if err != nil {
-				t.Fatalf("Inject: %v", err)
+				t.Fatalf("inject: %v", err)
 			}
 			if diff := cmp.Diff(before, pod); diff != "" {
-				t.Errorf("Inject modified its input (-before +after):\n%s", diff)
+				t.Errorf("inject modified its input (-before +after):\n%s", diff)
 			}
 			if unchanged[name] {
 				if diff := cmp.Diff(pod, got); diff != "" {
-					t.Errorf("Inject changed a pod it should leave alone (-in +out):\n%s", diff)
+					t.Errorf("inject changed a pod it should leave alone (-in +out):\n%s", diff)
 				}
 			}
 			// The API server may call the webhook again on its own output.
 			again, err := inject(got, testSettings())
 			if err != nil {
-				t.Fatalf("Inject on its own output: %v", err)
+				t.Fatalf("inject on its own output: %v", err)
 			}
 			if diff := cmp.Diff(got, again); diff != "" {
-				t.Errorf("Inject is not idempotent (-first +second):\n%s", diff)
+				t.Errorf("inject is not idempotent (-first +second):\n%s", diff)
 			}
 
 			out, err := yaml.Marshal(got)
@@ -191,11 +191,11 @@ func TestInjectMarksVersionAndImage(t *testing.T) {
 			pod := appPod(tt.annotations)
 			out, err := inject(pod, s)
 			if err != nil {
-				t.Fatalf("Inject: %v", err)
+				t.Fatalf("inject: %v", err)
 			}
 			if tt.wantImage == "" {
 				if diff := cmp.Diff(pod, out); diff != "" {
-					t.Errorf("Inject changed a pod that asks for nothing (-in +out):\n%s", diff)
+					t.Errorf("inject changed a pod that asks for nothing (-in +out):\n%s", diff)
 				}
 				return
 			}
@@ -516,10 +516,10 @@ func TestInjectErrors(t *testing.T) {
 			}
 			got, err := inject(pod, s)
 			if err == nil {
-				t.Fatalf("Inject succeeded, want error %q; pod:\n%v", tt.want, got)
+				t.Fatalf("inject succeeded, want error %q; pod:\n%v", tt.want, got)
 			}
 			if got != nil {
-				t.Errorf("Inject returned a pod with its error")
+				t.Errorf("inject returned a pod with its error")
 			}
 			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
@@ -528,7 +528,7 @@ func TestInjectErrors(t *testing.T) {
 	}
 }
 
-// A fuzzed call must use at most fuzzCPU of CPU time. Inject and Handle
+// A fuzzed call must use at most fuzzCPU of CPU time. inject and Handle
 // take well under a millisecond on a usual pod and tens of milliseconds on
 // a 3 MB one; the bound is generous, to catch costs that grow much faster
 // than the pod, not to measure speed. It is CPU time, not wall time, so
@@ -579,7 +579,7 @@ const rusageThread = 1
 
 // addPodSeeds adds every golden input, as JSON, to f's corpus, and
 // basic.yaml with every TCP port (a pod of about 3 MB, the one that once
-// made Inject loop forever). That one is left out under -fuzz, where the
+// made inject loop forever). That one is left out under -fuzz, where the
 // fuzzer would spend most of its time on copies of it; go test runs it.
 func addPodSeeds(f *testing.F) {
 	fuzzing := flag.Lookup("test.fuzz").Value.String() != ""
@@ -630,7 +630,7 @@ func fuzzPod(raw []byte, ports uint16) (pod *corev1.Pod, ok bool) {
 	return pod, true
 }
 
-// FuzzInject: Inject never panics, returns promptly, leaves its input
+// FuzzInject: inject never panics, returns promptly, leaves its input
 // alone, gives a pod one sidecar or an error (never both), and returns the
 // pod it injected unchanged.
 //
@@ -645,22 +645,22 @@ func FuzzInject(f *testing.F) {
 		before := pod.DeepCopy()
 		var out *corev1.Pod
 		var err error
-		within(t, "Inject", func() { out, err = inject(pod, testSettings()) })
+		within(t, "inject", func() { out, err = inject(pod, testSettings()) })
 		if !equality.Semantic.DeepEqual(before, pod) {
-			t.Fatal("Inject modified its input")
+			t.Fatal("inject modified its input")
 		}
 		if err != nil {
 			if out != nil {
-				t.Fatalf("Inject returned a pod with its error %q", err)
+				t.Fatalf("inject returned a pod with its error %q", err)
 			}
 			if err.Error() == "" {
-				t.Fatal("Inject returned an empty error")
+				t.Fatal("inject returned an empty error")
 			}
 			return
 		}
 		if !wantsInjection(pod.Annotations) || alreadyInjected(pod) {
 			if !equality.Semantic.DeepEqual(pod, out) {
-				t.Fatal("Inject changed a pod it has nothing to inject into")
+				t.Fatal("inject changed a pod it has nothing to inject into")
 			}
 			return
 		}
@@ -671,29 +671,29 @@ func FuzzInject(f *testing.F) {
 			}
 		}
 		if n != 1 || !alreadyInjected(out) {
-			t.Fatalf("Inject gave the pod %d %s containers and status %q, want one and %q", n, ContainerName, out.Annotations[AnnotationStatus], StatusInjected)
+			t.Fatalf("inject gave the pod %d %s containers and status %q, want one and %q", n, ContainerName, out.Annotations[AnnotationStatus], StatusInjected)
 		}
 		if v := out.Annotations[AnnotationInjectorVersion]; v != testSettings().InjectorVersion {
-			t.Fatalf("Inject wrote %s %q, want the injector's %q", AnnotationInjectorVersion, v, testSettings().InjectorVersion)
+			t.Fatalf("inject wrote %s %q, want the injector's %q", AnnotationInjectorVersion, v, testSettings().InjectorVersion)
 		}
 		if img := out.Annotations[AnnotationInjectedImage]; img != sidecarImage(out) {
-			t.Fatalf("Inject wrote %s %q, but the sidecar runs %q", AnnotationInjectedImage, img, sidecarImage(out))
+			t.Fatalf("inject wrote %s %q, but the sidecar runs %q", AnnotationInjectedImage, img, sidecarImage(out))
 		}
 		if hasPodLevelResources(pod) && budgetFits(pod) == nil {
 			if err := budgetFits(out); err != nil {
 				t.Fatalf("the pod's containers fitted its pod-level budget, the injected pod's do not: %v", err)
 			}
 			if guaranteed(pod) != guaranteed(out) {
-				t.Fatalf("Inject changed the pod's QoS class: Guaranteed %v, then %v", guaranteed(pod), guaranteed(out))
+				t.Fatalf("inject changed the pod's QoS class: Guaranteed %v, then %v", guaranteed(pod), guaranteed(out))
 			}
 		}
 		var again *corev1.Pod
-		within(t, "Inject of an injected pod", func() { again, err = inject(out, testSettings()) })
+		within(t, "inject of an injected pod", func() { again, err = inject(out, testSettings()) })
 		if err != nil {
-			t.Fatalf("Inject of its own output: %v", err)
+			t.Fatalf("inject of its own output: %v", err)
 		}
 		if !equality.Semantic.DeepEqual(out, again) {
-			t.Fatal("Inject is not idempotent: it changed the pod it injected")
+			t.Fatal("inject is not idempotent: it changed the pod it injected")
 		}
 	})
 }

@@ -27,7 +27,7 @@ import (
 // limit; since Kubernetes 1.37 it does so after the webhooks have run, on
 // the injected pod. A pod that sets only pod-level limits would then get
 // requests computed from the sidecar's alone (a 1 CPU Guaranteed pod would
-// become a 10m Burstable one). So Inject settles the budget as the API
+// become a 10m Burstable one). So inject settles the budget as the API
 // server would on the pod it was given, and writes it out whole, with the
 // sidecar's share added: what the API server does afterwards, or did
 // before (it filled the values in before the webhooks until 1.37), changes

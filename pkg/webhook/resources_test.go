@@ -9,7 +9,7 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// TestPodBudget checks the pod-level budget Inject writes for pod shapes
+// TestPodBudget checks the pod-level budget inject writes for pod shapes
 // that the golden files do not show. Each want is what Kubernetes'
 // DefaultPodLevelResources settles on for the pod as given, plus the
 // sidecar's share (10m/24Mi requested, 100m/64Mi limits).

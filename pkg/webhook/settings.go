@@ -21,7 +21,7 @@ type Settings struct {
 	// InjectorVersion is the injector's own version, written on every pod it
 	// injects (AnnotationInjectorVersion), so that the pods of an older
 	// release can be found after an upgrade. It has no default: the caller
-	// passes its build's version, and tests a fixed string, so that Inject
+	// passes its build's version, and tests a fixed string, so that inject
 	// stays a pure function.
 	InjectorVersion string
 	// Port is the elector's HTTP port, 4040 by default, the port upstream

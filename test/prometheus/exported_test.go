@@ -264,7 +264,7 @@ func value(families snapshot, name, labels string) float64 {
 }
 
 // start runs a process until the test ends, then stops it with SIGTERM;
-// its output is logged if the test fails.
+// the last 50 lines of its output are logged if the test fails.
 func start(t *testing.T, name, path string, args ...string) {
 	t.Helper()
 	p, err := controlplane.Run(exec.Command(path, args...), nil, nil)
