@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -244,6 +245,9 @@ func (e *electors) stream(ctx context.Context, el *elector) error {
 	defer w.Close()
 	for {
 		st, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			return nil // the elector ended the stream
+		}
 		if err != nil {
 			return err
 		}

@@ -93,7 +93,7 @@ func (p *elector) exited() (bool, string) {
 	if !p.Exited() {
 		return false, ""
 	}
-	return true, fmt.Sprintf("elector %s exited (%v):\n%s", p.id, p.Err(), p.Tail(20))
+	return true, fmt.Sprintf("elector %s exited (%v):\n%s", p.id, p.Cmd.ProcessState, p.Tail(20))
 }
 
 // statusClient asks every participant GET / over a kept-alive connection of

@@ -169,7 +169,7 @@ func FreePort() (int, error) {
 // account, bound to pod when given, as the kubelet does for a projected
 // token. It retries for 30 seconds while the account does not exist yet
 // or the API server does not answer; a request the API server refuses
-// (forbidden, invalid) fails at once.
+// (forbidden, invalid, a pod of another UID) fails at once.
 func Token(ctx context.Context, client kubernetes.Interface, ns, account string, pod *corev1.Pod) (string, error) {
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
 	if pod != nil {
@@ -181,12 +181,13 @@ func Token(ctx context.Context, client kubernetes.Interface, ns, account string,
 		if err == nil {
 			return tr.Status.Token, nil
 		}
-		if time.Now().After(deadline) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
+		if time.Now().After(deadline) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
+			apierrors.IsBadRequest(err) || apierrors.IsConflict(err) {
 			return "", fmt.Errorf("token of service account %s/%s: %w", ns, account, err)
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", fmt.Errorf("token of service account %s/%s: %w (last: %w)", ns, account, ctx.Err(), err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -35,6 +36,10 @@ type Process struct {
 	tail []string
 }
 
+// drainAfterExit is how long Run keeps reading a process's output after
+// the process exited: a child it left behind may hold the pipe open.
+const drainAfterExit = 2 * time.Second
+
 // Run starts cmd with its stdout and stderr joined. Each line goes to log
 // and to line, where they are not nil, as it is written; the last lines are
 // kept for Tail.
@@ -54,27 +59,42 @@ func Run(cmd *exec.Cmd, log io.Writer, line func(string)) (*Process, error) {
 	if log == nil {
 		log = io.Discard
 	}
+	read := make(chan struct{})
 	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			text := sc.Text()
-			fmt.Fprintln(log, text)
-			p.mu.Lock()
-			p.tail = append(p.tail, text)
-			if len(p.tail) > tailLines {
-				p.tail = p.tail[1:]
+		defer close(read)
+		br := bufio.NewReader(r)
+		for {
+			// A line of any length is read whole: the log gets every byte.
+			text, err := br.ReadString('\n')
+			if text != "" {
+				text = strings.TrimSuffix(text, "\n")
+				fmt.Fprintln(log, text)
+				p.mu.Lock()
+				p.tail = append(p.tail, text)
+				if len(p.tail) > tailLines {
+					p.tail = p.tail[1:]
+				}
+				p.mu.Unlock()
+				if line != nil {
+					line(text)
+				}
 			}
-			p.mu.Unlock()
-			if line != nil {
-				line(text)
+			if err != nil {
+				return
 			}
 		}
-		// A line too long for the scanner: the rest still goes to the log.
-		_, _ = io.Copy(log, r)
-		r.Close()
+	}()
+	go func() {
+		// The write end is a file, not a pipe of exec's own, so Wait does
+		// not wait for the reader, nor for a child that still holds it.
 		p.err = cmd.Wait()
+		select {
+		case <-read:
+		case <-time.After(drainAfterExit):
+		}
+		r.Close() // ends a read still waiting on such a child
+		<-read
+		close(p.done)
 	}()
 	return p, nil
 }
@@ -125,8 +145,21 @@ func (p *Process) Stop(sig os.Signal, grace time.Duration) error {
 		return nil
 	case <-time.After(grace):
 		p.Kill()
-		return fmt.Errorf("%s did not exit within %s of %s", p.Cmd.Path, grace, sig)
+		return fmt.Errorf("%s did not exit within %s of %s", filepath.Base(p.Cmd.Path), grace, signalName(sig))
 	}
+}
+
+// signalName names sig as kill(1) does.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	}
+	return sig.String()
 }
 
 // Freeze stops the process (SIGSTOP) and returns once every thread of it
@@ -172,7 +205,7 @@ func (p *Process) Kill() {
 
 // serving is the elector's log line that says where it serves GET /, as
 // text or as JSON.
-var serving = regexp.MustCompile(`"?msg"?[=:]"serving leader state".*"?address"?[=:]"?([0-9.:\[\]]+)`)
+var serving = regexp.MustCompile(`"?msg"?[=:]"serving leader state".*"?address"?[=:]"?([^\s"]+)`)
 
 // ServingAddress is the address an elector's log line says it serves
 // GET / on, if the line says so.
@@ -186,8 +219,9 @@ func ServingAddress(line string) (string, bool) {
 
 // StartElector starts cmd, an elector, as Run does, and waits until its
 // log says where it serves GET /, for at most wait. One that does not serve
-// in time or outlives ctx is killed; the error for one that exited first or
-// did not serve in time carries the end of its log.
+// in time, or before ctx ends, is killed; the error for one that exited
+// first or did not serve in time carries the end of its log. ctx matters
+// only until the elector serves.
 func StartElector(ctx context.Context, cmd *exec.Cmd, log io.Writer, line func(string), wait time.Duration) (*Process, string, error) {
 	addr := make(chan string, 1)
 	p, err := Run(cmd, log, func(l string) {

@@ -14,6 +14,7 @@ func TestServingAddress(t *testing.T) {
 	for _, tc := range []struct{ line, want string }{
 		{`time=2026-12-06T16:00:00.000Z level=INFO msg="serving leader state" address=127.0.0.1:4040`, "127.0.0.1:4040"},
 		{`{"time":"2026-12-06T16:00:00Z","level":"INFO","msg":"serving leader state","address":"[::1]:4040"}`, "[::1]:4040"},
+		{`time=2026-12-06T16:00:00.000Z level=INFO msg="serving leader state" address=[fd00::a]:4040`, "[fd00::a]:4040"},
 		{`time=2026-12-06T16:00:00.000Z level=INFO msg="joining election" election=e`, ""},
 		{`msg="serving leader state"`, ""},
 	} {
@@ -100,5 +101,36 @@ func TestFreeze(t *testing.T) {
 	}
 	if err := p.Freeze(time.Second); err == nil {
 		t.Error("Freeze of an exited process: no error")
+	}
+}
+
+// TestRunOutput: every byte of a line longer than any buffer reaches the
+// log, the lines after it reach the callback, and a child left holding the
+// output does not keep Done from closing.
+func TestRunOutput(t *testing.T) {
+	var log strings.Builder
+	var mu sync.Mutex
+	var seen []string
+	p, err := Run(exec.Command("sh", "-c", `head -c 2000000 /dev/zero | tr '\0' x; echo; echo after; (sleep 30 &) ; echo last`),
+		&log, func(l string) { mu.Lock(); seen = append(seen, l); mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("Done waited on a child that holds the output")
+	}
+	want := strings.Repeat("x", 2000000) + "\nafter\nlast\n"
+	if log.String() != want {
+		t.Errorf("log has %d bytes, want %d", log.Len(), len(want))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 || seen[1] != "after" || seen[2] != "last" {
+		t.Errorf("%d lines seen, want 3 ending after, last", len(seen))
+	}
+	if p.Err() != nil {
+		t.Errorf("exit: %v", p.Err())
 	}
 }

@@ -17,6 +17,7 @@
 package podrunner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -242,7 +243,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 	r.pods[pod.UID] = p
 	r.mu.Unlock()
 	r.logf("pod %s: started its elector (pid %d) as service account %s/%s on %s",
-		pod.Name, p.proc.Cmd.Process.Pid, pod.Namespace, pod.Spec.ServiceAccountName, p.Addr)
+		pod.Name, p.proc.Cmd.Process.Pid, pod.Namespace, serviceAccount(pod), p.Addr)
 	r.wg.Go(func() { r.markReady(ctx, pod, p) })
 	return nil
 }
@@ -254,11 +255,7 @@ func (r *Runner) start(ctx context.Context, pod *corev1.Pod, c *corev1.Container
 // here shares one network. Its kubeconfig and log are kept in dir.
 func StartSidecar(ctx context.Context, client kubernetes.Interface, cfg *rest.Config, elector, dir string,
 	pod *corev1.Pod, c *corev1.Container) (*Pod, error) {
-	account := pod.Spec.ServiceAccountName
-	if account == "" {
-		account = "default"
-	}
-	token, err := controlplane.Token(ctx, client, pod.Namespace, account, pod)
+	token, err := controlplane.Token(ctx, client, pod.Namespace, serviceAccount(pod), pod)
 	if err != nil {
 		return nil, err
 	}
@@ -302,6 +299,9 @@ func StartSidecar(ctx context.Context, client kubernetes.Interface, cfg *rest.Co
 	}()
 	return p, nil
 }
+
+// serviceAccount is the account pod runs as.
+func serviceAccount(pod *corev1.Pod) string { return cmp.Or(pod.Spec.ServiceAccountName, "default") }
 
 // Stop sends the sidecar SIGTERM, as the kubelet does when its pod is
 // deleted, and waits for it to exit; after grace it kills it.

@@ -556,14 +556,15 @@ func startElector(t *testing.T, kubeconfig, ns, name string, extra ...string) st
 		"-id=test", "-kubeconfig=" + kubeconfig, "-http=127.0.0.1:0", "-ttl=3s"}, extra...)
 	cmd := exec.Command(electorBin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	p, addr, err := controlplane.StartElector(context.Background(), cmd, nil, nil, 20*time.Second)
+	var log strings.Builder // written until Kill returns
+	p, addr, err := controlplane.StartElector(context.Background(), cmd, &log, nil, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("elector log ends:\n%s", p.Tail(50))
+			t.Logf("elector logs:\n%s", log.String())
 		}
 	})
 	return addr

@@ -263,20 +263,19 @@ func value(families snapshot, name, labels string) float64 {
 	return -1
 }
 
-// start runs a process until the test ends, then stops it with SIGTERM;
-// the last 50 lines of its output are logged if the test fails.
+// start runs a process until the test ends, then stops it with SIGTERM
+// (SIGKILL after 45 s); its output is logged if the test fails.
 func start(t *testing.T, name, path string, args ...string) {
 	t.Helper()
-	p, err := controlplane.Run(exec.Command(path, args...), nil, nil)
+	var out strings.Builder // written until Stop returns
+	p, err := controlplane.Run(exec.Command(path, args...), &out, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := p.Stop(syscall.SIGTERM, 45*time.Second); err != nil {
-			t.Error(err)
-		}
+		_ = p.Stop(syscall.SIGTERM, 45*time.Second)
 		if t.Failed() {
-			t.Logf("%s's output ends:\n%s", name, p.Tail(50))
+			t.Logf("%s's output:\n%s", name, out.String())
 		}
 	})
 }
