@@ -53,6 +53,20 @@ simulate: ## Run SIM_SCHEDULES simulated elections from seed SIM_BASE; failures 
 	go test ./pkg/election -run '^TestSimulate$$' -count=1 -timeout 0 -v \
 		-sim.schedules=$(SIM_SCHEDULES) -sim.base=$(SIM_BASE) -sim.keep -sim.maxfail=20
 
+FUZZTIME ?= 1m
+# The packages with Fuzz targets: every input the API server or a pod
+# author controls is fuzzed there.
+FUZZ_PKGS = ./pkg/election ./pkg/webhook
+
+.PHONY: fuzz
+fuzz: ## Run every Fuzz target for FUZZTIME each; a failing input is kept in the package's testdata/fuzz, which make test replays.
+	@for pkg in $(FUZZ_PKGS); do \
+		for target in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			go test $$pkg -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s || exit 1; \
+		done; \
+	done
+
 .PHONY: lint
 lint: ## go vet, gofmt, golangci-lint (pinned; .golangci.yml), and staticcheck on the test/prometheus module.
 	go vet ./...

@@ -67,7 +67,7 @@ func TestRawObjectRefusesWhatIsNotAnObject(t *testing.T) {
 // again and decodes to the same object, its fields kept as JSON equal to
 // those it was sent; never a panic.
 //
-//	go test -run '^$' -fuzz FuzzRawObject -fuzztime 2m ./pkg/election/
+//	go test -run '^$' -fuzz FuzzRawObject -fuzztime 2m -fuzzminimizetime 5s ./pkg/election/ (or make fuzz)
 func FuzzRawObject(f *testing.F) {
 	for _, seed := range []string{
 		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","annotations":{"a":"b"}},"data":{"k":"v"}}`,

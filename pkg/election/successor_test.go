@@ -115,7 +115,7 @@ func TestLeavingToReturn(t *testing.T) {
 // lock; reading it never panics, and what it accepts writes back as itself
 // and reads back the same.
 //
-//	go test -run '^$' -fuzz FuzzParseCandidate -fuzztime 1m ./pkg/election/
+//	go test -run '^$' -fuzz FuzzParseCandidate -fuzztime 1m -fuzzminimizetime 5s ./pkg/election/ (or make fuzz)
 func FuzzParseCandidate(f *testing.F) {
 	for _, seed := range []string{"1700000000000/web-0", "return/10000/db-2", "return/0/x", "-5/x", "return/return/1/x", "9223372036854775807/x", "return/9223372036854775807/x"} {
 		f.Add(seed)

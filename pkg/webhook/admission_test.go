@@ -404,7 +404,7 @@ func TestHandleEveryPort(t *testing.T) {
 // internal error, and the patch it returns, applied to the request's JSON
 // as the API server applies it, gives exactly inject's pod.
 //
-//	go test -run '^$' -fuzz FuzzHandle -fuzztime 5m ./pkg/webhook/
+//	go test -run '^$' -fuzz FuzzHandle -fuzztime 5m -fuzzminimizetime 5s ./pkg/webhook/ (or make fuzz)
 func FuzzHandle(f *testing.F) {
 	addPodSeeds(f)
 	h, err := NewHandler(testSettings())

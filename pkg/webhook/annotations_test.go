@@ -140,7 +140,7 @@ func TestParseOptions(t *testing.T) {
 // would take: a port in range, a valid election name, requests within
 // limits, an allowed lock type.
 //
-//	go test -run '^$' -fuzz FuzzParseOptions -fuzztime 5m ./pkg/webhook/
+//	go test -run '^$' -fuzz FuzzParseOptions -fuzztime 5m -fuzzminimizetime 5s ./pkg/webhook/ (or make fuzz)
 func FuzzParseOptions(f *testing.F) {
 	// One annotation per line, key=value.
 	for _, seed := range []string{

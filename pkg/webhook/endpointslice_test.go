@@ -420,7 +420,7 @@ func TestEndpointSliceHandlerErrors(t *testing.T) {
 // IPs, into the slice of a Service without a selector that opted in to
 // that pod's election, whose elector runs -leader-service for it.
 //
-//	go test -run '^$' -fuzz FuzzReviewEndpointSlice -fuzztime 5m ./pkg/webhook/
+//	go test -run '^$' -fuzz FuzzReviewEndpointSlice -fuzztime 5m -fuzzminimizetime 5s ./pkg/webhook/ (or make fuzz)
 func FuzzReviewEndpointSlice(f *testing.F) {
 	add := func(c sliceCase) {
 		raw := func(v any) []byte {

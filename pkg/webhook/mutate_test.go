@@ -634,7 +634,7 @@ func fuzzPod(raw []byte, ports uint16) (pod *corev1.Pod, ok bool) {
 // alone, gives a pod one sidecar or an error (never both), and returns the
 // pod it injected unchanged.
 //
-//	go test -run '^$' -fuzz FuzzInject -fuzztime 5m ./pkg/webhook/
+//	go test -run '^$' -fuzz FuzzInject -fuzztime 5m -fuzzminimizetime 5s ./pkg/webhook/ (or make fuzz)
 func FuzzInject(f *testing.F) {
 	addPodSeeds(f)
 	f.Fuzz(func(t *testing.T, raw []byte, ports uint16) {
