@@ -1053,8 +1053,14 @@ func (e *Elector) setRunning(on bool) {
 
 // wake tells the loop that something changed; it never blocks.
 func (e *Elector) wake() {
+	poke(e.changed)
+}
+
+// poke signals on ch without blocking. Every such channel has a buffer of
+// one, and a signal already waiting in it says the same as this one.
+func poke(ch chan<- struct{}) {
 	select {
-	case e.changed <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

@@ -108,10 +108,7 @@ func (s *leaderService) set(want bool) {
 	s.mu.Lock()
 	s.want = want
 	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	poke(s.kick)
 }
 
 // withdrawNow removes this pod's address before it returns, or gives up

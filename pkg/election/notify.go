@@ -92,10 +92,7 @@ func (n *notifier) offer(doc []byte) {
 	n.mu.Lock()
 	n.pending = doc
 	n.mu.Unlock()
-	select {
-	case n.ready <- struct{}{}:
-	default:
-	}
+	poke(n.ready)
 }
 
 // take removes the pending document and returns it; nil when none waits.

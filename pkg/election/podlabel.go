@@ -69,10 +69,7 @@ func (p *podLabeler) set(pod, value string) {
 	p.pending = slices.DeleteFunc(p.pending, func(l podLabel) bool { return l.pod == pod })
 	p.pending = append(p.pending, podLabel{pod, value})
 	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
+	poke(p.kick)
 }
 
 // keepOnly drops what is pending for every pod but pod: a participant that
@@ -104,10 +101,7 @@ func (p *podLabeler) run(ctx context.Context) {
 			continue
 		}
 		backoff = sleep(ctx, backoff, maxBackoff)
-		select {
-		case p.kick <- struct{}{}:
-		default:
-		}
+		poke(p.kick)
 	}
 }
 

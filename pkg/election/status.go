@@ -120,9 +120,6 @@ func (e *Elector) notify() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for ch := range e.subscribers {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+		poke(ch)
 	}
 }
