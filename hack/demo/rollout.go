@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -186,27 +187,15 @@ func (r *rollout) done(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("watching the lease: %w", err)
 	}
+	var updated bool
 	switch r.kind {
 	case kindDeployment:
-		d, err := r.client.AppsV1().Deployments(r.ns).Get(ctx, r.name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		want := *d.Spec.Replicas
-		s := d.Status
-		if s.ObservedGeneration < d.Generation || s.UpdatedReplicas != want || s.Replicas != want || s.ReadyReplicas != want {
-			return false, nil
-		}
+		updated, err = check(ctx, r.client.AppsV1().Deployments(r.ns), r.name, deploymentUpdated)
 	case kindStatefulSet:
-		s, err := r.client.AppsV1().StatefulSets(r.ns).Get(ctx, r.name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		want := *s.Spec.Replicas
-		st := s.Status
-		if st.ObservedGeneration < s.Generation || st.CurrentRevision != st.UpdateRevision || st.UpdatedReplicas != want || st.ReadyReplicas != want {
-			return false, nil
-		}
+		updated, err = check(ctx, r.client.AppsV1().StatefulSets(r.ns), r.name, statefulSetUpdated)
+	}
+	if err != nil || !updated {
+		return false, err
 	}
 	leader := r.leader()
 	if leader == "" {
@@ -226,3 +215,28 @@ func (r *rollout) done(ctx context.Context) (bool, error) {
 
 // stop ends the watch of the Lease.
 func (r *rollout) stop() { r.cancel() }
+
+// check reads the workload name and asks updated of it.
+func check[T any](ctx context.Context, c interface {
+	Get(context.Context, string, metav1.GetOptions) (T, error)
+}, name string, updated func(T) bool) (bool, error) {
+	obj, err := c.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	return updated(obj), nil
+}
+
+// deploymentUpdated: the controller has seen the restart, and every replica
+// is updated and ready with none of the old left.
+func deploymentUpdated(d *appsv1.Deployment) bool {
+	want, s := *d.Spec.Replicas, d.Status
+	return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == want && s.Replicas == want && s.ReadyReplicas == want
+}
+
+// statefulSetUpdated: the controller has seen the restart, the update
+// revision is current, and every replica is updated and ready.
+func statefulSetUpdated(s *appsv1.StatefulSet) bool {
+	want, st := *s.Spec.Replicas, s.Status
+	return st.ObservedGeneration >= s.Generation && st.CurrentRevision == st.UpdateRevision && st.UpdatedReplicas == want && st.ReadyReplicas == want
+}
