@@ -71,7 +71,7 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 	if err != nil {
 		return nil, err
 	}
-	keep, args, err := LocalInjector(o.Objs, fmt.Sprintf("https://localhost:%d", webhookPort))
+	keep, args, err := localInjector(o.Objs, fmt.Sprintf("https://localhost:%d", webhookPort))
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (e *Env) StartInjector(ctx context.Context, o InjectorOptions) (*Injector, 
 	for k, v := range o.Flags {
 		flags[k] = v
 	}
-	args = SetFlags(args, flags)
+	args = setFlags(args, flags)
 
 	i := &Injector{
 		Args: args, Objs: keep, ProbeAddr: flags["-health-probe-bind-address"],

@@ -103,7 +103,7 @@ func Kubeconfig(cfg *rest.Config, token string) ([]byte, error) {
 	return clientcmd.Write(*kc)
 }
 
-// LocalInjector splits config/default's rendered objects for an injector
+// localInjector splits config/default's rendered objects for an injector
 // run as a local process instead of as pods: it returns the objects to
 // apply (without the injector's Deployment, Service and
 // PodDisruptionBudget, and with every webhook, mutating and validating,
@@ -111,7 +111,7 @@ func Kubeconfig(cfg *rest.Config, token string) ([]byte, error) {
 // reference names: webhook.PodPath, webhook.EndpointSlicePath), and the
 // injector container's args from the Deployment, so the local process runs
 // with the flags a cluster would give it.
-func LocalInjector(objs []*unstructured.Unstructured, server string) ([]*unstructured.Unstructured, []string, error) {
+func localInjector(objs []*unstructured.Unstructured, server string) ([]*unstructured.Unstructured, []string, error) {
 	base, err := url.Parse(server)
 	if err != nil || base.Host == "" {
 		return nil, nil, fmt.Errorf("webhook server %q is not an https://host:port URL: %v", server, err)
@@ -156,9 +156,9 @@ func LocalInjector(objs []*unstructured.Unstructured, server string) ([]*unstruc
 	return keep, args, nil
 }
 
-// SetFlags replaces the values of the -name=value args named in values,
+// setFlags replaces the values of the -name=value args named in values,
 // and appends those that args does not have.
-func SetFlags(args []string, values map[string]string) []string {
+func setFlags(args []string, values map[string]string) []string {
 	out := slices.Clone(args)
 	seen := map[string]bool{}
 	for i, a := range out {

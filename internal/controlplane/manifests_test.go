@@ -9,13 +9,13 @@ import (
 
 func TestSetFlags(t *testing.T) {
 	args := []string{"-leader-elect", "-cert-dir=/tmp/certs", "-webhook-port=9443"}
-	got := SetFlags(args, map[string]string{"-webhook-port": "1234", "-kubeconfig": "kc", "-cert-dns-names": "localhost"})
+	got := setFlags(args, map[string]string{"-webhook-port": "1234", "-kubeconfig": "kc", "-cert-dns-names": "localhost"})
 	want := []string{"-leader-elect", "-cert-dir=/tmp/certs", "-webhook-port=1234", "-cert-dns-names=localhost", "-kubeconfig=kc"}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("SetFlags (-want +got):\n%s", diff)
+		t.Errorf("setFlags (-want +got):\n%s", diff)
 	}
 	if args[2] != "-webhook-port=9443" {
-		t.Errorf("SetFlags changed its input: %v", args)
+		t.Errorf("setFlags changed its input: %v", args)
 	}
 }
 
@@ -50,7 +50,7 @@ webhooks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep, args, err := LocalInjector(objs, "https://localhost:9443")
+	keep, args, err := localInjector(objs, "https://localhost:9443")
 	if err != nil {
 		t.Fatal(err)
 	}

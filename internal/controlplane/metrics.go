@@ -29,13 +29,13 @@ func Requests(ctx context.Context, client kubernetes.Interface) (map[Request]flo
 	if err != nil {
 		return nil, fmt.Errorf("kube-apiserver /metrics: %w", err)
 	}
-	return ParseRequests(raw)
+	return parseRequests(raw)
 }
 
-// ParseRequests adds up the apiserver_request_total series of a /metrics
+// parseRequests adds up the apiserver_request_total series of a /metrics
 // text by resource (with its subresource) and verb, over the other labels
 // (code, scope, component, ...).
-func ParseRequests(text []byte) (map[Request]float64, error) {
+func parseRequests(text []byte) (map[Request]float64, error) {
 	out := map[Request]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

@@ -17,7 +17,7 @@ apiserver_request_total{code="409",component="apiserver",group="coordination.k8s
 apiserver_request_total{code="201",component="apiserver",group="",resource="serviceaccounts",scope="resource",subresource="token",verb="POST",version="v1"} 1
 apiserver_request_duration_seconds_count{resource="leases",verb="GET"} 99
 `
-	got, err := ParseRequests([]byte(text))
+	got, err := parseRequests([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,9 +27,9 @@ apiserver_request_duration_seconds_count{resource="leases",verb="GET"} 99
 		{"serviceaccounts/token", "POST"}: 1,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("ParseRequests (-want +got):\n%s", diff)
+		t.Errorf("parseRequests (-want +got):\n%s", diff)
 	}
-	if _, err := ParseRequests([]byte(`apiserver_request_total{resource="leases",verb="GET"} x`)); err == nil {
-		t.Errorf("ParseRequests accepted a count that is not a number")
+	if _, err := parseRequests([]byte(`apiserver_request_total{resource="leases",verb="GET"} x`)); err == nil {
+		t.Errorf("parseRequests accepted a count that is not a number")
 	}
 }

@@ -285,7 +285,7 @@ func StartSidecar(ctx context.Context, client kubernetes.Interface, cfg *rest.Co
 		return nil, err
 	}
 	cmd := exec.Command(elector, args...)
-	cmd.Env = Environ(pod, c)
+	cmd.Env = environ(pod, c)
 	// Its own process group: a Ctrl-C in the terminal reaches the program
 	// that started it, which stops each process in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -390,10 +390,10 @@ func (r *Runner) stopAll() {
 	r.wg.Wait()
 }
 
-// Environ is the environment of the sidecar c of pod, as the kubelet gives
+// environ is the environment of the sidecar c of pod, as the kubelet gives
 // it: $PATH, then its variables, with the downward API's pod name,
 // namespace and IP filled in.
-func Environ(pod *corev1.Pod, c *corev1.Container) []string {
+func environ(pod *corev1.Pod, c *corev1.Container) []string {
 	env := []string{"PATH=" + os.Getenv("PATH")}
 	for _, e := range c.Env {
 		v := e.Value

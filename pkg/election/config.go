@@ -149,7 +149,7 @@ func (c *Config) Validate() error {
 		if c.PodName == "" {
 			return fieldErrorf(FlagLeaderService, needsPodName)
 		}
-		if err := ValidatePodIP(c.PodIP); err != nil {
+		if err := validatePodIP(c.PodIP); err != nil {
 			return &FieldError{FlagPodIP, err}
 		}
 	}

@@ -413,7 +413,7 @@ func (e *Elector) leaseLeft(obs *observation, observedAt, now time.Time) time.Du
 // its own lease, but never less than this participant's TTL, so that a
 // record with a short or garbled lease does not let anyone in early.
 func (e *Elector) holdFor(rec Record) time.Duration {
-	return max(rec.LeaseDuration(), e.cfg.TTL)
+	return max(rec.leaseDuration(), e.cfg.TTL)
 }
 
 // acquired finishes the write w, sent at sent, that takes the lock. After a

@@ -514,8 +514,8 @@ func slicePorts(svc *coreService) ([]slicePort, error) {
 	return ports, nil
 }
 
-// ValidatePodIP checks the pod IP that -leader-service lists.
-func ValidatePodIP(ip string) error {
+// validatePodIP checks the pod IP that -leader-service lists.
+func validatePodIP(ip string) error {
 	if ip == "" {
 		return errors.New("is required by -" + FlagLeaderService + ": set $" + EnvPodIP + " from the downward API (status.podIP)")
 	}

@@ -29,7 +29,7 @@ import (
 //     an answer other than 2xx) is retried with the newest document, after
 //     a backoff that doubles from notifyBackoffMin to notifyBackoffMax.
 //   - It never holds the election up: the election only wakes a subscriber
-//     (see Subscribe), which never blocks, and the deliveries run in a
+//     (see subscribe), which never blocks, and the deliveries run in a
 //     goroutine of their own, one at a time.
 //   - On shutdown, the elector tries for notifyFinalTimeout after its
 //     context ends to deliver its last document, which says
@@ -220,7 +220,7 @@ func (e *Elector) startNotifier(ctx context.Context) (stop func()) {
 func (e *Elector) feedTo(ctx context.Context, n *notifier) (stop func()) {
 	stopDelivery := n.start(ctx)
 	// Subscribed before the first look, so no change is missed.
-	changes, unsubscribe := e.Subscribe()
+	changes, unsubscribe := e.subscribe()
 	quit := make(chan struct{})
 	fed := make(chan struct{})
 	go func() {
@@ -286,7 +286,7 @@ func (e *Elector) lapseOf(v view) time.Time {
 	case v.isLeader:
 		return e.renewedAt.Add(e.cfg.RenewDeadline)
 	case v.leader != "" && e.observed != nil:
-		return e.observedAt.Add(e.observed.record.LeaseDuration())
+		return e.observedAt.Add(e.observed.record.leaseDuration())
 	}
 	return time.Time{}
 }

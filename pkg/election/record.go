@@ -27,9 +27,9 @@ type Record struct {
 	LeaderTransitions    int         `json:"leaderTransitions"`
 }
 
-// LeaseDuration is how long after observing this record a participant must
+// leaseDuration is how long after observing this record a participant must
 // wait before it may take the lock.
-func (r Record) LeaseDuration() time.Duration {
+func (r Record) leaseDuration() time.Duration {
 	return time.Duration(r.LeaseDurationSeconds) * time.Second
 }
 

@@ -177,7 +177,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	// A stream outlives the server's write timeout; each write gets its own.
 	_ = rc.SetWriteDeadline(time.Time{})
 
-	changes, cancel := s.elector.Subscribe()
+	changes, cancel := s.elector.subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

@@ -27,7 +27,7 @@ import (
 //
 // The controller asks every participant's Status whenever anything reaches
 // a participant (an answer, a watch event) or a participant's Status may
-// have changed (Subscribe), once while that instant unfolds and once after
+// have changed (subscribe), once while that instant unfolds and once after
 // it has settled (synctest.Wait), and at least every step (a hundredth of
 // the TTL). Between those instants nothing reaches a participant, so a
 // participant can only stop calling itself leader, as its renew deadline
@@ -599,7 +599,7 @@ func (w *simWorld) startProc(id string, params simNetParams) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	w.procs = append(w.procs, p)
-	changes, unsubscribe := e.Subscribe()
+	changes, unsubscribe := e.subscribe()
 	go func() {
 		defer close(p.exited)
 		if err := e.Run(ctx); err != nil {

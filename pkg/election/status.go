@@ -61,7 +61,7 @@ func (e *Elector) viewAt(now time.Time) view {
 	}
 	if e.observed != nil && e.observed.object != nil && e.observed.readErr == nil &&
 		e.observed.record.HolderIdentity != "" &&
-		now.Before(e.observedAt.Add(e.observed.record.LeaseDuration())) {
+		now.Before(e.observedAt.Add(e.observed.record.leaseDuration())) {
 		// Possibly this participant's own ID, held by another process or an
 		// earlier life of this one: is_leader says which.
 		v.leader = e.observed.record.HolderIdentity
@@ -99,11 +99,11 @@ func (e *Elector) Ready() bool {
 	return e.running
 }
 
-// Subscribe returns a channel that receives a value whenever the election's
+// subscribe returns a channel that receives a value whenever the election's
 // state may have changed, and a function that ends the subscription. A slow
 // subscriber misses wake-ups, never blocks the election: it reads Status
 // when it gets to it.
-func (e *Elector) Subscribe() (<-chan struct{}, func()) {
+func (e *Elector) subscribe() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	e.mu.Lock()
 	e.subscribers[ch] = struct{}{}

@@ -38,8 +38,8 @@ func TestTrimPodKeepsWhatTheReconcilerReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		trimmed := out.(*corev1.Pod)
-		whole, _, _ := ElectorOf(&pod)
-		got, found, err := ElectorOf(trimmed)
+		whole, _, _ := electorOf(&pod)
+		got, found, err := electorOf(trimmed)
 		if !found || err != nil {
 			t.Fatalf("trimmed pod: found %v, err %v", found, err)
 		}

@@ -32,7 +32,7 @@ type Elector struct {
 	LeaderService string
 }
 
-// ElectorOf reads the elector container of pod (webhook.ElectorContainer:
+// electorOf reads the elector container of pod (webhook.ElectorContainer:
 // the container named webhook.ContainerName, among the init containers or
 // the containers). It reports false for a pod without one, and an error for
 // one whose command line the reconciler does not grant for.
@@ -43,7 +43,7 @@ type Elector struct {
 // nothing for it: a grant must follow from what the API server stores, read
 // the same way by the reconciler and by the ValidatingAdmissionPolicies in
 // config/policy.
-func ElectorOf(pod *corev1.Pod) (Elector, bool, error) {
+func electorOf(pod *corev1.Pod) (Elector, bool, error) {
 	c := webhook.ElectorContainer(pod)
 	if c == nil {
 		return Elector{}, false, nil

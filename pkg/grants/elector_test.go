@@ -50,7 +50,7 @@ func TestElectorOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, found, err := ElectorOf(&tt.pod)
+			got, found, err := electorOf(&tt.pod)
 			if found != tt.found {
 				t.Errorf("found = %v, want %v", found, tt.found)
 			}

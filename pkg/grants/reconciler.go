@@ -57,7 +57,7 @@ const (
 // Requests are namespaces.
 //
 // What an account is granted follows only from the command lines of its
-// pods' elector containers (ElectorOf), which cannot change once a pod
+// pods' elector containers (electorOf), which cannot change once a pod
 // exists. The admission webhook cannot do this, having no side effects (a
 // dry-run pod create must not create RBAC), so this runs beside it.
 type Reconciler struct {
@@ -138,7 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			continue
 		}
 		live[p.UID] = true
-		e, ok, err := ElectorOf(p)
+		e, ok, err := electorOf(p)
 		switch {
 		case !ok:
 			// Labelled before the shipped policy forbade it; nothing to grant.

@@ -1,7 +1,7 @@
 // Package grants gives the service account of each injected pod the rights
 // its elector needs, and no more: a Role and RoleBinding per service
 // account, naming the account's own lock objects, computed from what the
-// pods' elector containers run (see ElectorOf). It also trims the
+// pods' elector containers run (see electorOf). It also trims the
 // injector's pod cache (CacheByObject) and counts from it the pods an older
 // injector injected (OutdatedPods).
 package grants
@@ -108,10 +108,10 @@ func RoleName(sa string) string {
 	return name[:maxNameLen-len(h)-1] + "-" + h
 }
 
-// PodLabelBindingName names the RoleBinding of sa to PodLabelClusterRole.
+// podLabelBindingName names the RoleBinding of sa to PodLabelClusterRole.
 // A service account name cannot hold a colon, so it never equals another
 // account's RoleName.
-func PodLabelBindingName(sa string) string {
+func podLabelBindingName(sa string) string {
 	return RoleName(sa) + ":pod-label"
 }
 
@@ -262,7 +262,7 @@ func DesiredPodLabelBinding(ns string, a Account) *rbacv1.RoleBinding {
 		return nil
 	}
 	return &rbacv1.RoleBinding{
-		ObjectMeta: managedMeta(ns, PodLabelBindingName(a.Name)),
+		ObjectMeta: managedMeta(ns, podLabelBindingName(a.Name)),
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: PodLabelClusterRole},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: a.Name, Namespace: ns}},
 	}

@@ -181,7 +181,7 @@ func TestNames(t *testing.T) {
 	long := strings.Repeat("a", 60)
 	names := map[string]string{}
 	for _, sa := range []string{"app", "pod-label", "x-pod-label", long + "1", long + "2", strings.Repeat("b", 253)} {
-		for _, n := range []string{RoleName(sa), PodLabelBindingName(sa)} {
+		for _, n := range []string{RoleName(sa), podLabelBindingName(sa)} {
 			if len(n) > maxNameLen+len(":pod-label") {
 				t.Errorf("name %q is %d characters", n, len(n))
 			}

@@ -17,7 +17,7 @@ import (
 )
 
 // AnnotationPrefix prefixes every annotation the injector reads or writes.
-// Every key under it must be one of Annotations, so that a typo is an error
+// Every key under it must be one of knownAnnotations, so that a typo is an error
 // instead of a setting that silently does nothing.
 const AnnotationPrefix = "elector.vapor.io/"
 
@@ -60,17 +60,17 @@ const (
 	LabelInjected = AnnotationPrefix + "injected"
 )
 
-// Annotation documents one annotation for users; the README table is
-// generated from Annotations.
-type Annotation struct {
+// annotationDoc documents one annotation for users; the README table is
+// generated from knownAnnotations.
+type annotationDoc struct {
 	Key     string
 	Example string
 	Help    string
 }
 
-// Annotations lists every key the injector knows, in the order errors are
+// knownAnnotations lists every key the injector knows, in the order errors are
 // reported and the README lists them.
-var Annotations = []Annotation{
+var knownAnnotations = []annotationDoc{
 	{AnnotationElection, "my-app", "Election name, and the name of the lock object. Required; its presence asks for the sidecar."},
 	{AnnotationPort, "4040", "Port of the elector's HTTP API (default: the injector's, 4040). Must not be a containerPort of the pod."},
 	{AnnotationTTL, "10s",
@@ -215,7 +215,7 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 		fail(AnnotationElection, "%w", err)
 	}
 
-	for _, a := range Annotations {
+	for _, a := range knownAnnotations {
 		v, ok := annotations[a.Key]
 		if !ok {
 			continue
@@ -389,7 +389,7 @@ func ParseOptions(annotations map[string]string, s Settings) (Options, error) {
 
 	var unknown []string
 	for k := range annotations {
-		if strings.HasPrefix(k, AnnotationPrefix) && !slices.ContainsFunc(Annotations, func(a Annotation) bool { return a.Key == k }) {
+		if strings.HasPrefix(k, AnnotationPrefix) && !slices.ContainsFunc(knownAnnotations, func(a annotationDoc) bool { return a.Key == k }) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -416,10 +416,10 @@ func (o Options) ttl() time.Duration {
 // maxUnknownListed is how many unknown annotation keys an error names.
 const maxUnknownListed = 5
 
-// annotationKeys returns the keys of Annotations, for error messages.
+// annotationKeys returns the keys of knownAnnotations, for error messages.
 func annotationKeys() []string {
-	keys := make([]string, len(Annotations))
-	for i, a := range Annotations {
+	keys := make([]string, len(knownAnnotations))
+	for i, a := range knownAnnotations {
 		keys[i] = a.Key
 	}
 	return keys

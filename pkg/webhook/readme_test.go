@@ -8,7 +8,7 @@ import (
 )
 
 // TestREADMEAnnotations keeps the README's annotation reference equal to
-// Annotations.
+// knownAnnotations.
 func TestREADMEAnnotations(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -21,10 +21,10 @@ func TestREADMEAnnotations(t *testing.T) {
 	}
 	var want strings.Builder
 	want.WriteString("| Annotation | Example | Meaning |\n|---|---|---|\n")
-	for _, a := range Annotations {
+	for _, a := range knownAnnotations {
 		fmt.Fprintf(&want, "| `%s` | `%s` | %s |\n", a.Key, a.Example, a.Help)
 	}
 	if block != want.String() {
-		t.Errorf("README.md's annotations differ from Annotations; paste this into it:\n%s", want.String())
+		t.Errorf("README.md's annotations differ from knownAnnotations; paste this into it:\n%s", want.String())
 	}
 }
