@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,13 +130,11 @@ func unboundAccount(t *testing.T, ns string) string {
 	if _, err := env.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
-	}, metav1.CreateOptions{})
+	token, err := controlplane.Token(ctx, env.Client, ns, sa.Name, nil)
 	if err != nil {
-		t.Fatalf("token for %s/%s: %v", ns, sa.Name, err)
+		t.Fatal(err)
 	}
-	return writeKubeconfig(t, env.Config, tr.Status.Token)
+	return writeKubeconfig(t, env.Config, token)
 }
 
 // accountWithRules makes the service account "elector" in ns bound to one

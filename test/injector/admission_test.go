@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
 	"github.com/vapor-ware/k8s-elector/pkg/webhook"
 )
@@ -258,7 +259,7 @@ func startInjectorWithEnvtestCert(t *testing.T, extra ...string) *process {
 			t.Fatal(err)
 		}
 	}
-	token, err := serviceAccountToken(ctxFor(t, 10*time.Second), systemNamespace, "k8s-elector-injector")
+	token, err := controlplane.Token(ctxFor(t, 10*time.Second), env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

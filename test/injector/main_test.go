@@ -26,7 +26,6 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -50,7 +49,7 @@ import (
 
 // systemNamespace is the injector's namespace in config/: the shipped
 // webhook configuration leaves its pods alone.
-const systemNamespace = "k8s-elector-system"
+const systemNamespace = controlplane.InjectorNamespace
 
 const testImage = "ghcr.io/vapor-ware/k8s-elector:test"
 
@@ -130,7 +129,7 @@ func run(m *testing.M) int {
 			return fail(err)
 		}
 	}
-	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
+	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		return fail(err)
 	}
@@ -293,16 +292,6 @@ func apply(ctx context.Context, path string, dryRun bool) error {
 			return fmt.Errorf("%s: %s %s: %w", path, obj.GetKind(), obj.GetName(), err)
 		}
 	}
-}
-
-func serviceAccountToken(ctx context.Context, ns, name string) (string, error) {
-	tr, err := env.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
-	}
-	return tr.Status.Token, nil
 }
 
 // serviceAccount creates a service account in ns.

@@ -48,7 +48,7 @@ func TestGrantsPerAccountPerElection(t *testing.T) {
 	waitForGrants(t, ns, map[string][]grants.Elector{"a": a, "b": b})
 
 	// The elector, as a, becomes leader of x.
-	token, err := serviceAccountToken(ctx, ns, "a")
+	token, err := controlplane.Token(ctx, env.Client, ns, "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestPodLabellingIsNotPodPatching(t *testing.T) {
 		"labeller": {{Election: "e", LockType: election.LockLeases, PodLabel: key}},
 		"other":    {{Election: "f", LockType: election.LockLeases, PodLabel: key}},
 	})
-	token, err := serviceAccountToken(ctx, ns, "labeller")
+	token, err := controlplane.Token(ctx, env.Client, ns, "labeller", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestPodLabellingIsNotPodPatching(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bystanderToken, err := serviceAccountToken(ctx, ns, "bystander")
+	bystanderToken, err := controlplane.Token(ctx, env.Client, ns, "bystander", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

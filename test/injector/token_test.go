@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 	"github.com/vapor-ware/k8s-elector/pkg/grants"
 )
@@ -80,7 +81,7 @@ var (
 func TestInjectorTokenRights(t *testing.T) {
 	ns := env.Namespace(t)
 	ctx := ctxFor(t, 30*time.Second)
-	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
+	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 	ns := env.Namespace(t)
 	serviceAccount(t, ns, "app")
 	ctx := ctxFor(t, 30*time.Second)
-	token, err := serviceAccountToken(ctx, systemNamespace, "k8s-elector-injector")
+	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
