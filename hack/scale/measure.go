@@ -9,10 +9,8 @@ import (
 	"slices"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/vapor-ware/k8s-elector/internal/controlplane"
 	"github.com/vapor-ware/k8s-elector/pkg/election"
@@ -185,13 +183,11 @@ func (m *measurement) setup(ctx context.Context, dir string, n int, locks lockMi
 		if _, err := rbac.RoleBindings(namespace).Create(ctx, grants.DesiredRoleBinding(namespace, account), metav1.CreateOptions{}); err != nil {
 			return nil, fmt.Errorf("role binding for %s: %w", account.Name, err)
 		}
-		tr, err := core.ServiceAccounts(namespace).CreateToken(ctx, account.Name, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
-		}, metav1.CreateOptions{})
+		token, err := controlplane.Token(ctx, m.env.Client, namespace, account.Name, nil)
 		if err != nil {
-			return nil, fmt.Errorf("token for %s: %w", account.Name, err)
+			return nil, err
 		}
-		kc, err := controlplane.Kubeconfig(m.env.Config, tr.Status.Token)
+		kc, err := controlplane.Kubeconfig(m.env.Config, token)
 		if err != nil {
 			return nil, err
 		}

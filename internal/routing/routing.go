@@ -30,9 +30,9 @@ import (
 	"github.com/vapor-ware/k8s-elector/pkg/election"
 )
 
-// Event is one version of the Lease or of the EndpointSlice, as the watch
+// event is one version of the Lease or of the EndpointSlice, as the watch
 // received it.
-type Event struct {
+type event struct {
 	At time.Time
 	// RV is the resourceVersion: the revision of the one etcd, which
 	// orders versions of both objects.
@@ -56,7 +56,7 @@ type Event struct {
 // Log is what a Watch received.
 type Log struct {
 	mu     sync.Mutex
-	events []Event
+	events []event
 	errs   []string
 	stop   context.CancelFunc
 	done   sync.WaitGroup
@@ -203,7 +203,7 @@ func (l *Log) fail(format string, args ...any) {
 }
 
 func (l *Log) add(ev watch.Event, resync bool) {
-	got := Event{At: time.Now(), Resync: resync}
+	got := event{At: time.Now(), Resync: resync}
 	var m metav1.Object
 	switch o := ev.Object.(type) {
 	case *coordinationv1.Lease:
@@ -286,7 +286,7 @@ func (l *Log) Check(ipOf map[string]string) Result {
 	events := slices.Clone(l.events)
 	r := Result{Violations: slices.Clone(l.errs)}
 	l.mu.Unlock()
-	slices.SortStableFunc(events, func(a, b Event) int { return cmp.Compare(a.RV, b.RV) })
+	slices.SortStableFunc(events, func(a, b event) int { return cmp.Compare(a.RV, b.RV) })
 
 	// holder holds the lock ("" when released); last is the participant
 	// that took it last, and previous the one before; routed is set once

@@ -9,19 +9,19 @@ import (
 func TestCheck(t *testing.T) {
 	ipOf := map[string]string{"a": "10.0.0.1", "b": "10.0.0.2"}
 	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
-	lease := func(rv uint64, ms int, holder string) Event { return Event{RV: rv, At: at(ms), Holder: holder} }
-	slice := func(rv uint64, ms int, addrs ...string) Event {
-		return Event{RV: rv, At: at(ms), Slice: true, Addresses: addrs, Endpoints: len(addrs)}
+	lease := func(rv uint64, ms int, holder string) event { return event{RV: rv, At: at(ms), Holder: holder} }
+	slice := func(rv uint64, ms int, addrs ...string) event {
+		return event{RV: rv, At: at(ms), Slice: true, Addresses: addrs, Endpoints: len(addrs)}
 	}
 	for _, tc := range []struct {
 		name   string
-		events []Event
+		events []event
 		want   []string // substrings of the violations, in order
 		gaps   []time.Duration
 		taken  []time.Duration
 	}{{
 		name: "a clean handover, received out of order",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), slice(4, 10), lease(3, 5, "a"),
 			lease(5, 12, ""), lease(6, 15, "b"), slice(7, 20, "10.0.0.2"),
 		},
@@ -29,25 +29,25 @@ func TestCheck(t *testing.T) {
 		taken: []time.Duration{3 * time.Millisecond},
 	}, {
 		name:   "released while listed",
-		events: []Event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, ""), lease(4, 3, "b"), slice(5, 4, "10.0.0.2")},
+		events: []event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, ""), lease(4, 3, "b"), slice(5, 4, "10.0.0.2")},
 		want:   []string{"rv 3: the lock was released by a while the slice still listed 10.0.0.1"},
 		taken:  []time.Duration{time.Millisecond},
 	}, {
 		name:   "released by a leader that never listed itself, over a crashed one's address",
-		events: []Event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, "b"), lease(4, 3, "")},
+		events: []event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, "b"), lease(4, 3, "")},
 	}, {
 		name:   "two addresses, and one not holding the lock",
-		events: []Event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1", "10.0.0.2"), slice(3, 2, "10.0.0.2")},
+		events: []event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1", "10.0.0.2"), slice(3, 2, "10.0.0.2")},
 		want:   []string{"rv 2: the slice lists 2 endpoints", "rv 2: the slice lists 10.0.0.1,10.0.0.2 while", `rv 3: the slice lists 10.0.0.2 while the lock is held by "a"`},
 	}, {
 		name: "a resync is not judged against a lock it may have missed",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), {RV: 5, At: at(9), Slice: true, Resync: true, Addresses: []string{"10.0.0.2"}, Endpoints: 1},
 			{RV: 6, At: at(10), Resync: true, Holder: "b"},
 		},
 	}, {
 		name: "the old leader's write lands after the lock changed hands, before the new leader's",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), {RV: 3, At: at(2), Deleted: true}, lease(4, 3, "b"),
 			slice(5, 4), slice(6, 5, "10.0.0.1"), slice(7, 6), slice(8, 7, "10.0.0.2"), slice(9, 8, "10.0.0.1"),
 		},
@@ -55,33 +55,33 @@ func TestCheck(t *testing.T) {
 		gaps: []time.Duration{time.Millisecond, time.Millisecond},
 	}, {
 		name: "an older epoch after a newer",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), {RV: 2, At: at(1), Slice: true, Addresses: []string{"10.0.0.1"}, Endpoints: 1, Epoch: 7},
 			{RV: 3, At: at(2), Slice: true, Addresses: []string{"10.0.0.1"}, Endpoints: 1, Epoch: 6},
 		},
 		want: []string{"rv 3: the slice lists 10.0.0.1 at epoch 6, after a listing at epoch 7"},
 	}, {
 		name: "the old leader's write lands after a resync of the Lease shows the new holder, before the new holder's own",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), slice(3, 2),
 			{RV: 5, At: at(4), Resync: true, Holder: "b"}, slice(6, 5, "10.0.0.1"), slice(7, 6, "10.0.0.2"),
 		},
 		gaps: []time.Duration{3 * time.Millisecond},
 	}, {
 		name: "the old leader's write lands while a holder without an address (not a participant here) holds the lock",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), slice(3, 2), lease(4, 3, "x"), slice(5, 4, "10.0.0.1"),
 		},
 		gaps: []time.Duration{2 * time.Millisecond},
 	}, {
 		name: "a write two terms stale",
-		events: []Event{
+		events: []event{
 			lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), lease(3, 2, "b"), lease(4, 3, "c"), slice(5, 4, "10.0.0.1"),
 		},
 		want: []string{`rv 5: the slice lists 10.0.0.1 while the lock is held by "c" (), after "b"`},
 	}, {
 		name:   "a deleted lock is not a release",
-		events: []Event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), {RV: 3, At: at(2), Deleted: true}, lease(4, 3, "b")},
+		events: []event{lease(1, 0, "a"), slice(2, 1, "10.0.0.1"), {RV: 3, At: at(2), Deleted: true}, lease(4, 3, "b")},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &Log{events: tc.events}
