@@ -29,7 +29,7 @@ import (
 //     an answer other than 2xx) is retried with the newest document, after
 //     a backoff that doubles from notifyBackoffMin to notifyBackoffMax.
 //   - It never holds the election up: the election only wakes a subscriber
-//     (see subscribe), which never blocks, and the deliveries run in a
+//     (see Elector.subscribe), which never blocks, and the deliveries run in a
 //     goroutine of their own, one at a time.
 //   - On shutdown, the elector tries for notifyFinalTimeout after its
 //     context ends to deliver its last document, which says

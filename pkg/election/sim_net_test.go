@@ -537,10 +537,7 @@ func (w *simWatch) push(it simWatchItem) {
 	w.mu.Lock()
 	w.items = append(w.items, it)
 	w.mu.Unlock()
-	select {
-	case w.ready <- struct{}{}:
-	default:
-	}
+	poke(w.ready)
 }
 
 func (w *simWatch) pop() (simWatchItem, bool) {

@@ -27,7 +27,7 @@ import (
 //
 // The controller asks every participant's Status whenever anything reaches
 // a participant (an answer, a watch event) or a participant's Status may
-// have changed (subscribe), once while that instant unfolds and once after
+// have changed (Elector.subscribe), once while that instant unfolds and once after
 // it has settled (synctest.Wait), and at least every step (a hundredth of
 // the TTL). Between those instants nothing reaches a participant, so a
 // participant can only stop calling itself leader, as its renew deadline
@@ -256,12 +256,7 @@ func (w *simWorld) shutdown() {
 }
 
 // poke wakes the controller: something was delivered.
-func (w *simWorld) poke() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
+func (w *simWorld) poke() { poke(w.wake) }
 
 // sleep waits d; false if the simulation ended first.
 func (w *simWorld) sleep(d time.Duration) bool {

@@ -57,7 +57,7 @@ const (
 // Requests are namespaces.
 //
 // What an account is granted follows only from the command lines of its
-// pods' elector containers (electorOf), which cannot change once a pod
+// pods' elector containers, which cannot change once a pod
 // exists. The admission webhook cannot do this, having no side effects (a
 // dry-run pod create must not create RBAC), so this runs beside it.
 type Reconciler struct {

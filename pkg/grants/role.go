@@ -1,9 +1,9 @@
 // Package grants gives the service account of each injected pod the rights
 // its elector needs, and no more: a Role and RoleBinding per service
 // account, naming the account's own lock objects, computed from what the
-// pods' elector containers run (see electorOf). It also trims the
-// injector's pod cache (CacheByObject) and counts from it the pods an older
-// injector injected (OutdatedPods).
+// pods' elector containers run. It also trims the injector's pod cache
+// (CacheByObject) and counts from it the pods an older injector injected
+// (OutdatedPods).
 package grants
 
 import (

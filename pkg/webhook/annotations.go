@@ -17,8 +17,9 @@ import (
 )
 
 // AnnotationPrefix prefixes every annotation the injector reads or writes.
-// Every key under it must be one of knownAnnotations, so that a typo is an error
-// instead of a setting that silently does nothing.
+// Every key under it must be one the injector knows (the README's table),
+// so that a typo is an error instead of a setting that silently does
+// nothing.
 const AnnotationPrefix = "elector.vapor.io/"
 
 // The annotations a pod sets to ask for, and tune, its elector sidecar.
@@ -68,8 +69,8 @@ type annotationDoc struct {
 	Help    string
 }
 
-// knownAnnotations lists every key the injector knows, in the order errors are
-// reported and the README lists them.
+// knownAnnotations lists every key the injector knows, in the order errors
+// are reported and the README lists them.
 var knownAnnotations = []annotationDoc{
 	{AnnotationElection, "my-app", "Election name, and the name of the lock object. Required; its presence asks for the sidecar."},
 	{AnnotationPort, "4040", "Port of the elector's HTTP API (default: the injector's, 4040). Must not be a containerPort of the pod."},

@@ -13,7 +13,7 @@ import (
 )
 
 // Settings are the injector-wide defaults, filled from the injector's flags.
-// A pod's annotations override them one by one (see knownAnnotations).
+// A pod's annotations override them one by one (the README's table).
 type Settings struct {
 	// ElectorImage is the sidecar's image. It has no default: the injector
 	// should run the elector of its own release.

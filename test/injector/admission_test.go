@@ -259,7 +259,7 @@ func startInjectorWithEnvtestCert(t *testing.T, extra ...string) *process {
 			t.Fatal(err)
 		}
 	}
-	token, err := controlplane.Token(ctxFor(t, 10*time.Second), env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctxFor(t, 10*time.Second), env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 	// 2. The injector, and the kubelet's part: the Secret mounted at -cert-dir.
 	certDir := t.TempDir()
 	go env.MountSecret(ctxFor(t, 5*time.Minute), systemNamespace, certSecret, certDir)
-	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctx, env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestSelfManagedCertificates(t *testing.T) {
 // waits, unready, for a certificate to be mounted, then serves it.
 func TestExternalCertificates(t *testing.T) {
 	ctx := ctxFor(t, 60*time.Second)
-	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctx, env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

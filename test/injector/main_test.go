@@ -129,7 +129,7 @@ func run(m *testing.M) int {
 			return fail(err)
 		}
 	}
-	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctx, env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -81,7 +81,7 @@ var (
 func TestInjectorTokenRights(t *testing.T) {
 	ns := env.Namespace(t)
 	ctx := ctxFor(t, 30*time.Second)
-	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctx, env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestInjectorTokenCannotUseWhatItGrants(t *testing.T) {
 	ns := env.Namespace(t)
 	serviceAccount(t, ns, "app")
 	ctx := ctxFor(t, 30*time.Second)
-	token, err := controlplane.Token(ctx, env.Client, controlplane.InjectorNamespace, controlplane.InjectorAccount, nil)
+	token, err := controlplane.Token(ctx, env.Client, systemNamespace, controlplane.InjectorAccount, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
