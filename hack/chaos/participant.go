@@ -245,7 +245,7 @@ func (p *participant) end(sig syscall.Signal) time.Time {
 		}
 	}
 	p.mu.Unlock()
-	_ = p.Cmd.Process.Signal(sig)
+	_ = p.Signal(sig)
 	return now
 }
 
@@ -273,13 +273,13 @@ func (p *participant) cont() time.Time {
 		p.freezes[n-1].resumed = now
 	}
 	p.mu.Unlock()
-	_ = p.Cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGCONT)
 	return now
 }
 
 // kill ends the process at the end of the run.
 func (p *participant) kill() {
 	p.end(syscall.SIGKILL)
-	_ = p.Cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGCONT)
 	<-p.Done()
 }

@@ -213,10 +213,21 @@ func Processes(marker string) []int {
 	return pids
 }
 
-// isZombie reads the state field of /proc/PID/stat: "pid (comm) S ...".
+// isZombie reports whether a /proc/PID/stat line is a zombie's.
 func isZombie(stat string) bool {
+	s, ok := procState(stat)
+	return ok && s == 'Z'
+}
+
+// procState is the state field of a /proc/PID/stat or /proc/PID/task/TID/stat
+// line, "pid (comm) S ...". It follows the command name, which is in
+// parentheses and may itself hold them.
+func procState(stat string) (byte, bool) {
 	i := strings.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+	if i < 0 || i+2 >= len(stat) {
+		return 0, false
+	}
+	return stat[i+2], true
 }
 
 // MountSecret does the kubelet's part for a process run on this machine in

@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -187,10 +186,8 @@ func allStopped(pid int) bool {
 		if err != nil {
 			return false
 		}
-		// The state follows the command name, which is in parentheses and
-		// may itself hold them.
-		i := bytes.LastIndexByte(raw, ')')
-		if i < 0 || i+2 >= len(raw) || (raw[i+2] != 'T' && raw[i+2] != 't') {
+		// T: stopped by a signal; t: stopped by a tracer.
+		if s, ok := procState(string(raw)); !ok || (s != 'T' && s != 't') {
 			return false
 		}
 	}
